@@ -1,0 +1,9 @@
+from django_tools.ninja import build_api
+from feed.api import router as feed_router
+
+api = build_api(
+    title="API Feed",
+    version="1.0.0",
+    description="Replica service: read-only feed of the products replicated from api_produtos.",
+)
+api.add_router("/feed/", feed_router)

@@ -1,0 +1,9 @@
+from django_tools.ninja import build_api
+from produto.api import router as produtos_router
+
+api = build_api(
+    title="API Produtos",
+    version="1.0.0",
+    description="Master service: CRUD of Produto. Every change is published through django-cqrs.",
+)
+api.add_router("/produtos/", produtos_router)

@@ -1,0 +1,6 @@
+from api_produtos.api import api
+from django_tools.urls import handler400, handler404, handler500, service_urlpatterns
+
+urlpatterns = service_urlpatterns(api)
+
+__all__ = ["handler400", "handler404", "handler500", "urlpatterns"]

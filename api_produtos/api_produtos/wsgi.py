@@ -1,0 +1,7 @@
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api_produtos.settings")
+
+from django_tools.wsgi import application as _build
+
+application = _build()

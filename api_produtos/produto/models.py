@@ -1,0 +1,43 @@
+from decimal import Decimal
+
+from dj_cqrs.mixins import MasterMixin
+from django.core.validators import MinLengthValidator, MinValueValidator
+from django.db import models
+
+
+class Produto(MasterMixin):
+    """The product, owned by this service. Every committed change becomes a django-cqrs event
+    (`CQRS_ID = "produto"`) that the replicas apply in revision order."""
+
+    CQRS_ID = "produto"
+
+    sku = models.CharField(max_length=64, unique=True, validators=[MinLengthValidator(1)])
+    nome = models.CharField(max_length=200, validators=[MinLengthValidator(1)])
+    descricao = models.TextField(blank=True, default="")
+    preco = models.DecimalField(
+        max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+    )
+    estoque = models.PositiveIntegerField(default=0)
+    ativo = models.BooleanField(default=True)
+    criado_em = models.DateTimeField(auto_now_add=True)
+    atualizado_em = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(preco__gte=0), name="produto_preco_gte_0"),
+            models.CheckConstraint(
+                condition=models.Q(estoque__gte=0), name="produto_estoque_gte_0"
+            ),
+        ]
+        indexes = [models.Index(fields=["ativo", "id"], name="produto_ativo_id_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} — {self.nome}"
+
+    def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict:
+        data = super().to_cqrs_dict(using, sync=sync)
+        # ujson would turn a Decimal into a float; the exact string keeps "19.90" intact on
+        # the wire and any replica's DecimalField parses it.
+        data["preco"] = f"{Decimal(data['preco']):.2f}"
+        return data

@@ -1,0 +1,1 @@
+"""Command line of the APIs Ecosystem workspace (`uv run apis ...`)."""

@@ -1,0 +1,193 @@
+"""`apis up`: migrate both services, then run every process of the lab in the foreground.
+
+The processes are supervised by honcho: one line-prefixed log stream, Ctrl-C or SIGTERM stops
+them all (SIGKILL after a grace period), and if one of them dies the others are stopped too.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from honcho.manager import Manager
+
+from apis.workspace import FEED, PRODUTOS, SERVICES, Service
+from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
+from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
+
+START_HINT = "start the infrastructure with `docker compose up -d`"
+READY_TIMEOUT = 60.0
+
+
+class Abort(Exception):
+    """A start-up problem, explained in one line."""
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    host: str = "0.0.0.0"
+    produtos_port: int = PRODUTOS.default_port
+    feed_port: int = FEED.default_port
+    web_workers: int = 2
+    consumers: int = 1
+
+
+def check_infrastructure(services: tuple[Service, ...] = SERVICES) -> None:
+    """RabbitMQ and Redis as each service would reach them (its env file included)."""
+    checked: set[tuple[str, str]] = set()
+    for service in services:
+        env = service.env()
+        for label, url, probe in (
+            ("RabbitMQ", env.get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL, probe_rabbitmq),
+            ("Redis", env.get("REDIS_URL") or DEFAULT_REDIS_URL, probe_redis),
+        ):
+            if (label, url) in checked:
+                continue
+            checked.add((label, url))
+            try:
+                probe(url, timeout=3)
+            except Unreachable as exc:
+                raise Abort(
+                    f"{label} is not reachable at {redact_url(url)} ({exc}): {START_HINT}"
+                ) from exc
+
+
+def check_ports_free(host: str, ports: list[int]) -> None:
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise Abort(
+                    f"port {port} on {host} is in use ({exc.strerror}): stop whatever holds it "
+                    "(another `apis up` or a runserver) or pick other ports with "
+                    "--produtos-port/--feed-port"
+                ) from exc
+
+
+def migrate(service: Service) -> None:
+    print(f"apis up: applying the migrations of {service.directory.name}", flush=True)
+    result = subprocess.run(
+        service.manage("migrate", "--noinput"), cwd=service.directory, env=service.env()
+    )
+    if result.returncode != 0:
+        raise Abort(f"the migrations of {service.directory.name} failed (see above)")
+
+
+def declare_broker_topology() -> None:
+    """The replica's queue must exist before the master accepts writes, or the exchange drops
+    the first events while the consumer is still starting."""
+    result = subprocess.run(
+        FEED.manage("cqrs_declare"),
+        cwd=FEED.directory,
+        env=FEED.env(),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise Abort(f"declaring the replica's queues failed: {result.stderr.strip()[-500:]}")
+
+
+def gunicorn(service: Service, host: str, port: int, workers: int) -> str:
+    return shlex.join(
+        [
+            sys.executable, "-m", "gunicorn", f"{service.project}.wsgi:application",
+            "--chdir", str(service.directory),
+            "--bind", f"{host}:{port}",
+            "--workers", str(workers),
+            "--graceful-timeout", "5",
+            "--access-logfile", "-",
+            "--no-control-socket",
+            "--preload",
+        ]
+    )  # fmt: skip
+
+
+def processes(options: UpOptions) -> dict[str, tuple[str, Service]]:
+    """Name → (shell command, service whose folder and environment it runs in)."""
+    return {
+        "produtos": (
+            gunicorn(PRODUTOS, options.host, options.produtos_port, options.web_workers),
+            PRODUTOS,
+        ),
+        "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
+        "consumer": (shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers))), FEED),
+    }
+
+
+def _healthy(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return False, str(exc)
+
+
+def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
+    urls = {
+        "API Produtos": f"http://localhost:{options.produtos_port}",
+        "API Feed": f"http://localhost:{options.feed_port}",
+    }
+    deadline = time.monotonic() + READY_TIMEOUT
+    pending = dict(urls)
+    last_problem = ""
+    while pending and not stop.is_set() and time.monotonic() < deadline:
+        for name, base in list(pending.items()):
+            ok, problem = _healthy(f"{base}/health")
+            if ok:
+                del pending[name]
+            else:
+                last_problem = problem
+        stop.wait(0.5)
+    if stop.is_set():
+        return
+    if pending:
+        print(
+            f"apis up: not healthy after {READY_TIMEOUT:.0f}s: {', '.join(pending)} "
+            f"({last_problem.strip()[:300]})",
+            flush=True,
+        )
+        return
+    lines = ["apis up: ready"]
+    for name, base in urls.items():
+        lines.append(f"  {name:<13} {base}/api/  docs {base}/api/docs  health {base}/health")
+    lines.append("  RabbitMQ UI   http://localhost:15672 (admin/admin)")
+    lines.append("  Ctrl-C stops everything.")
+    print("\n".join(lines), flush=True)
+
+
+def up(options: UpOptions) -> int:
+    try:
+        check_infrastructure()
+        check_ports_free(options.host, [options.produtos_port, options.feed_port])
+        for service in SERVICES:
+            migrate(service)
+        declare_broker_topology()
+    except Abort as exc:
+        print(f"apis up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+    manager = Manager()
+    for name, (command, service) in processes(options).items():
+        # honcho runs commands through a shell; exec hands the pid over to the real process.
+        manager.add_process(name, f"exec {command}", env=service.env(), cwd=str(service.directory))
+    stop = threading.Event()
+    watcher = threading.Thread(target=announce_when_ready, args=(options, stop), daemon=True)
+    watcher.start()
+    try:
+        manager.loop()
+    finally:
+        stop.set()
+    return manager.returncode or 0

@@ -1,0 +1,1 @@
+"""Shared building blocks of the APIs Ecosystem services (api_produtos, api_feed)."""

@@ -1,0 +1,64 @@
+"""Bounded-time probes of the infrastructure: used by `/health` and by `apis up` before it starts.
+
+Each probe raises `Unreachable` with a short human reason; none of them can hang longer than
+its timeout, so a dead or black-holed broker never blocks a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pika
+import redis
+from pika.exceptions import AMQPError
+
+from django_tools.env import redact_url
+
+
+class Unreachable(Exception):
+    """The service did not answer within the timeout, or refused us."""
+
+
+def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
+    """Open and close one AMQP connection (which also checks the credentials and vhost)."""
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:  # pika raises several types for a malformed URL
+        raise Unreachable(f"invalid RABBITMQ_URL {redact_url(url)}: {exc}") from exc
+    params.socket_timeout = timeout
+    params.stack_timeout = timeout
+    params.blocked_connection_timeout = timeout
+    params.connection_attempts = 1
+    params.retry_delay = 0
+    try:
+        connection = pika.BlockingConnection(params)
+    except AMQPError as exc:
+        raise Unreachable(_amqp_reason(exc)) from exc
+    except OSError as exc:
+        raise Unreachable(str(exc) or exc.__class__.__name__) from exc
+    with contextlib.suppress(AMQPError):
+        connection.close()
+
+
+def probe_redis(url: str, timeout: float = 2.0) -> None:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except ValueError as exc:
+        raise Unreachable(f"invalid REDIS_URL {redact_url(url)}: {exc}") from exc
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unreachable(str(exc) or exc.__class__.__name__) from exc
+    finally:
+        client.close()
+
+
+def _amqp_reason(exc: AMQPError) -> str:
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return "authentication refused (wrong user or password)"
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return "access refused (vhost or permissions)"
+    text = str(exc) or repr(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    return text

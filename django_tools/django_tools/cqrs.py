@@ -1,0 +1,51 @@
+"""django-cqrs settings both services build from `RABBITMQ_URL`.
+
+The wire format stays django-cqrs's own (topic exchange `cqrs`, routing key = CQRS_ID, the
+`TransportPayload.to_dict()` body as JSON, persistent messages), so a stock django-cqrs master or
+replica can talk to these services.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_tools.env import env_int, env_str
+
+STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
+DEFAULT_EXCHANGE = "cqrs"
+
+
+def _common(rabbitmq_url: str) -> dict[str, Any]:
+    return {
+        "transport": env_str("CQRS_TRANSPORT") or STOCK_TRANSPORT,
+        "url": rabbitmq_url,
+        # Overridable so that test runs and benchmarks get an exchange of their own and never
+        # deliver into the queues of a lab running on the same broker.
+        "exchange": env_str("CQRS_EXCHANGE") or DEFAULT_EXCHANGE,
+    }
+
+
+def master_settings(rabbitmq_url: str) -> dict[str, Any]:
+    return {
+        **_common(rabbitmq_url),
+        "master": {
+            "CQRS_AUTO_UPDATE_FIELDS": False,
+            # An event never expires on its way: a replica that was offline for days must
+            # still converge instead of dead-lettering what it missed.
+            "CQRS_MESSAGE_TTL": None,
+        },
+    }
+
+
+def replica_settings(rabbitmq_url: str, default_queue: str) -> dict[str, Any]:
+    return {
+        **_common(rabbitmq_url),
+        "queue": env_str("CQRS_QUEUE") or default_queue,
+        "replica": {
+            "CQRS_MAX_RETRIES": env_int("CQRS_MAX_RETRIES", 30),
+            "CQRS_RETRY_DELAY": env_int("CQRS_RETRY_DELAY", 2),
+            "delay_queue_max_size": 1000,
+            # Dead letters stay until someone reads them (`cqrs_dead_letters`).
+            "dead_message_ttl": None,
+        },
+    }

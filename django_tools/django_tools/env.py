@@ -1,0 +1,102 @@
+"""Configuration from the environment and each service's `.env.<service>` file.
+
+Real environment variables always win over the file, so one exported variable overrides
+whatever a developer keeps in their env file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values, load_dotenv
+
+#: Defaults of the public contract (they match docker-compose.yaml).
+DEFAULT_RABBITMQ_URL = "amqp://admin:admin@localhost:5672/"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ImproperlyConfiguredEnv(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def env_file_path(service: str, repo_root: Path) -> Path:
+    """Where a service reads its env file: `<SERVICE>_ENV_FILE`, else `<repo>/.env.<service>`."""
+    override = os.environ.get(f"{service.upper()}_ENV_FILE")
+    return Path(override) if override else repo_root / f".env.{service}"
+
+
+def load_service_env(service: str, repo_root: Path) -> Path:
+    """Load the service's env file into `os.environ` without overriding real variables."""
+    path = env_file_path(service, repo_root)
+    if path.is_file():
+        load_dotenv(path, override=False)
+    return path
+
+
+def read_service_env(service: str, repo_root: Path) -> dict[str, str]:
+    """The environment the service would see, without touching this process's environment."""
+    path = env_file_path(service, repo_root)
+    values = (
+        {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    )
+    values.update(os.environ)
+    return values
+
+
+def env_str(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    return (os.environ if environ is None else environ).get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfiguredEnv(f"{name}={raw!r} is not a boolean (use true/false, 1/0)")
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"{name}={raw!r} is not an integer") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"{name}={raw!r} is not a number") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,106 @@
+"""django-ninja pieces both APIs share: the API factory with the JSON error format, bounded
+pagination and the field types that keep bad input out of the database.
+
+Every error leaves as `{"detail": ...}`; bad input answers 4xx, never 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Annotated, Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import Field, NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.pagination import LimitOffsetPagination
+from pydantic import AfterValidator, PlainSerializer, StringConstraints
+
+from django_tools.errors import ConflictError
+
+logger = logging.getLogger(__name__)
+
+#: The largest value a 64-bit signed primary key (and SQLite's INTEGER) can hold.
+MAX_BIGINT = 2**63 - 1
+#: The largest value of Django's PositiveIntegerField on every backend.
+MAX_INT = 2**31 - 1
+
+
+def _text(value: str) -> str:
+    # PostgreSQL refuses NUL in text and no database can store a lone surrogate: both would
+    # become a 500 deep in the driver, so they are rejected at the edge.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+#: A string that every database can store.
+SafeStr = Annotated[str, AfterValidator(_text)]
+
+
+def text(*, min_length: int = 0, max_length: int | None = None, strip: bool = False) -> Any:
+    """A SafeStr with length limits, checked after stripping when `strip` is set."""
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        AfterValidator(_text),
+    ]
+
+
+#: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output.
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2),
+    PlainSerializer(lambda value: f"{value:.2f}", return_type=str),
+]
+
+#: A primary key in a path.
+PathId = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
+
+
+class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """ninja's limit/offset pagination with an upper bound on `offset` (an unbounded offset
+    overflows the database's integer and would answer 500)."""
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=1000)
+        offset: int = Field(0, ge=0, le=10**12)
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+def build_api(*, title: str, version: str, description: str, **kwargs: Any) -> NinjaAPI:
+    api = NinjaAPI(title=title, version=version, description=description, **kwargs)
+
+    @api.exception_handler(HttpError)
+    def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        status = exc.status_code
+        if status == 400 and exc.__cause__ is not None:
+            # ninja answers 400 for a body that is not JSON; to a client that is an invalid body.
+            status = 422
+        return api.create_response(request, {"detail": str(exc)}, status=status)
+
+    def not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+        return api.create_response(request, {"detail": "Not found"}, status=404)
+
+    api.add_exception_handler(Http404, not_found)
+    api.add_exception_handler(ObjectDoesNotExist, not_found)
+
+    @api.exception_handler(ConflictError)
+    def conflict(request: HttpRequest, exc: ConflictError) -> HttpResponse:
+        return api.create_response(request, {"detail": str(exc)}, status=409)
+
+    @api.exception_handler(DjangoValidationError)
+    def invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        return api.create_response(request, {"detail": detail}, status=422)
+
+    return api

@@ -1,0 +1,118 @@
+"""pytest fixtures both services' suites use (`pytest_plugins = ["django_tools.testing"]`).
+
+Broker tests talk to the real RabbitMQ. When it is missing they fail, with the way to start
+it, instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pika
+import pytest
+
+from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
+from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
+
+START_HINT = (
+    "start the infrastructure with `docker compose up -d` (or the local services: "
+    "`rabbitmq-server -detached`, `redis-server --daemonize yes`) and make sure the user exists: "
+    "`rabbitmqctl add_user admin admin && rabbitmqctl set_user_tags admin administrator && "
+    'rabbitmqctl set_permissions -p / admin ".*" ".*" ".*"`, or point RABBITMQ_URL elsewhere'
+)
+
+
+def broker_url() -> str:
+    from django.conf import settings
+
+    return getattr(settings, "RABBITMQ_URL", None) or os.environ.get(
+        "RABBITMQ_URL", DEFAULT_RABBITMQ_URL
+    )
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    url = broker_url()
+    try:
+        probe_rabbitmq(url, timeout=5)
+    except Unreachable as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    from django.conf import settings
+
+    url = getattr(settings, "REDIS_URL", None) or DEFAULT_REDIS_URL
+    try:
+        probe_redis(url, timeout=5)
+    except Unreachable as exc:
+        pytest.fail(f"Redis is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def cqrs_exchange(rabbitmq_url: str) -> Iterator[str]:
+    """An exchange of this test session's own, so tests never deliver into a running lab's
+    queues; the service's CQRS settings point at it for the whole session."""
+    from django.conf import settings
+
+    name = f"test_cqrs_{uuid.uuid4().hex[:10]}"
+    previous = settings.CQRS["exchange"]
+    settings.CQRS["exchange"] = name
+    yield name
+    settings.CQRS["exchange"] = previous
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.exchange_delete(name)
+
+
+@contextmanager
+def amqp_channel(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A short-lived blocking channel on the test broker."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.fixture
+def listening_queue(rabbitmq_url: str, cqrs_exchange: str) -> Iterator[ListeningQueue]:
+    """A temporary queue bound to the session's exchange, as a stock replica's would be."""
+    queue = ListeningQueue(rabbitmq_url, cqrs_exchange)
+    yield queue
+    queue.close()
+
+
+class ListeningQueue:
+    def __init__(self, url: str, exchange: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        self.name = self.channel.queue_declare("", exclusive=True).method.queue
+        self.exchange = exchange
+
+    def bind(self, routing_key: str) -> ListeningQueue:
+        self.channel.queue_bind(self.name, self.exchange, routing_key=routing_key)
+        return self
+
+    def get(self, timeout: float = 5.0) -> tuple[pika.BasicProperties, dict]:
+        """The next message (properties, decoded JSON body); fails after `timeout`."""
+        for method, properties, body in self.channel.consume(
+            self.name, auto_ack=True, inactivity_timeout=timeout
+        ):
+            self.channel.cancel()
+            if method is None:
+                pytest.fail(f"no message arrived on {self.name} within {timeout}s")
+            return properties, json.loads(body)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()

@@ -1,0 +1,87 @@
+"""The shared error format and field types, on a small API built with build_api."""
+
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+from ninja import Schema
+from ninja.testing import TestClient
+
+from django_tools.errors import ConflictError
+from django_tools.ninja import Money, PathId, build_api, text
+
+
+class Body(Schema):
+    name: text(min_length=1, max_length=5, strip=True)
+    price: Money
+
+
+api = build_api(title="t", version="2", description="d", urls_namespace="t2")
+
+
+@api.post("/echo")
+def echo(request, body: Body):
+    return body.model_dump()
+
+
+@api.get("/item/{item_id}")
+def item(request, item_id: PathId):
+    return {"id": item_id}
+
+
+@api.get("/conflict")
+def conflict(request):
+    raise ConflictError("already there")
+
+
+@api.get("/invalid")
+def invalid(request):
+    raise ValidationError({"field": ["bad"]})
+
+
+client = TestClient(api)
+
+
+def test_valid_body_and_money_serialization():
+    response = client.post("/echo", json={"name": " ab ", "price": 3.5})
+    assert response.status_code == 200
+    assert response.json() == {"name": "ab", "price": "3.50"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "", "price": 1},
+        {"name": "toolong", "price": 1},
+        {"name": "a\x00", "price": 1},
+        {"name": "a", "price": -1},
+        {"name": "a", "price": "1.001"},
+        {"name": "a"},
+    ],
+)
+def test_invalid_body_is_422_with_detail(body):
+    response = client.post("/echo", json=body)
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], list)
+
+
+def test_unparseable_body_is_422():
+    response = client.post("/echo", data=b"{nope", content_type="application/json")
+    assert response.status_code == 422
+    assert "parse" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("item_id", ["0", str(2**63), "x"])
+def test_path_ids_are_bounded(item_id):
+    assert client.get(f"/item/{item_id}").status_code == 422
+
+
+def test_domain_errors_map_to_status_codes():
+    assert client.get("/conflict").status_code == 409
+    assert client.get("/conflict").json() == {"detail": "already there"}
+    response = client.get("/invalid")
+    assert (response.status_code, response.json()) == (422, {"detail": {"field": ["bad"]}})
+
+
+def test_money_keeps_two_places():
+    assert Body(name="a", price=Decimal("1")).model_dump()["price"] == "1.00"

@@ -1,0 +1,58 @@
+"""End-to-end fixtures: a running lab (see e2e_lab), driven over HTTP and AMQP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from e2e_lab import API_KEY, START_HINT, Databases, Lab, delete_broker_objects, start_lab
+
+from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
+from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+    try:
+        probe_rabbitmq(url, timeout=5)
+    except Unreachable as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    try:
+        probe_redis(url, timeout=5)
+    except Unreachable as exc:
+        pytest.fail(f"Redis is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, rabbitmq_url, redis_url) -> Iterator[Lab]:
+    """The whole lab, shared by the tests of a module."""
+    databases = Databases(tmp_path_factory.mktemp("lab"))
+    running = start_lab(databases.tmp, rabbitmq_url, databases, "--consumers", "2")
+    yield running
+    running.stop()
+    delete_broker_objects(
+        rabbitmq_url, running.exchange, [running.queue, f"dead_letter_{running.queue}"]
+    )
+    databases.drop_all()
+
+
+@pytest.fixture
+def produtos(lab) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lab.produtos_url, headers={"X-API-Key": API_KEY}, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def feed(lab) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=lab.feed_url, timeout=10) as client:
+        yield client

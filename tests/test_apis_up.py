@@ -1,0 +1,70 @@
+"""`apis up` as a user meets it: refusing to start without its infrastructure, and leaving
+nothing behind when stopped."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_lab import REPO_ROOT, Databases, delete_broker_objects, start_lab, wait_until
+
+pytestmark = pytest.mark.e2e
+
+APIS = str(Path(sys.executable).with_name("apis"))
+
+
+def live_processes_in_groups(groups: list[int]) -> list[int]:
+    """Processes (not zombies) whose process group is one of `groups`."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pgid = fields[0], int(fields[2])
+        if pgid in groups and state != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+def run_up(**env_overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_overrides}
+    return subprocess.run(
+        [APIS, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    "variable,url,label",
+    [
+        ("RABBITMQ_URL", "amqp://admin:admin@127.0.0.1:1/", "RabbitMQ"),
+        ("REDIS_URL", "redis://127.0.0.1:1/0", "Redis"),
+    ],
+)
+def test_exits_at_once_with_one_clear_line_when_infrastructure_is_missing(variable, url, label):
+    result = run_up(**{variable: url})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert label in lines[0] and "127.0.0.1:1" in lines[0]
+    assert "docker compose up -d" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
+    databases = Databases(tmp_path)
+    lab = start_lab(tmp_path, rabbitmq_url, databases)
+    try:
+        children = lab.child_pids()
+        assert len(children) == 3  # produtos, feed, consumer
+        lab.process.send_signal(signal.SIGTERM)
+        assert lab.process.wait(timeout=30) != 0  # stopped by a signal, as honcho reports
+        # Orphaned children may stay zombies for a moment until init reaps them; they count
+        # as stopped.
+        wait_until(lambda: not live_processes_in_groups(children), 10, what="children to exit")
+    finally:
+        lab.stop()
+        delete_broker_objects(rabbitmq_url, lab.exchange, [lab.queue, f"dead_letter_{lab.queue}"])
+        databases.drop_all()
