@@ -7,7 +7,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e_lab import API_KEY, START_HINT, Databases, Lab, delete_broker_objects, start_lab
+from e2e_lab import (
+    API_KEY,
+    START_HINT,
+    Databases,
+    Lab,
+    delete_broker_objects,
+    replica_queues,
+    start_lab,
+)
 
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
@@ -40,9 +48,7 @@ def lab(tmp_path_factory, rabbitmq_url, redis_url) -> Iterator[Lab]:
     running = start_lab(databases.tmp, rabbitmq_url, databases, "--consumers", "2")
     yield running
     running.stop()
-    delete_broker_objects(
-        rabbitmq_url, running.exchange, [running.queue, f"dead_letter_{running.queue}"]
-    )
+    delete_broker_objects(rabbitmq_url, running.exchange, replica_queues(running.queue))
     databases.drop_all()
 
 

@@ -25,6 +25,8 @@ import pika
 import psycopg
 import pytest
 
+from django_tools.replica.policy import RetryPolicy, format_seconds
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "e2e-key"
 START_HINT = (
@@ -168,6 +170,12 @@ def _collect(process: subprocess.Popen, lines: list[str]) -> None:
         lines.append(line.rstrip("\n"))
 
 
+def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:
+    """A replica's queue, dead-letter queue and retry queues, to delete after a test."""
+    tiers = (policy or RetryPolicy()).tiers()
+    return [queue, f"dead_letter_{queue}", *(f"{queue}.retry.{format_seconds(t)}" for t in tiers)]
+
+
 def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     channel = connection.channel()
@@ -175,3 +183,176 @@ def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -
         channel.queue_delete(queue)
     channel.exchange_delete(exchange)
     connection.close()
+
+
+# --- the feed consumer alone, as processes the tests may kill ------------------------------
+
+FEED_DIR = REPO_ROOT / "api_feed"
+
+
+def stock_payload(signal_type: str, data: dict) -> dict:
+    """`TransportPayload.to_dict()` as a stock django-cqrs master publishes it."""
+    return {
+        "signal_type": signal_type,
+        "cqrs_id": "produto",
+        "instance_data": data,
+        "previous_data": None,
+        "instance_pk": data["id"],
+        "correlation_id": None,
+        "retries": 0,
+        "expires": None,
+        "meta": None,
+    }
+
+
+def produto_data(pk: int, revision: int, **overrides) -> dict:
+    data = {
+        "id": pk,
+        "sku": f"SKU-{pk}",
+        "nome": f"Produto {pk} r{revision}",
+        "descricao": "",
+        "preco": f"{pk % 100}.{revision % 100:02d}",
+        "estoque": revision,
+        "ativo": True,
+        "criado_em": "2026-01-01 00:00:00+00:00",
+        "atualizado_em": f"2026-01-01 00:{revision % 60:02d}:00+00:00",
+        "cqrs_revision": revision,
+        "cqrs_updated": f"2026-01-01 00:{revision % 60:02d}:00+00:00",
+    }
+    data.update(overrides)
+    return data
+
+
+class Publisher:
+    """Publishes to the exchange with confirms, as a master would."""
+
+    def __init__(self, rabbitmq_url: str, exchange: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        self.channel.confirm_delivery()
+        self.exchange = exchange
+
+    def publish(self, payload: dict, routing_key: str = "produto") -> None:
+        import orjson
+
+        self.channel.basic_publish(
+            self.exchange,
+            routing_key,
+            orjson.dumps(payload),
+            pika.BasicProperties(delivery_mode=2, content_type="text/plain"),
+            mandatory=True,
+        )
+
+    def depth(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+class FeedDatabase:
+    """Direct SQL on the feed's database (SQLite file or PostgreSQL), outside Django."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_postgres = url.startswith(("postgres://", "postgresql://"))
+
+    def _connect(self):
+        if self.is_postgres:
+            return psycopg.connect(self.url, autocommit=True)
+        import sqlite3
+
+        return sqlite3.connect(urlsplit(self.url).path, timeout=10, isolation_level=None)
+
+    def rows(self) -> dict[int, tuple]:
+        conn = self._connect()
+        try:
+            cursor = conn.execute("SELECT id, cqrs_revision, nome, estoque FROM feed_produtomirror")
+            return {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the replica table so that every write to it fails for a while."""
+        conn = self._connect()
+        try:
+            if self.is_postgres:
+                conn.execute("BEGIN")
+                conn.execute("LOCK TABLE feed_produtomirror IN ACCESS EXCLUSIVE MODE")
+            else:
+                conn.execute("BEGIN EXCLUSIVE")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+
+class FeedConsumer:
+    """`manage.py cqrs_consume -w N` of api_feed, in a process group of its own."""
+
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 1) -> None:
+        self.env = env
+        self.log = log
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> FeedConsumer:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "cqrs_consume", "-w", str(self.workers)],
+                cwd=FEED_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL to the manager and every worker at once: nothing gets to clean up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def feed_environment(tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str):
+    """A migrated feed database, its own exchange and queue declared; returns (env, db url)."""
+    db_url = databases.url_for("feed")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    empty_env_file = tmp / ".env.feed.empty"
+    empty_env_file.write_text("")
+    env.update(
+        FEED_ENV_FILE=str(empty_env_file),
+        DATABASE_URL=db_url,
+        RABBITMQ_URL=rabbitmq_url,
+        CQRS_EXCHANGE=f"e2e_cqrs_{uuid.uuid4().hex[:8]}",
+        CQRS_QUEUE=f"e2e_feed_{uuid.uuid4().hex[:8]}",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    for command in (["migrate", "--noinput"], ["cqrs_declare"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=FEED_DIR, env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    return env, db_url
+
+
+def delete_feed_queues(rabbitmq_url: str, env: dict[str, str], policy: RetryPolicy) -> None:
+    delete_broker_objects(
+        rabbitmq_url, env["CQRS_EXCHANGE"], replica_queues(env["CQRS_QUEUE"], policy)
+    )

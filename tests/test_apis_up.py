@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_lab import REPO_ROOT, Databases, delete_broker_objects, start_lab, wait_until
+from e2e_lab import (
+    REPO_ROOT,
+    Databases,
+    delete_broker_objects,
+    replica_queues,
+    start_lab,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,5 +73,5 @@ def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
         wait_until(lambda: not live_processes_in_groups(children), 10, what="children to exit")
     finally:
         lab.stop()
-        delete_broker_objects(rabbitmq_url, lab.exchange, [lab.queue, f"dead_letter_{lab.queue}"])
+        delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
         databases.drop_all()

@@ -13,7 +13,7 @@ load_service_env("feed", REPO_ROOT)
 _common = common_settings(service="feed", base_dir=BASE_DIR, repo_root=REPO_ROOT)
 globals().update(_common)
 
-INSTALLED_APPS = django_apps("feed")
+INSTALLED_APPS = django_apps("feed", cqrs_extensions=("django_tools.replica",))
 ROOT_URLCONF = "api_feed.urls"
 WSGI_APPLICATION = "api_feed.wsgi.application"
 

@@ -11,12 +11,12 @@ from feed.schemas import FeedFilters, FeedItemOut
 router = Router(tags=["feed"])
 
 
-@router.get("/", response=list[FeedItemOut])
+@router.get("/", response={200: list[FeedItemOut], 422: ErrorOut})
 @paginate(BoundedLimitOffsetPagination)
 def list_feed(request: HttpRequest, filters: Query[FeedFilters]):
     return selectors.feed_list(**filters.model_dump())
 
 
-@router.get("/{produto_id}", response={200: FeedItemOut, 404: ErrorOut})
+@router.get("/{produto_id}", response={200: FeedItemOut, 404: ErrorOut, 422: ErrorOut})
 def get_feed_item(request: HttpRequest, produto_id: Path[PathId]):
     return selectors.feed_get(produto_id=produto_id)

@@ -4,15 +4,22 @@ from dj_cqrs.mixins import ReplicaMixin
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from django_tools.replica.apply import ConvergentReplicaManager
+
 
 class ProdutoMirror(ReplicaMixin):
     """Read-only copy of api_produtos' Produto, kept by the django-cqrs consumer.
 
-    `cqrs_revision` (exposed as `revisao`) is the master's revision of the row; events that do
-    not advance it are ignored.
+    `cqrs_revision` (exposed as `revisao`) is the master's revision of the row. Rows change only
+    through `django_tools.replica.apply` (via the `cqrs` manager): events that do not advance
+    the revision are ignored, and a deleted product leaves a tombstone so that no late save
+    brings it back.
     """
 
     CQRS_ID = "produto"
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
 
     id = models.BigIntegerField(primary_key=True)
     # Not unique here: the master owns that rule, and a swap of two SKUs may arrive in any

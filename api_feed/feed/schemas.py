@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Literal
 
 from ninja import Field, Schema
 
-from django_tools.ninja import Money, text
+from django_tools.ninja import DecimalParam, Money, text
 
 Ordering = Literal["nome", "-nome", "preco", "-preco", "atualizado_em", "-atualizado_em"]
-PriceBound = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 
 
 class FeedItemOut(Schema):
@@ -30,6 +28,6 @@ class FeedItemOut(Schema):
 class FeedFilters(Schema):
     ativo: bool | None = None
     q: text(max_length=200) | None = None
-    preco_min: PriceBound | None = None
-    preco_max: PriceBound | None = None
+    preco_min: DecimalParam | None = None
+    preco_max: DecimalParam | None = None
     ordering: Ordering = "-atualizado_em"

@@ -28,7 +28,7 @@ router = Router(tags=["produtos"])
 write_auth = ApiKey()
 
 
-@router.get("/", response=list[ProdutoOut])
+@router.get("/", response={200: list[ProdutoOut], 422: ErrorOut})
 @paginate(BoundedLimitOffsetPagination)
 def list_produtos(request: HttpRequest, filters: Query[ProdutoFilters]):
     return selectors.produto_list(ativo=filters.ativo, q=filters.q)
@@ -41,7 +41,7 @@ def create_produto(request: HttpRequest, payload: ProdutoIn):
     return Status(201, services.produto_create(**payload.model_dump()))
 
 
-@router.get("/{produto_id}", response={200: ProdutoOut, 404: ErrorOut})
+@router.get("/{produto_id}", response={200: ProdutoOut, 404: ErrorOut, 422: ErrorOut})
 def get_produto(request: HttpRequest, produto_id: Path[PathId]):
     return selectors.produto_get(produto_id=produto_id)
 
@@ -66,7 +66,11 @@ def update_produto(request: HttpRequest, produto_id: Path[PathId], payload: Prod
     )
 
 
-@router.delete("/{produto_id}", response={204: None, 401: ErrorOut, 404: ErrorOut}, auth=write_auth)
+@router.delete(
+    "/{produto_id}",
+    response={204: None, 401: ErrorOut, 404: ErrorOut, 422: ErrorOut},
+    auth=write_auth,
+)
 def delete_produto(request: HttpRequest, produto_id: Path[PathId]):
     services.produto_delete(produto_id=produto_id)
     return Status(204, None)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from ninja import Field, Schema
+from ninja import Schema
+from pydantic import StrictBool
 
-from django_tools.ninja import MAX_INT, Money, SafeStr, text
+from django_tools.ninja import MAX_INT, Money, SafeStr, json_int, text
 
 Sku = text(min_length=1, max_length=64, strip=True)
 Nome = text(min_length=1, max_length=200, strip=True)
-Estoque = Annotated[int, Field(ge=0, le=MAX_INT)]
+# Body fields take JSON types as the schema states them: `"5"` is not an integer, `0` is not a
+# boolean.
+Estoque = json_int(ge=0, le=MAX_INT)
 
 
 class ProdutoIn(Schema):
@@ -22,7 +24,7 @@ class ProdutoIn(Schema):
     descricao: SafeStr = ""
     preco: Money
     estoque: Estoque = 0
-    ativo: bool = True
+    ativo: StrictBool = True
 
 
 class ProdutoPatch(Schema):
@@ -33,7 +35,7 @@ class ProdutoPatch(Schema):
     descricao: SafeStr = None
     preco: Money = None
     estoque: Estoque = None
-    ativo: bool = None
+    ativo: StrictBool = None
 
 
 class ProdutoOut(Schema):

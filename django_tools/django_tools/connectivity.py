@@ -7,9 +7,12 @@ its timeout, so a dead or black-holed broker never blocks a request.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pika
 import redis
+from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from django_tools.env import redact_url
@@ -51,6 +54,17 @@ def probe_redis(url: str, timeout: float = 2.0) -> None:
         raise Unreachable(str(exc) or exc.__class__.__name__) from exc
     finally:
         client.close()
+
+
+@contextmanager
+def amqp_channel(url: str) -> Iterator[BlockingChannel]:
+    """A short-lived channel, for one-off broker work (commands, tests)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def _amqp_reason(exc: AMQPError) -> str:

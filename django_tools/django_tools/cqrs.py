@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_tools.env import env_int, env_str
+from django_tools.env import env_float, env_int, env_str
 
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
+REPLICA_TRANSPORT = "django_tools.replica.transport.ReliableRabbitMQTransport"
 DEFAULT_EXCHANGE = "cqrs"
 
 
-def _common(rabbitmq_url: str) -> dict[str, Any]:
+def _common(rabbitmq_url: str, transport: str) -> dict[str, Any]:
     return {
-        "transport": env_str("CQRS_TRANSPORT") or STOCK_TRANSPORT,
+        "transport": env_str("CQRS_TRANSPORT") or transport,
         "url": rabbitmq_url,
         # Overridable so that test runs and benchmarks get an exchange of their own and never
         # deliver into the queues of a lab running on the same broker.
@@ -27,7 +28,7 @@ def _common(rabbitmq_url: str) -> dict[str, Any]:
 
 def master_settings(rabbitmq_url: str) -> dict[str, Any]:
     return {
-        **_common(rabbitmq_url),
+        **_common(rabbitmq_url, STOCK_TRANSPORT),
         "master": {
             "CQRS_AUTO_UPDATE_FIELDS": False,
             # An event never expires on its way: a replica that was offline for days must
@@ -38,13 +39,19 @@ def master_settings(rabbitmq_url: str) -> dict[str, Any]:
 
 
 def replica_settings(rabbitmq_url: str, default_queue: str) -> dict[str, Any]:
+    """Replica settings for `django_tools.replica`'s consumer; the retry policy is read by
+    `RetryPolicy.from_settings` (see CQRS.md, "Falhas e reprocessamento")."""
     return {
-        **_common(rabbitmq_url),
+        **_common(rabbitmq_url, REPLICA_TRANSPORT),
         "queue": env_str("CQRS_QUEUE") or default_queue,
         "replica": {
-            "CQRS_MAX_RETRIES": env_int("CQRS_MAX_RETRIES", 30),
-            "CQRS_RETRY_DELAY": env_int("CQRS_RETRY_DELAY", 2),
-            "delay_queue_max_size": 1000,
+            "CQRS_MAX_RETRIES": env_int("CQRS_MAX_RETRIES", 12),
+            "retry_base": env_float("CQRS_RETRY_BASE", 1.0),
+            "retry_factor": env_float("CQRS_RETRY_FACTOR", 2.0),
+            "retry_cap": env_float("CQRS_RETRY_CAP", 300.0),
+            "retry_jitter": env_float("CQRS_RETRY_JITTER", 0.2),
+            "prefetch": env_int("CQRS_PREFETCH", 200),
+            "batch_size": env_int("CQRS_BATCH_SIZE", 100),
             # Dead letters stay until someone reads them (`cqrs_dead_letters`).
             "dead_message_ttl": None,
         },

@@ -16,7 +16,13 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Schema
 from ninja.errors import HttpError
 from ninja.pagination import LimitOffsetPagination
-from pydantic import AfterValidator, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from django_tools.errors import ConflictError
 
@@ -40,17 +46,35 @@ def _text(value: str) -> str:
     return value
 
 
+#: No NUL anywhere, written so that the OpenAPI schema tells clients too.
+NO_NUL = "^[^\\x00]*$"
+
 #: A string that every database can store.
-SafeStr = Annotated[str, AfterValidator(_text)]
+SafeStr = Annotated[str, StringConstraints(pattern=NO_NUL), AfterValidator(_text)]
 
 
 def text(*, min_length: int = 0, max_length: int | None = None, strip: bool = False) -> Any:
     """A SafeStr with length limits, checked after stripping when `strip` is set."""
     return Annotated[
         str,
-        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        StringConstraints(
+            strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=NO_NUL
+        ),
         AfterValidator(_text),
     ]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON has numbers, not numeric strings or booleans: refuse what lax int parsing would
+    # coerce, keep 5 and 5.0 (the same JSON Schema integer).
+    if isinstance(value, (str, bytes, bool)):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def json_int(*, ge: int | None = None, le: int | None = None) -> Any:
+    """An integer as JSON Schema means it: 5 or 5.0, not "5" or true."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
 
 
 #: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output.
@@ -58,6 +82,23 @@ Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=2),
     PlainSerializer(lambda value: f"{value:.2f}", return_type=str),
+    # What the validator really accepts, so the schema promises no more than that.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+            ]
+        },
+        mode="validation",
+    ),
+]
+
+#: A decimal bound in a query string (two places at most), e.g. `preco_min=10.5`.
+DecimalParam = Annotated[
+    Decimal,
+    Field(max_digits=14, decimal_places=2),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"}),
 ]
 
 #: A primary key in a path.

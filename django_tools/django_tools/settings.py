@@ -6,6 +6,8 @@ only what is its own (apps, URLs, the CQRS role).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from django_tools.env import (
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -35,13 +38,21 @@ def database_settings(service: str, repo_root: Path) -> dict[str, Any]:
         # during a write, IMMEDIATE takes the write lock up front instead of failing mid-transaction
         # on a lock upgrade, and the busy timeout makes writers queue instead of erroring.
         db["OPTIONS"] = {
-            "timeout": 30,
+            "timeout": env_float("SQLITE_BUSY_TIMEOUT", 30.0),
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
         db["CONN_MAX_AGE"] = 0 if db["NAME"] == ":memory:" else db["CONN_MAX_AGE"]
+        # A file, not Django's in-memory default: tests run consumers in threads and processes
+        # that must share the test database with normal locking.
+        test_name = Path(tempfile.gettempdir()) / f"test_{service}_{os.getpid()}.sqlite3"
+        db["TEST"] = {"NAME": str(test_name)}
     else:
-        db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+        options = db.setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", 5)
+        # No statement waits for ever: a lock held elsewhere becomes an error (retried by the
+        # consumer, a 500 on a request) instead of a stuck worker.
+        options["options"] = f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT', 30000)}"
         # Two services' test runs may share one server: keep their test databases apart.
         db["TEST"] = {"NAME": f"test_{service}"}
     return {"default": db}
@@ -97,8 +108,11 @@ def common_settings(*, service: str, base_dir: Path, repo_root: Path) -> dict[st
     }
 
 
-def django_apps(*apps: str) -> list[str]:
-    """Django's own apps plus the shared third-party ones, then the service's."""
+def django_apps(*apps: str, cqrs_extensions: tuple[str, ...] = ()) -> list[str]:
+    """Django's own apps plus the shared third-party ones, then the service's.
+
+    `cqrs_extensions` come before dj_cqrs, so that their management commands replace
+    django-cqrs's commands of the same name."""
     return [
         "django.contrib.admin",
         "django.contrib.auth",
@@ -107,6 +121,7 @@ def django_apps(*apps: str) -> list[str]:
         "django.contrib.messages",
         "django.contrib.staticfiles",
         "ninja",
+        *cqrs_extensions,
         "dj_cqrs",
         "django_tools",
         *apps,

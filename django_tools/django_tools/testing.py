@@ -10,12 +10,11 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pika
 import pytest
 
-from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
+from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq, probe_redis
 from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
 
 START_HINT = (
@@ -71,17 +70,6 @@ def cqrs_exchange(rabbitmq_url: str) -> Iterator[str]:
         channel.exchange_delete(name)
 
 
-@contextmanager
-def amqp_channel(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
-    """A short-lived blocking channel on the test broker."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
 @pytest.fixture
 def listening_queue(rabbitmq_url: str, cqrs_exchange: str) -> Iterator[ListeningQueue]:
     """A temporary queue bound to the session's exchange, as a stock replica's would be."""
@@ -116,3 +104,18 @@ class ListeningQueue:
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+@pytest.fixture
+def direct_wsgi_calls():
+    """Let a test call the WSGI application directly (schemathesis does) inside the test's
+    database transaction: like Django's test client, stop requests from closing the
+    connection that holds it."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

@@ -3,14 +3,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pika.exceptions import AMQPError
 
-from django_tools.broker import declare_topology
 from django_tools.env import redact_url
+from django_tools.replica.topology import Topology
 
 
 class Command(BaseCommand):
     help = (
-        "Declare the CQRS exchange and, on a replica, its queue, dead-letter queue and bindings, "
-        "so that events published before the consumer first starts are kept."
+        "Declare the CQRS exchange and this replica's queue, retry queues, dead-letter queue and "
+        "bindings, so that events published before the consumer first starts are kept."
     )
 
     def handle(self, *args, **options) -> None:
@@ -23,7 +23,7 @@ class Command(BaseCommand):
         except (AMQPError, OSError) as exc:
             raise CommandError(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}") from exc
         try:
-            for line in declare_topology(connection.channel()):
+            for line in Topology.from_settings().declare(connection.channel()):
                 self.stdout.write(f"declared {line}")
         finally:
             connection.close()

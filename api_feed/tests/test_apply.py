@@ -1,0 +1,186 @@
+"""Events → rows (django_tools.replica.apply and .events) on the real database."""
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from dj_cqrs.constants import SignalType
+from django.db import transaction
+
+from django_tools.replica import apply, events
+from django_tools.replica.models import Tombstone
+from feed.models import ProdutoMirror
+
+pytestmark = pytest.mark.django_db
+
+
+def event(signal_type, data, cqrs_id="produto"):
+    return events.Event(cqrs_id, signal_type, data.get("id"), data["cqrs_revision"], data)
+
+
+def save(data):
+    return event(SignalType.SAVE, data)
+
+
+def delete(pk, revision):
+    return event(SignalType.DELETE, {"id": pk, "cqrs_revision": revision, "cqrs_updated": "x"})
+
+
+def run(*evs) -> list[str]:
+    with transaction.atomic():
+        return apply.apply_changes([apply.prepare(e) for e in evs])
+
+
+def row(pk):
+    return ProdutoMirror.objects.filter(pk=pk).values("cqrs_revision", "nome").first()
+
+
+def test_save_creates_then_only_newer_revisions_update(instance_data):
+    assert run(save(instance_data(1, 0, nome="v0"))) == ["applied"]
+    assert run(save(instance_data(1, 2, nome="v2"))) == ["applied"]
+    assert run(save(instance_data(1, 2, nome="v2 again"))) == ["duplicate"]
+    assert run(save(instance_data(1, 1, nome="v1 late"))) == ["stale"]
+    assert row(1) == {"cqrs_revision": 2, "nome": "v2"}
+
+
+def test_the_row_holds_the_master_values(instance_data):
+    run(save(instance_data(5, 3, preco=19.9, estoque=7, ativo=False, descricao="d")))
+    mirror = ProdutoMirror.objects.get(pk=5)
+    assert str(mirror.preco) == "19.90"
+    assert (mirror.estoque, mirror.ativo, mirror.descricao, mirror.cqrs_revision) == (
+        7,
+        False,
+        "d",
+        3,
+    )
+    assert mirror.criado_em == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_delete_leaves_a_tombstone_that_stops_stale_saves(instance_data):
+    run(save(instance_data(2, 0)), save(instance_data(2, 1)))
+    assert run(delete(2, 2)) == ["applied"]
+    assert row(2) is None
+    assert Tombstone.objects.get(cqrs_id="produto", instance_pk="2").cqrs_revision == 2
+    # A redelivered or late save must not bring it back, nor may a repeated delete matter.
+    assert run(save(instance_data(2, 1)), save(instance_data(2, 2)), delete(2, 2)) == [
+        "deleted_before",
+        "deleted_before",
+        "duplicate",
+    ]
+    assert row(2) is None
+
+
+def test_a_delete_before_its_saves_still_wins(instance_data):
+    assert run(delete(3, 4), save(instance_data(3, 0)), save(instance_data(3, 3))) == [
+        "applied",
+        "deleted_before",
+        "deleted_before",
+    ]
+    assert row(3) is None
+
+
+def test_a_newer_save_than_the_tombstone_revives_the_row(instance_data):
+    run(delete(4, 1))
+    assert run(save(instance_data(4, 5, nome="back"))) == ["applied"]
+    assert row(4) == {"cqrs_revision": 5, "nome": "back"}
+    assert not Tombstone.objects.filter(instance_pk="4").exists()
+
+
+def test_sync_repairs_at_the_same_revision_but_never_goes_back(instance_data):
+    run(save(instance_data(6, 3, nome="right")))
+    ProdutoMirror.objects.filter(pk=6).update(nome="drifted")
+    assert run(event(SignalType.SYNC, instance_data(6, 3, nome="right"))) == ["applied"]
+    assert row(6)["nome"] == "right"
+    assert run(event(SignalType.SYNC, instance_data(6, 2, nome="old"))) == ["stale"]
+
+
+def test_one_batch_ends_in_the_state_of_its_highest_revisions(instance_data):
+    outcomes = run(
+        save(instance_data(7, 1, nome="b")),
+        save(instance_data(8, 0, nome="x")),
+        save(instance_data(7, 0, nome="a")),
+        save(instance_data(7, 2, nome="c")),
+        delete(8, 1),
+        save(instance_data(8, 0, nome="x")),
+    )
+    assert outcomes == ["applied", "applied", "stale", "applied", "applied", "deleted_before"]
+    assert row(7) == {"cqrs_revision": 2, "nome": "c"}
+    assert row(8) is None
+
+
+def test_the_stock_entry_points_obey_the_same_rules(instance_data):
+    ProdutoMirror.cqrs_save(instance_data(9, 1, nome="one"))
+    ProdutoMirror.cqrs_delete({"id": 9, "cqrs_revision": 2, "cqrs_updated": "x"})
+    ProdutoMirror.cqrs_save(instance_data(9, 1, nome="one"))
+    assert row(9) is None
+
+
+@pytest.mark.parametrize(
+    "overrides,reason",
+    [
+        ({"preco": "abc"}, "preco"),
+        ({"preco": "-1.00"}, "preco"),
+        ({"preco": "1.234"}, "preco"),
+        ({"estoque": -3}, "estoque"),
+        ({"sku": ""}, "sku"),
+        ({"sku": "x" * 65}, "sku"),
+        ({"criado_em": "yesterday"}, "criado_em"),
+        ({"ativo": "maybe"}, "ativo"),
+        ({"id": "seven"}, "id"),
+    ],
+)
+def test_invalid_data_is_a_permanent_failure(instance_data, overrides, reason):
+    with pytest.raises(events.InvalidData, match=reason):
+        apply.prepare(save(instance_data(10, 0, **overrides)))
+
+
+def test_missing_required_fields_are_named(instance_data):
+    data = instance_data(11, 0)
+    del data["nome"], data["preco"]
+    with pytest.raises(events.InvalidData, match="missing fields: nome, preco"):
+        apply.prepare(save(data))
+
+
+def test_an_unknown_cqrs_id_is_a_permanent_failure(instance_data):
+    with pytest.raises(events.UnknownCqrsId, match="pedido"):
+        apply.prepare(event(SignalType.SAVE, instance_data(1), cqrs_id="pedido"))
+
+
+def envelope(**overrides):
+    body = {
+        "signal_type": "SAVE",
+        "cqrs_id": "produto",
+        "instance_pk": 1,
+        "instance_data": {"id": 1, "cqrs_revision": 0, "cqrs_updated": "2026-01-01 00:00:00+00:00"},
+        "expires": None,
+    }
+    body.update(overrides)
+    return orjson.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "JSON list"),
+        (b'{"cqrs_id": "produto"}', "lacks instance_pk, signal_type, instance_data"),
+        (envelope(signal_type="UPSERT"), "signal_type"),
+        (envelope(instance_data=[]), "not an object"),
+        (envelope(instance_data={"id": 1, "cqrs_revision": "2", "cqrs_updated": "x"}), "revision"),
+        (envelope(instance_data={"id": 1, "cqrs_revision": -1, "cqrs_updated": "x"}), "revision"),
+        (envelope(instance_data={"id": 1, "cqrs_revision": 0}), "cqrs_updated"),
+        (envelope(expires="someday"), "expires"),
+    ],
+)
+def test_malformed_messages_are_invalid(body, message):
+    with pytest.raises(events.InvalidMessage, match=message):
+        events.decode(body)
+
+
+def test_expired_messages_are_refused_and_future_ones_accepted():
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    with pytest.raises(events.ExpiredMessage):
+        events.decode(envelope(expires=past))
+    future = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0).isoformat()
+    assert events.decode(envelope(expires=future)).revision == 0

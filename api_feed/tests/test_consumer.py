@@ -1,0 +1,188 @@
+"""The reliable consumer against the real broker: poison messages, transient failures,
+backoff on the broker, batches, interop with a stock django-cqrs master."""
+
+import time
+from unittest import mock
+
+import pytest
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from django.db import OperationalError
+from feed_testkit import queue_depth, wait_for
+
+from django_tools.connectivity import amqp_channel
+from django_tools.replica import consumer as consumer_module
+from django_tools.replica import dead_letters
+from django_tools.replica.failures import ERROR_CLASS, EXHAUSTED, PERMANENT
+from feed.models import ProdutoMirror
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def dead(rabbitmq_url, topology) -> list:
+    with amqp_channel(rabbitmq_url) as channel:
+        return [letter.report for letter in dead_letters.read(channel, topology)]
+
+
+def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_apply(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    poison = {
+        "not json": b"{definitely not json",
+        "json list": b"[1, 2, 3]",
+        "missing keys": {"signal_type": "SAVE", "cqrs_id": "produto"},
+        "unknown cqrs_id": event_payload("SAVE", instance_data(90), cqrs_id="pedido"),
+        "bad decimal": event_payload("SAVE", instance_data(91, preco="12,50")),
+        "negative stock": event_payload("SAVE", instance_data(92, estoque=-1)),
+        "missing field": event_payload(
+            "SAVE", {k: v for k, v in instance_data(93).items() if k != "nome"}
+        ),
+    }
+    publish(event_payload("SAVE", instance_data(1)))
+    for body in poison.values():
+        publish(body)
+        publish(event_payload("SAVE", instance_data(len(poison) + 10)))
+    publish(event_payload("SAVE", instance_data(2)))
+    consumers.start(workers=1)
+
+    wait_for(lambda: len(dead(rabbitmq_url, topology)) == len(poison), what="dead letters")
+    wait_for(lambda: ProdutoMirror.objects.filter(pk__in=[1, 2, 17]).count() == 3)
+    reports = dead(rabbitmq_url, topology)
+    assert [r.dead_reason for r in reports] == [PERMANENT] * len(poison)
+    assert all(r.retries == 0 and r.routing_key == "produto" for r in reports)
+    assert all(r.first_failure and r.last_failure for r in reports)
+    classes = [r.error_class.rsplit(".", 1)[1] for r in reports]
+    assert classes == [
+        "InvalidMessage",
+        "InvalidMessage",
+        "InvalidMessage",
+        "UnknownCqrsId",
+        "InvalidData",
+        "InvalidData",
+        "InvalidData",
+    ]
+    assert "preco" in reports[4].error and "estoque" in reports[5].error
+    assert "nome" in reports[6].error
+    assert not ProdutoMirror.objects.filter(pk__in=[90, 91, 92, 93]).exists()
+    assert queue_depth(rabbitmq_url, topology.queue) == 0
+
+
+def test_a_transient_failure_is_retried_after_the_backoff_then_applied(
+    consumers, publish, event_payload, instance_data, topology
+):
+    real_apply = consumer_module.apply_changes
+    deliveries: list[float] = []
+
+    def flaky(changes):
+        deliveries.append(time.monotonic())
+        if len(deliveries) <= 2:
+            raise OperationalError("database is locked")
+        return real_apply(changes)
+
+    with mock.patch.object(consumer_module, "apply_changes", flaky):
+        consumers.start()
+        publish(event_payload("SAVE", instance_data(5, nome="third time lucky")))
+        wait_for(lambda: ProdutoMirror.objects.filter(pk=5).exists(), what="the third delivery")
+
+    assert len(deliveries) == 3
+    policy = topology.policy
+    first_wait, second_wait = deliveries[1] - deliveries[0], deliveries[2] - deliveries[1]
+    # Never early: at least the jittered minimum of each tier. Not lost in a slow queue either.
+    assert policy.tier(1) * (1 - policy.jitter) <= first_wait < policy.tier(1) + 1.0
+    assert policy.tier(2) * (1 - policy.jitter) <= second_wait < policy.tier(2) + 1.0
+    assert consumers.stats("retried") == 2
+    print(
+        f"\nmeasured retry waits: {first_wait:.3f}s, {second_wait:.3f}s "
+        f"(tiers {policy.tier(1)}s, {policy.tier(2)}s, jitter {policy.jitter})"
+    )
+
+
+def test_after_the_last_retry_a_message_is_dead_lettered_with_its_story(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    def always_failing(changes):
+        raise OperationalError("could not connect to server")
+
+    with mock.patch.object(consumer_module, "apply_changes", always_failing):
+        consumers.start()
+        publish(event_payload("SAVE", instance_data(6)))
+        wait_for(lambda: dead(rabbitmq_url, topology), timeout=15, what="the dead letter")
+
+    (report,) = dead(rabbitmq_url, topology)
+    assert report.dead_reason == EXHAUSTED
+    assert report.retries == topology.policy.max_retries
+    assert report.error_class == "django.db.utils.OperationalError"
+    assert report.error == "could not connect to server"
+    assert report.routing_key == "produto"
+    assert report.first_failure < report.last_failure
+    assert report.payload["instance_pk"] == 6
+
+
+def test_one_failing_message_never_drags_its_batch_with_it(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    real_apply = consumer_module.apply_changes
+
+    def fails_for_13(changes):
+        if any(change.pk == 13 for change in changes):
+            raise OperationalError("row 13 is locked")
+        return real_apply(changes)
+
+    for pk in range(10, 17):
+        publish(event_payload("SAVE", instance_data(pk)))
+    with mock.patch.object(consumer_module, "apply_changes", fails_for_13):
+        consumers.start(batch_size=50)
+        wait_for(lambda: ProdutoMirror.objects.count() == 6, what="the six good rows")
+        wait_for(lambda: dead(rabbitmq_url, topology), timeout=15, what="13's dead letter")
+    assert sorted(ProdutoMirror.objects.values_list("pk", flat=True)) == [10, 11, 12, 14, 15, 16]
+    assert [r.payload["instance_pk"] for r in dead(rabbitmq_url, topology)] == [13]
+
+
+def test_a_stock_django_cqrs_master_is_followed(consumers, instance_data, settings, topology):
+    """Messages exactly as dj_cqrs.transport.RabbitMQTransport publishes them: no headers,
+    decimals as JSON numbers, syncs on the replica's own routing key."""
+    consumers.start()
+
+    def produce(signal_type, data, queue=None):
+        RabbitMQTransport.produce(
+            TransportPayload(signal_type, "produto", data, data["id"], queue=queue)
+        )
+
+    produce(SignalType.SAVE, instance_data(20, 0, preco=19.9))
+    produce(SignalType.SAVE, instance_data(21, 0))
+    produce(SignalType.SAVE, instance_data(20, 1, preco=21.5, nome="updated"))
+    produce(SignalType.DELETE, {"id": 21, "cqrs_revision": 1, "cqrs_updated": "2026-01-01"})
+    produce(SignalType.SYNC, instance_data(22, 4, nome="synced"), queue=topology.queue)
+    wait_for(
+        lambda: set(ProdutoMirror.objects.values_list("pk", "cqrs_revision")) == {(20, 1), (22, 4)},
+        what="the stock master's changes",
+    )
+    row = ProdutoMirror.objects.get(pk=20)
+    assert (str(row.preco), row.nome) == ("21.50", "updated")
+
+
+def test_messages_are_acknowledged_only_once_applied(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    for pk in range(30, 40):
+        publish(event_payload("SAVE", instance_data(pk)))
+    consumers.start(batch_size=4)
+    wait_for(lambda: ProdutoMirror.objects.count() == 10)
+    with amqp_channel(rabbitmq_url) as channel:
+        declared = channel.queue_declare(topology.queue, passive=True).method
+    assert declared.message_count == 0
+    assert consumers.stats("applied") == 10
+
+
+def test_headers_of_a_failed_message_name_the_error_class(
+    consumers, publish, rabbitmq_url, topology
+):
+    publish(b"nope")
+    consumers.start()
+    wait_for(lambda: dead(rabbitmq_url, topology))
+    with amqp_channel(rabbitmq_url) as channel:
+        _, properties, body = channel.basic_get(topology.dead_letter_queue, auto_ack=True)
+    assert body == b"nope"  # the body is kept as it was
+    assert properties.headers[ERROR_CLASS] == "django_tools.replica.events.InvalidMessage"
+    assert properties.delivery_mode == 2

@@ -1,0 +1,111 @@
+"""`manage.py cqrs_dead_letters dump|retry|purge` on the real broker."""
+
+import io
+from unittest import mock
+
+import orjson
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import OperationalError
+from feed_testkit import queue_depth, wait_for
+
+from django_tools.replica import consumer as consumer_module
+from feed.models import ProdutoMirror
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def command(*args) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("cqrs_dead_letters", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def three_dead_letters(consumers, publish, event_payload, instance_data, rabbitmq_url, topology):
+    """Two poison messages of produto and one of another CQRS_ID, in the dead-letter queue."""
+    publish(b"not json at all")
+    publish(event_payload("SAVE", instance_data(40, estoque=-5)))
+    publish(event_payload("SAVE", instance_data(41), cqrs_id="pedido"))
+    consumers.start()
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 3)
+    return topology
+
+
+def test_dump_prints_one_json_object_per_dead_letter_and_changes_nothing(
+    three_dead_letters, rabbitmq_url
+):
+    out, err = command("dump")
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3
+    assert [line["error_class"].rsplit(".", 1)[1] for line in lines] == [
+        "InvalidMessage",
+        "InvalidData",
+        "UnknownCqrsId",
+    ]
+    assert lines[0]["payload"] == "not json at all"
+    assert lines[1]["payload"]["instance_data"]["estoque"] == -5
+    assert all(
+        line["dead_reason"] == "permanent" and line["routing_key"] == "produto" for line in lines
+    )
+    assert all(line["retries"] == 0 and line["first_failure"] for line in lines)
+    assert "3 of 3" in err
+    assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3
+    out_again, _ = command("dump")
+    assert out_again == out  # same letters, same order
+
+
+def test_dump_filters(three_dead_letters):
+    out, _ = command("dump", "--cqrs-id", "pedido")
+    assert [orjson.loads(line)["payload"]["cqrs_id"] for line in out.splitlines()] == ["pedido"]
+    out, _ = command("dump", "--cqrs-id", "produto")  # a body that is not JSON has no CQRS_ID
+    assert [orjson.loads(line)["payload"]["instance_pk"] for line in out.splitlines()] == [40]
+    out, _ = command("dump", "--limit", "2")
+    assert len(out.splitlines()) == 2
+
+
+def test_retry_sends_them_back_and_bad_ones_dead_letter_again(
+    three_dead_letters, rabbitmq_url, consumers
+):
+    before = consumers.stats("dead_lettered")
+    out, _ = command("retry")
+    assert "sent 3 of 3" in out
+    wait_for(lambda: consumers.stats("dead_lettered") == before + 3, what="a second dead-lettering")
+    wait_for(lambda: queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3)
+    dumped = [orjson.loads(line) for line in command("dump")[0].splitlines()]
+    assert sorted(d["retries"] for d in dumped) == [0, 0, 0]  # reset, then failed again at once
+
+
+def test_retry_of_a_transient_failure_applies_it_once_fixed(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    def down(changes):
+        raise OperationalError("replica database is down")
+
+    with mock.patch.object(consumer_module, "apply_changes", down):
+        consumers.start()
+        publish(event_payload("SAVE", instance_data(42, nome="finally")))
+        wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1, timeout=15)
+    assert not ProdutoMirror.objects.filter(pk=42).exists()
+
+    out, _ = command("retry")  # the database is back
+    assert "sent 1 of 1" in out
+    wait_for(lambda: ProdutoMirror.objects.filter(pk=42, nome="finally").exists())
+    assert queue_depth(rabbitmq_url, topology.dead_letter_queue) == 0
+
+
+def test_purge_empties_or_removes_only_what_matches(three_dead_letters, rabbitmq_url):
+    out, _ = command("purge", "--cqrs-id", "pedido")
+    assert "purged 1 of 3" in out
+    assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 2
+    out, _ = command("purge")
+    assert "purged 2" in out
+    assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 0
+
+
+def test_bad_arguments_and_an_unreachable_broker_are_clear_errors(settings, topology):
+    with pytest.raises(CommandError, match="--limit"):
+        command("dump", "--limit", "0")
+    settings.CQRS["url"] = "amqp://admin:admin@127.0.0.1:1/"
+    with pytest.raises(CommandError, match="not reachable"):
+        command("dump")

@@ -1,0 +1,248 @@
+"""Events → rows: the one place where a replicated event changes the replica's database.
+
+Rules, per row (the row's primary key):
+
+- a save applies only if its revision is higher than the row's (a sync also at the same
+  revision, to repair a row in place); duplicates and older revisions are ignored;
+- a delete removes the row and leaves a tombstone with its revision; a save at or below that
+  revision is stale (a redelivery, a late message of another worker) and is ignored, so a
+  delete is never undone;
+- the outcome does not depend on delivery order, duplicates or how many workers apply
+  concurrently: each batch locks its rows' keys (PostgreSQL advisory locks; SQLite's
+  `BEGIN IMMEDIATE` already serialises writers) before it reads and compares revisions.
+
+`apply_changes` runs inside the caller's transaction; the consumer acknowledges the messages
+only after that transaction committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from dj_cqrs.constants import SignalType
+from dj_cqrs.managers import ReplicaManager
+from dj_cqrs.registries import ReplicaRegistry
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import connections, models, router, transaction
+from django.utils import timezone
+
+from django_tools.replica.events import Event, InvalidData, UnknownCqrsId
+from django_tools.replica.models import Tombstone
+
+APPLIED, DUPLICATE, STALE, DELETED = "applied", "duplicate", "stale", "deleted_before"
+
+
+@dataclass(frozen=True)
+class Change:
+    """A validated event, ready to be applied to `model`."""
+
+    event: Event
+    model: type[models.Model]
+    pk: Any
+    values: dict[str, Any] | None  # column values of a save; None for a delete
+
+    @property
+    def revision(self) -> int:
+        return self.event.revision
+
+
+def replica_model(cqrs_id: str) -> type[models.Model]:
+    model = ReplicaRegistry.models.get(cqrs_id)
+    if model is None:
+        raise UnknownCqrsId(f"no replica model has CQRS_ID {cqrs_id!r}")
+    if not isinstance(getattr(model, "cqrs", None), ConvergentReplicaManager):
+        raise ImproperlyConfigured(
+            f"{model.__name__} must declare `cqrs = ConvergentReplicaManager()` to be applied "
+            "by django_tools.replica"
+        )
+    return model
+
+
+def prepare(event: Event) -> Change:
+    """Validate the event against its replica model; raises a PermanentFailure if it can never
+    be applied."""
+    model = replica_model(event.cqrs_id)
+    pk_field = model._meta.pk
+    if event.is_delete:
+        raw_pk = event.data.get(pk_field.name, event.data.get("id"))
+        try:
+            pk = pk_field.to_python(raw_pk)
+        except ValidationError as exc:
+            raise InvalidData(f"{pk_field.name}: {'; '.join(exc.messages)}") from None
+        if pk is None:
+            raise InvalidData(f"a delete without {pk_field.name}")
+        return Change(event, model, pk, None)
+
+    fields = model._meta.concrete_fields
+    missing = sorted(f.name for f in fields if not f.null and f.name not in event.data)
+    if missing:
+        raise InvalidData(f"missing fields: {', '.join(missing)}")
+    instance = model(
+        **{f.attname: _value(f, event.data[f.name]) for f in fields if f.name in event.data}
+    )
+    try:
+        instance.full_clean(validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()
+        )
+        raise InvalidData(details) from None
+    values = {f.attname: getattr(instance, f.attname) for f in fields}
+    return Change(event, model, values[pk_field.attname], values)
+
+
+def _value(field: models.Field, value: Any) -> Any:
+    if isinstance(value, float) and isinstance(field, models.DecimalField):
+        # A stock django-cqrs master sends decimals as JSON numbers; the float's shortest repr
+        # is the decimal it came from ("19.9"), its binary expansion is not.
+        return Decimal(repr(value))
+    return value
+
+
+def apply_changes(changes: list[Change]) -> list[str]:
+    """Apply validated changes in the current transaction; an outcome per change, in order."""
+    outcomes: list[str | None] = [None] * len(changes)
+    by_model: dict[type[models.Model], list[int]] = {}
+    for index, change in enumerate(changes):
+        by_model.setdefault(change.model, []).append(index)
+    for model, indexes in by_model.items():
+        for index, outcome in zip(
+            indexes, _apply_model(model, [changes[i] for i in indexes]), strict=True
+        ):
+            outcomes[index] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+@dataclass
+class _RowState:
+    row: int | None  # revision of the replica row, None when there is none
+    tomb: int | None  # revision of the tombstone, None when there is none
+
+
+def _apply_model(model: type[models.Model], changes: list[Change]) -> list[str]:
+    manager = model._default_manager
+    pks = {change.pk for change in changes}
+    _lock_rows(model, pks)
+    rows = dict(manager.filter(pk__in=pks).values_list("pk", "cqrs_revision"))
+    tombs = {
+        pk: rev
+        for pk, rev in Tombstone.objects.filter(
+            cqrs_id=model.CQRS_ID, instance_pk__in=[str(pk) for pk in pks]
+        ).values_list("instance_pk", "cqrs_revision")
+    }
+    state = {pk: _RowState(rows.get(pk), tombs.get(str(pk))) for pk in pks}
+    writes: dict[Any, Change] = {}  # the change that decides each row's final state
+    outcomes = []
+    for change in changes:
+        current = state[change.pk]
+        outcome = _decide(change, current)
+        if outcome == APPLIED:
+            writes[change.pk] = change
+            if change.values is None:
+                current.row, current.tomb = None, change.revision
+            else:
+                current.row, current.tomb = change.revision, None
+        outcomes.append(outcome)
+    _write(model, writes, had_tombstone={pk for pk in pks if str(pk) in tombs})
+    return outcomes
+
+
+def _decide(change: Change, current: _RowState) -> str:
+    revision = change.revision
+    if change.values is None:  # delete
+        if current.tomb is not None and current.tomb >= revision:
+            return DUPLICATE
+        if current.row is not None and current.row >= revision:
+            return STALE
+        return APPLIED
+    if current.tomb is not None and current.tomb >= revision:
+        return DELETED
+    if current.row is not None:
+        if current.row > revision:
+            return STALE
+        if current.row == revision and not change.event.is_sync:
+            return DUPLICATE
+    return APPLIED
+
+
+def _write(model: type[models.Model], writes: dict[Any, Change], had_tombstone: set) -> None:
+    saves = [c for c in writes.values() if c.values is not None]
+    deletes = [c for c in writes.values() if c.values is None]
+    manager = model._default_manager
+    if saves:
+        pk_name = model._meta.pk.attname
+        update_fields = [f.name for f in model._meta.concrete_fields if f.attname != pk_name]
+        manager.bulk_create(
+            [model(**c.values) for c in saves],
+            update_conflicts=True,
+            unique_fields=[model._meta.pk.name],
+            update_fields=update_fields,
+        )
+        revived = [str(c.pk) for c in saves if c.pk in had_tombstone]
+        if revived:
+            Tombstone.objects.filter(cqrs_id=model.CQRS_ID, instance_pk__in=revived).delete()
+    if deletes:
+        manager.filter(pk__in=[c.pk for c in deletes]).delete()
+        now = timezone.now()
+        Tombstone.objects.bulk_create(
+            [
+                Tombstone(
+                    cqrs_id=model.CQRS_ID,
+                    instance_pk=str(c.pk),
+                    cqrs_revision=c.revision,
+                    deleted_at=now,
+                )
+                for c in deletes
+            ],
+            update_conflicts=True,
+            unique_fields=["cqrs_id", "instance_pk"],
+            update_fields=["cqrs_revision", "deleted_at"],
+        )
+
+
+def _lock_rows(model: type[models.Model], pks: set) -> None:
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor != "postgresql":
+        return  # SQLite: the IMMEDIATE transaction holds the database's write lock already
+    keys = sorted(_lock_key(model.CQRS_ID, pk) for pk in pks)
+    with connection.cursor() as cursor:
+        # One statement, keys in ascending order: two batches that share rows wait for each
+        # other instead of deadlocking.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", [keys]
+        )
+
+
+def _lock_key(cqrs_id: str, pk: Any) -> int:
+    digest = hashlib.blake2b(f"{cqrs_id}:{pk}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class ConvergentReplicaManager(ReplicaManager):
+    """`cqrs` manager of replica models written only through this module: django-cqrs's own
+    entry points (`cqrs_save`, `cqrs_delete`, the stock consumer, `cqrs_bulk_load`) then obey the
+    same revision and tombstone rules as the reliable consumer."""
+
+    def save_instance(self, master_data, previous_data=None, sync=False, meta=None):
+        signal = SignalType.SYNC if sync else SignalType.SAVE
+        return self._apply_one(signal, master_data)
+
+    def delete_instance(self, master_data) -> bool:
+        self._apply_one(SignalType.DELETE, master_data)
+        return True
+
+    def _apply_one(self, signal_type: str, master_data: dict):
+        event = Event(
+            cqrs_id=self.model.CQRS_ID,
+            signal_type=signal_type,
+            instance_pk=master_data.get(self.model._meta.pk.name, master_data.get("id")),
+            revision=master_data.get("cqrs_revision"),
+            data=master_data,
+        )
+        change = prepare(event)
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            apply_changes([change])
+        return self.model._default_manager.filter(pk=change.pk).first() or change

@@ -1,0 +1,219 @@
+"""The replica's consume loop: messages → validated events → one transaction per batch → ack.
+
+For every message, exactly one of:
+- applied (or ignored as a duplicate / stale / already deleted): acknowledged after the
+  transaction that applied its batch committed;
+- a permanent failure (see `events.PermanentFailure`): a copy with the reason goes to the
+  dead-letter queue at once, then the message is acknowledged;
+- a transient failure (database errors, lock timeouts, lost connections, anything else): a copy
+  goes to the retry queue of its tier, where it waits on the broker and then comes back to the
+  replica's queue; after the last retry it goes to the dead-letter queue instead.
+
+Copies are published with publisher confirms before the original is acknowledged, so a crash at
+any point leaves the message either still in the queue or already safely moved. A redelivery
+after a crash is harmless: applying is idempotent (see `apply`).
+
+A batch is applied in one transaction. If that fails, its messages are applied one by one, so
+that one bad message never drags its neighbours into a retry or the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import pika
+from django.db import close_old_connections, transaction
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+
+from django_tools.replica.apply import Change, apply_changes, prepare
+from django_tools.replica.events import PermanentFailure, decode
+from django_tools.replica.failures import EXHAUSTED, PERMANENT, failed_properties, retries_of
+from django_tools.replica.topology import Topology
+
+logger = logging.getLogger("django_tools.replica")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    tag: int
+    routing_key: str
+    properties: pika.BasicProperties
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where a failed delivery's copy goes."""
+
+    queue: str
+    properties: pika.BasicProperties
+    description: str
+
+
+class Consumer:
+    def __init__(
+        self,
+        topology: Topology,
+        url: str,
+        *,
+        prefetch: int = 200,
+        batch_size: int = 100,
+        stop: threading.Event | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.topology = topology
+        self.url = url
+        self.prefetch = max(prefetch, batch_size)
+        self.batch_size = batch_size
+        self.stop = stop or threading.Event()
+        self.rng = rng or random.Random()
+        self.stats: Counter[str] = Counter()
+
+    # --- connection ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until `stop` is set, reconnecting with backoff when the broker goes away."""
+        retrying = Retrying(
+            retry=retry_if_exception_type((AMQPError, OSError)),
+            wait=wait_exponential_jitter(multiplier=0.5, max=15),
+            stop=stop_when_event_set(self.stop),
+            sleep=self.stop.wait,
+            before_sleep=lambda state: logger.warning(
+                "AMQP connection lost (%r); reconnecting", state.outcome.exception()
+            ),
+            reraise=True,
+        )
+        try:
+            retrying(self._session)
+        except (AMQPError, OSError):
+            if not self.stop.is_set():
+                raise
+
+    def _session(self) -> None:
+        params = pika.URLParameters(self.url)
+        params.connection_attempts = 1
+        params.blocked_connection_timeout = 60
+        connection = pika.BlockingConnection(params)
+        try:
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=self.prefetch)
+            channel.confirm_delivery()
+            self.topology.declare(channel)
+            logger.info(
+                "consuming %s (prefetch %s, batches of up to %s)",
+                self.topology.queue,
+                self.prefetch,
+                self.batch_size,
+            )
+            self._consume(channel)
+        finally:
+            if connection.is_open:
+                with contextlib.suppress(AMQPError):
+                    connection.close()
+
+    def _consume(self, channel: BlockingChannel) -> None:
+        messages = channel.consume(self.topology.queue, inactivity_timeout=0.25)
+        while not self.stop.is_set():
+            method, properties, body = next(messages)
+            if method is None:
+                continue
+            batch = [Delivery(method.delivery_tag, method.routing_key, properties, body)]
+            while len(batch) < self.batch_size and channel.get_waiting_message_count():
+                method, properties, body = next(messages)
+                batch.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+            self.handle(channel, batch)
+        channel.cancel()  # gives back the prefetched, unacknowledged messages
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def handle(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
+        close_old_connections()
+        failures: dict[int, Failure] = {}
+        changes: list[tuple[Delivery, Change]] = []
+        for delivery in batch:
+            try:
+                changes.append((delivery, prepare(decode(delivery.body))))
+            except PermanentFailure as exc:
+                failures[delivery.tag] = self._dead(delivery, exc, PERMANENT)
+            except Exception as exc:
+                failures[delivery.tag] = self._transient(delivery, exc)
+        if changes:
+            failures.update(self._apply(changes))
+        for delivery in batch:
+            failure = failures.get(delivery.tag)
+            if failure is not None:
+                channel.basic_publish(
+                    exchange="",
+                    routing_key=failure.queue,
+                    body=delivery.body,
+                    properties=failure.properties,
+                    mandatory=True,
+                )
+                logger.warning("%s: %s", failure.description, delivery.body[:500])
+        # Every message of the batch is now applied or safely copied: acknowledge them all.
+        channel.basic_ack(batch[-1].tag, multiple=True)
+
+    def _apply(self, changes: list[tuple[Delivery, Change]]) -> dict[int, Failure]:
+        try:
+            self._apply_in_transaction(changes)
+            return {}
+        except Exception as exc:
+            if len(changes) == 1:
+                delivery = changes[0][0]
+                return {delivery.tag: self._transient(delivery, exc)}
+            logger.info("a batch of %s failed (%r); applying one by one", len(changes), exc)
+        failures = {}
+        for delivery, change in changes:
+            try:
+                self._apply_in_transaction([(delivery, change)])
+            except Exception as exc:
+                failures[delivery.tag] = self._transient(delivery, exc)
+        return failures
+
+    def _apply_in_transaction(self, changes: list[tuple[Delivery, Change]]) -> None:
+        with transaction.atomic():
+            outcomes = apply_changes([change for _, change in changes])
+        self.stats.update(outcomes)
+
+    # --- failures ------------------------------------------------------------------------
+
+    def _transient(self, delivery: Delivery, exc: BaseException) -> Failure:
+        done = retries_of(delivery.properties)
+        if done >= self.topology.policy.max_retries:
+            return self._dead(delivery, exc, EXHAUSTED)
+        retry = done + 1
+        delay = self.topology.policy.delay(retry, self.rng)
+        self.stats["retried"] += 1
+        return Failure(
+            queue=self.topology.retry_queue_for(retry),
+            properties=failed_properties(
+                delivery.properties,
+                delivery.routing_key,
+                exc,
+                retries=retry,
+                expiration_ms=int(delay * 1000),
+            ),
+            description=f"retry {retry}/{self.topology.policy.max_retries} in {delay:.2f}s "
+            f"after {type(exc).__name__}: {exc}",
+        )
+
+    def _dead(self, delivery: Delivery, exc: BaseException, reason: str) -> Failure:
+        self.stats["dead_lettered"] += 1
+        return Failure(
+            queue=self.topology.dead_letter_queue,
+            properties=failed_properties(
+                delivery.properties,
+                delivery.routing_key,
+                exc,
+                retries=retries_of(delivery.properties),
+                dead_reason=reason,
+            ),
+            description=f"dead-lettered ({reason}) after {type(exc).__name__}: {exc}",
+        )

@@ -1,0 +1,71 @@
+"""Reading, replaying and purging the replica's dead-letter queue.
+
+Messages are read with `basic_get` and left unacknowledged unless acted on; closing the channel
+gives the rest back to the queue in their places, so `dump` changes nothing and a filtered
+`retry`/`purge` touches only what matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+
+from django_tools.replica.failures import FailureReport, fresh_properties
+from django_tools.replica.topology import Topology
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    tag: int
+    routing_key: str
+    properties: pika.BasicProperties
+    body: bytes
+    report: FailureReport
+
+
+def count(channel: BlockingChannel, topology: Topology) -> int:
+    return channel.queue_declare(topology.dead_letter_queue, passive=True).method.message_count
+
+
+def read(
+    channel: BlockingChannel,
+    topology: Topology,
+    *,
+    cqrs_id: str | None = None,
+    limit: int | None = None,
+) -> Iterator[DeadLetter]:
+    """The dead letters that match, oldest first, each unacknowledged until acted on."""
+    matched = 0
+    for _ in range(count(channel, topology)):
+        if limit is not None and matched >= limit:
+            return
+        method, properties, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
+        if method is None:
+            return
+        report = FailureReport.read(properties, method.routing_key, body)
+        payload = report.payload if isinstance(report.payload, dict) else {}
+        if cqrs_id is not None and payload.get("cqrs_id") != cqrs_id:
+            continue
+        matched += 1
+        yield DeadLetter(method.delivery_tag, method.routing_key, properties, body, report)
+
+
+def retry(channel: BlockingChannel, letter: DeadLetter, topology: Topology) -> None:
+    """Back to the replica's queue with its retries reset; it dead-letters again if still bad.
+    Needs a channel in confirm mode: the dead letter is removed only after the broker has the
+    copy."""
+    channel.basic_publish(
+        exchange="",
+        routing_key=topology.queue,
+        body=letter.body,
+        properties=fresh_properties(letter.properties),
+        mandatory=True,
+    )
+    channel.basic_ack(letter.tag)
+
+
+def purge(channel: BlockingChannel, letter: DeadLetter) -> None:
+    channel.basic_ack(letter.tag)

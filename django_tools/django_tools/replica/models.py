@@ -1,0 +1,23 @@
+from django.db import models
+
+
+class Tombstone(models.Model):
+    """A replicated row that the master deleted, with the revision of the delete.
+
+    A save of the same row at or below that revision is a stale message (a redelivery, another
+    worker's late message) and must not bring the row back. Tombstones are invisible to the
+    replica's own model and API.
+    """
+
+    cqrs_id = models.CharField(max_length=64)
+    instance_pk = models.CharField(max_length=64)
+    cqrs_revision = models.IntegerField()
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["cqrs_id", "instance_pk"], name="tombstone_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cqrs_id} {self.instance_pk} deleted at revision {self.cqrs_revision}"

@@ -1,0 +1,37 @@
+"""django-cqrs transport of the replica: `manage.py cqrs_consume` runs `consume()` in each of
+its worker processes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from django.conf import settings
+
+
+class ReliableRabbitMQTransport(RabbitMQTransport):
+    """django-cqrs's RabbitMQ transport with the reliable consumer of `django_tools.replica`:
+    exponential backoff on the broker, dead letters with reasons, tombstones, batches.
+    Publishing (`produce`) is django-cqrs's own."""
+
+    @classmethod
+    def consume(cls, cqrs_ids=None):
+        # Imported here: django-cqrs imports the transport while Django's apps are loading.
+        from django_tools.replica.consumer import Consumer
+        from django_tools.replica.topology import Topology
+
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            # cqrs_consume stops its workers with SIGINT: finish the batch in hand, then leave.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+        replica = settings.CQRS.get("replica", {})
+        consumer = Consumer(
+            Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
+            settings.CQRS["url"],
+            prefetch=int(replica.get("prefetch", 200)),
+            batch_size=int(replica.get("batch_size", 100)),
+            stop=stop,
+        )
+        consumer.run()
