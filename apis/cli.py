@@ -15,8 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up",
         help="migrate both services and run every process in the foreground",
-        description="Apply both services' migrations, then run api_produtos, api_feed and "
-        "the feed consumer until Ctrl-C / SIGTERM.",
+        description="Apply both services' migrations, then run api_produtos, api_feed, the "
+        "outbox relay and the feed consumer until Ctrl-C / SIGTERM.",
     )
     up.add_argument("--host", default="0.0.0.0", help="interface the APIs bind (0.0.0.0)")
     up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")

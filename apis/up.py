@@ -1,4 +1,5 @@
-"""`apis up`: migrate both services, then run every process of the lab in the foreground.
+"""`apis up`: migrate both services, then run every process of the lab in the foreground:
+both APIs under gunicorn, the outbox relay of api_produtos and the consumer of api_feed.
 
 The processes are supervised by honcho: one line-prefixed log stream, Ctrl-C or SIGTERM stops
 them all (SIGKILL after a grace period), and if one of them dies the others are stopped too.
@@ -119,6 +120,7 @@ def processes(options: UpOptions) -> dict[str, tuple[str, Service]]:
             PRODUTOS,
         ),
         "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
+        "relay": (shlex.join(PRODUTOS.manage("outbox_relay")), PRODUTOS),
         "consumer": (shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers))), FEED),
     }
 

@@ -188,6 +188,7 @@ def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -
 # --- the feed consumer alone, as processes the tests may kill ------------------------------
 
 FEED_DIR = REPO_ROOT / "api_feed"
+PRODUTOS_DIR = REPO_ROOT / "api_produtos"
 
 
 def stock_payload(signal_type: str, data: dict) -> dict:
@@ -252,8 +253,8 @@ class Publisher:
             self.connection.close()
 
 
-class FeedDatabase:
-    """Direct SQL on the feed's database (SQLite file or PostgreSQL), outside Django."""
+class ServiceDatabase:
+    """Direct SQL on a service's database (SQLite file or PostgreSQL), outside Django."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -266,7 +267,15 @@ class FeedDatabase:
 
         return sqlite3.connect(urlsplit(self.url).path, timeout=10, isolation_level=None)
 
+    def scalar(self, query: str):
+        conn = self._connect()
+        try:
+            return conn.execute(query).fetchone()[0]
+        finally:
+            conn.close()
+
     def rows(self) -> dict[int, tuple]:
+        """The feed's replica rows: id → (revision, nome, estoque)."""
         conn = self._connect()
         try:
             cursor = conn.execute("SELECT id, cqrs_revision, nome, estoque FROM feed_produtomirror")
@@ -290,20 +299,22 @@ class FeedDatabase:
             conn.close()
 
 
-class FeedConsumer:
-    """`manage.py cqrs_consume -w N` of api_feed, in a process group of its own."""
+class ManageProcess:
+    """`manage.py <args>` of a service, in a process group of its own (so that a SIGKILL
+    takes its workers too)."""
 
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 1) -> None:
+    def __init__(self, directory: Path, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.directory = directory
+        self.args = args
         self.env = env
         self.log = log
-        self.workers = workers
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> FeedConsumer:
+    def start(self) -> ManageProcess:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "cqrs_consume", "-w", str(self.workers)],
-                cwd=FEED_DIR,
+                [sys.executable, "manage.py", *self.args],
+                cwd=self.directory,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -312,7 +323,7 @@ class FeedConsumer:
         return self
 
     def kill9(self) -> None:
-        """SIGKILL to the manager and every worker at once: nothing gets to clean up."""
+        """SIGKILL to the whole group at once: nothing gets to clean up."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
@@ -329,30 +340,79 @@ class FeedConsumer:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def feed_environment(tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str):
-    """A migrated feed database, its own exchange and queue declared; returns (env, db url)."""
-    db_url = databases.url_for("feed")
+def feed_consumer(env: dict[str, str], log: Path, workers: int = 1) -> ManageProcess:
+    return ManageProcess(FEED_DIR, ["cqrs_consume", "-w", str(workers)], env, log).start()
+
+
+def outbox_relay(env: dict[str, str], log: Path, *args: str) -> ManageProcess:
+    return ManageProcess(PRODUTOS_DIR, ["outbox_relay", *args], env, log).start()
+
+
+def service_environment(
+    service: str, tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str
+) -> tuple[dict[str, str], str]:
+    """A migrated database of its own for `service` ("produtos" or "feed"), and the environment
+    to run it with (its own exchange and, for the feed, queue declared); returns (env, db url)."""
+    directory = PRODUTOS_DIR if service == "produtos" else FEED_DIR
+    db_url = databases.url_for(service)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    empty_env_file = tmp / ".env.feed.empty"
+    empty_env_file = tmp / f".env.{service}.empty"
     empty_env_file.write_text("")
     env.update(
-        FEED_ENV_FILE=str(empty_env_file),
+        {f"{service.upper()}_ENV_FILE": str(empty_env_file)},
         DATABASE_URL=db_url,
         RABBITMQ_URL=rabbitmq_url,
         CQRS_EXCHANGE=f"e2e_cqrs_{uuid.uuid4().hex[:8]}",
         CQRS_QUEUE=f"e2e_feed_{uuid.uuid4().hex[:8]}",
         PYTHONUNBUFFERED="1",
-        **extra,
     )
-    for command in (["migrate", "--noinput"], ["cqrs_declare"]):
+    env.update(extra)
+    commands = [["migrate", "--noinput"]] + ([["cqrs_declare"]] if service == "feed" else [])
+    for command in commands:
         subprocess.run(
             [sys.executable, "manage.py", *command],
-            cwd=FEED_DIR, env=env, check=True, capture_output=True, timeout=120,
+            cwd=directory, env=env, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
     return env, db_url
+
+
+def feed_environment(tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str):
+    return service_environment("feed", tmp, rabbitmq_url, databases, **extra)
 
 
 def delete_feed_queues(rabbitmq_url: str, env: dict[str, str], policy: RetryPolicy) -> None:
     delete_broker_objects(
         rabbitmq_url, env["CQRS_EXCHANGE"], replica_queues(env["CQRS_QUEUE"], policy)
     )
+
+
+FeedDatabase = ServiceDatabase
+
+
+def run_manage(directory: Path, env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def create_products(env: dict[str, str], count: int, updates: int = 0) -> None:
+    """`count` products through the master's ORM (so each change has its outbox row), then
+    `updates` rounds of one update per product, interleaving the products' events."""
+    script = f"""
+from decimal import Decimal
+from produto.models import Produto
+for start in range(0, {count}, 500):
+    Produto.cqrs.bulk_create([
+        Produto(sku=f"BULK-{{n}}", nome=f"Produto {{n}}", preco=Decimal(n % 100))
+        for n in range(start, min(start + 500, {count}))
+    ])
+ids = list(Produto.objects.order_by("id").values_list("id", flat=True))
+for round_ in range({updates}):
+    for produto in Produto.objects.filter(id__in=ids).order_by("id").iterator():
+        produto.estoque = round_ + 1
+        produto.save()
+"""
+    run_manage(PRODUTOS_DIR, env, "shell", "-c", script)

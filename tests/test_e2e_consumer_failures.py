@@ -7,10 +7,11 @@ import time
 import pytest
 from e2e_lab import (
     Databases,
-    FeedConsumer,
     FeedDatabase,
+    ManageProcess,
     Publisher,
     delete_feed_queues,
+    feed_consumer,
     feed_environment,
     produto_data,
     stock_payload,
@@ -39,10 +40,10 @@ def feed(tmp_path, rabbitmq_url):
     databases = Databases(tmp_path)
     env, db_url = feed_environment(tmp_path, rabbitmq_url, databases, **RETRY)
     publisher = Publisher(rabbitmq_url, env["CQRS_EXCHANGE"])
-    consumers: list[FeedConsumer] = []
+    consumers: list[ManageProcess] = []
 
-    def consumer(workers: int = 1) -> FeedConsumer:
-        started = FeedConsumer(env, tmp_path / "consumer.log", workers).start()
+    def consumer(workers: int = 1) -> ManageProcess:
+        started = feed_consumer(env, tmp_path / "consumer.log", workers)
         consumers.append(started)
         return started
 

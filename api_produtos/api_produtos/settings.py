@@ -13,11 +13,12 @@ load_service_env("produtos", REPO_ROOT)
 _common = common_settings(service="produtos", base_dir=BASE_DIR, repo_root=REPO_ROOT)
 globals().update(_common)
 
-INSTALLED_APPS = django_apps("produto")
+INSTALLED_APPS = django_apps("produto", "django_tools.outbox")
 ROOT_URLCONF = "api_produtos.urls"
 WSGI_APPLICATION = "api_produtos.wsgi.application"
 
 CQRS = cqrs.master_settings(_common["RABBITMQ_URL"])
+OUTBOX = cqrs.outbox_settings()
 
 #: Key every write must send as `X-API-Key`. Unset: writes are open (local lab use) and the
 #: service says so in its log at start-up.

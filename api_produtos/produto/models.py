@@ -4,12 +4,18 @@ from dj_cqrs.mixins import MasterMixin
 from django.core.validators import MinLengthValidator, MinValueValidator
 from django.db import models
 
+from django_tools.outbox.models import OutboxMasterManager, TransactionalWritesMixin
 
-class Produto(MasterMixin):
-    """The product, owned by this service. Every committed change becomes a django-cqrs event
-    (`CQRS_ID = "produto"`) that the replicas apply in revision order."""
+
+class Produto(TransactionalWritesMixin, MasterMixin):
+    """The product, owned by this service. Every change writes its django-cqrs event
+    (`CQRS_ID = "produto"`) to the outbox in the same transaction (django_tools.outbox); the
+    relay publishes it and the replicas apply it in revision order."""
 
     CQRS_ID = "produto"
+
+    objects = models.Manager()
+    cqrs = OutboxMasterManager()
 
     sku = models.CharField(max_length=64, unique=True, validators=[MinLengthValidator(1)])
     nome = models.CharField(max_length=200, validators=[MinLengthValidator(1)])

@@ -12,6 +12,7 @@ from typing import Any
 from django_tools.env import env_float, env_int, env_str
 
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
+OUTBOX_TRANSPORT = "django_tools.outbox.transport.OutboxTransport"
 REPLICA_TRANSPORT = "django_tools.replica.transport.ReliableRabbitMQTransport"
 DEFAULT_EXCHANGE = "cqrs"
 
@@ -28,7 +29,8 @@ def _common(rabbitmq_url: str, transport: str) -> dict[str, Any]:
 
 def master_settings(rabbitmq_url: str) -> dict[str, Any]:
     return {
-        **_common(rabbitmq_url, STOCK_TRANSPORT),
+        # Writes go to the outbox in their own transaction; the relay publishes them.
+        **_common(rabbitmq_url, OUTBOX_TRANSPORT),
         "master": {
             "CQRS_AUTO_UPDATE_FIELDS": False,
             # An event never expires on its way: a replica that was offline for days must
@@ -55,4 +57,14 @@ def replica_settings(rabbitmq_url: str, default_queue: str) -> dict[str, Any]:
             # Dead letters stay until someone reads them (`cqrs_dead_letters`).
             "dead_message_ttl": None,
         },
+    }
+
+
+def outbox_settings() -> dict[str, Any]:
+    """The relay's knobs (see django_tools.outbox.relay)."""
+    return {
+        "batch_size": env_int("OUTBOX_BATCH_SIZE", 500),
+        "poll_max": env_float("OUTBOX_POLL_MAX", 0.05),
+        "retention_seconds": env_int("OUTBOX_RETENTION", 3600),
+        "prune_every_seconds": env_int("OUTBOX_PRUNE_EVERY", 60),
     }

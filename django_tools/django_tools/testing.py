@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -92,14 +93,14 @@ class ListeningQueue:
 
     def get(self, timeout: float = 5.0) -> tuple[pika.BasicProperties, dict]:
         """The next message (properties, decoded JSON body); fails after `timeout`."""
-        for method, properties, body in self.channel.consume(
-            self.name, auto_ack=True, inactivity_timeout=timeout
-        ):
-            self.channel.cancel()
-            if method is None:
+        deadline = time.monotonic() + timeout
+        while True:
+            method, properties, body = self.channel.basic_get(self.name, auto_ack=True)
+            if method is not None:
+                return properties, json.loads(body)
+            if time.monotonic() > deadline:
                 pytest.fail(f"no message arrived on {self.name} within {timeout}s")
-            return properties, json.loads(body)
-        raise AssertionError("unreachable")
+            self.connection.sleep(0.01)
 
     def close(self) -> None:
         if self.connection.is_open:

@@ -82,7 +82,7 @@ class Consumer:
         """Consume until `stop` is set, reconnecting with backoff when the broker goes away."""
         retrying = Retrying(
             retry=retry_if_exception_type((AMQPError, OSError)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=15),
+            wait=wait_exponential_jitter(multiplier=0.5, max=5),
             stop=stop_when_event_set(self.stop),
             sleep=self.stop.wait,
             before_sleep=lambda state: logger.warning(

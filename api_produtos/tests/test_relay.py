@@ -1,0 +1,143 @@
+"""The relay against the real broker: what the outbox holds reaches the exchange, in order, in
+django-cqrs's format, and is marked published only once confirmed."""
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connections, transaction
+
+from django_tools.outbox.models import OutboxEvent
+from django_tools.outbox.relay import Relay, RelayLock
+from produto import services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PAYLOAD_KEYS = {
+    "signal_type",
+    "cqrs_id",
+    "instance_data",
+    "previous_data",
+    "instance_pk",
+    "correlation_id",
+    "retries",
+    "expires",
+    "meta",
+}
+
+
+class RunningRelay:
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.relay.run()
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        self.relay.request_stop()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "the relay did not stop"
+
+
+@pytest.fixture
+def start_relay(rabbitmq_url, cqrs_exchange):
+    running: list[RunningRelay] = []
+
+    def start(**options) -> RunningRelay:
+        relay = RunningRelay(Relay(rabbitmq_url, cqrs_exchange, **options))
+        running.append(relay)
+        return relay
+
+    yield start
+    for relay in running:
+        relay.stop()
+
+
+@pytest.fixture
+def replica_queue(listening_queue):
+    return listening_queue.bind("produto")
+
+
+def make(sku: str, **kw):
+    return services.produto_create(sku=sku, nome="Pão", preco=Decimal("7.5"), **kw)
+
+
+def test_create_update_delete_reach_the_exchange_in_stock_format_and_order(
+    replica_queue, start_relay
+):
+    produto = make("P-1", estoque=2)
+    services.produto_update(produto_id=produto.pk, data={"preco": Decimal("8")})
+    services.produto_delete(produto_id=produto.pk)
+    start_relay()
+
+    received = [replica_queue.get() for _ in range(3)]
+    properties, first = received[0]
+    assert set(first) == PAYLOAD_KEYS
+    assert properties.delivery_mode == 2 and properties.content_type == "text/plain"
+    assert [(b["signal_type"], b["instance_data"]["cqrs_revision"]) for _, b in received] == [
+        ("SAVE", 0),
+        ("SAVE", 1),
+        ("DELETE", 2),
+    ]
+    assert first["instance_data"]["preco"] == "7.50"
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 0
+
+
+def test_writes_made_while_the_relay_runs_are_published_and_rollbacks_never(
+    replica_queue, start_relay
+):
+    running = start_relay()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make("GONE")
+        raise RuntimeError("abort")
+    for n in range(50):
+        make(f"LIVE-{n}")
+    skus = [replica_queue.get()[1]["instance_data"]["sku"] for _ in range(50)]
+    assert skus == [f"LIVE-{n}" for n in range(50)]
+    running.stop()
+    assert running.relay.stats.published == 50
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+def test_an_unroutable_event_is_still_marked_published(start_relay, rabbitmq_url):
+    make("NOBODY-LISTENS")  # no queue is bound to the test exchange
+    running = start_relay()
+    deadline = time.monotonic() + 10
+    while OutboxEvent.objects.filter(published_at__isnull=True).exists():
+        assert time.monotonic() < deadline, "the row was never marked published"
+        time.sleep(0.02)
+    running.stop()
+    assert running.relay.stats.returned == 1
+
+
+def test_a_second_relay_stands_by_while_the_first_publishes(start_relay, replica_queue):
+    first = start_relay()
+    time.sleep(0.5)  # the first takes the lock
+    second = start_relay()
+    make("ONE")
+    replica_queue.get()
+    time.sleep(0.3)
+    assert first.relay.stats.published == 1
+    assert second.relay.stats.published == 0
+    first.stop()  # the standby takes over
+    make("TWO")
+    assert replica_queue.get(timeout=10)[1]["instance_data"]["sku"] == "TWO"
+    assert second.relay.stats.published == 1
+
+
+def test_the_relay_lock_is_exclusive():
+    first, second = RelayLock(), RelayLock()
+    try:
+        assert first.try_acquire()
+        assert not second.try_acquire()
+        first.release()
+        assert second.try_acquire()
+    finally:
+        first.release()
+        second.release()

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class OutboxConfig(AppConfig):
+    name = "django_tools.outbox"
+    label = "cqrs_outbox"
+    verbose_name = "CQRS outbox"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_tools.outbox.signals import OutboxSignals
+
+        # Every django-cqrs master model now writes its events to the outbox, in the transaction
+        # of the change, instead of publishing after the commit.
+        OutboxSignals.install()

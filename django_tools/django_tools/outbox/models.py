@@ -1,0 +1,61 @@
+from dj_cqrs.managers import MasterManager
+from django.db import models, router, transaction
+
+
+class OutboxEvent(models.Model):
+    """A django-cqrs event waiting to be (or already) published.
+
+    `body` is the exact message (`TransportPayload.to_dict()` as JSON), so the relay only
+    copies bytes and the wire format stays django-cqrs's own.
+    """
+
+    cqrs_id = models.CharField(max_length=64)
+    instance_pk = models.CharField(max_length=64)
+    signal_type = models.CharField(max_length=16)
+    revision = models.IntegerField(null=True)
+    routing_key = models.CharField(max_length=255)
+    body = models.TextField()
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # What the relay scans: only the unpublished rows, in id order.
+            models.Index(
+                fields=["id"],
+                name="outbox_unpublished_idx",
+                condition=models.Q(published_at__isnull=True),
+            ),
+            models.Index(fields=["published_at"], name="outbox_published_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        state = f"published {self.published_at}" if self.published_at else "pending"
+        return f"#{self.pk} {self.signal_type} {self.cqrs_id} {self.instance_pk} ({state})"
+
+
+class TransactionalWritesMixin:
+    """For master models: `save()` and `delete()` always run in a transaction, so that the
+    change and its outbox row commit together even when the caller did not open one."""
+
+    def save(self, *args, **kwargs):
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self))):
+            return super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self))):
+            return super().delete(*args, **kwargs)
+
+
+class OutboxMasterManager(MasterManager):
+    """django-cqrs's `cqrs` manager whose bulk operations run in one transaction with their
+    outbox rows (django-cqrs sends its bulk signals after its own atomic block)."""
+
+    def bulk_create(self, objs, **kwargs):
+        with transaction.atomic(using=self.db):
+            return super().bulk_create(objs, **kwargs)
+
+    def bulk_update(self, queryset, **kwargs):
+        with transaction.atomic(using=queryset.db):
+            return super().bulk_update(queryset, **kwargs)

@@ -1,0 +1,397 @@
+"""The relay: outbox rows → RabbitMQ, with pipelined publisher confirms.
+
+Loop (one asynchronous pika connection, one thread):
+
+1. take the oldest unpublished rows (id order, up to `batch_size`);
+2. publish them all to the exchange without waiting, persistent, each on its routing key;
+3. when the broker has confirmed every one of them, mark the confirmed ones published;
+4. repeat at once while there is work; when idle, poll with a growing pause (`poll_min` →
+   `poll_max`), and prune published rows older than the retention now and then.
+
+A row is marked published only after the broker confirmed it, so a crash anywhere means the row
+is sent again: delivery is at least once, and replicas ignore the duplicates (revision check).
+A broker that goes away closes the connection; the relay reconnects with backoff and goes on
+from the first unpublished row. Writes on the master never wait for any of this.
+
+Only one relay publishes at a time (a lock, see `RelayLock`); a second one waits as a standby
+and takes over when the first dies. With one publisher, rows go out in id order, so the events
+of a product reach the broker in the order its transactions committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pika
+import psycopg
+from django.db import DatabaseError, close_old_connections, connections
+from django.utils import timezone
+from pika.adapters.select_connection import SelectConnection
+
+from django_tools.outbox.models import OutboxEvent
+from django_tools.outbox.services import prune_published
+
+logger = logging.getLogger("django_tools.outbox")
+
+LOCK_NAME = "django_tools.outbox.relay"
+
+
+# --- one publisher at a time --------------------------------------------------------------
+
+
+class RelayLock:
+    """Held by the active relay. PostgreSQL: a session advisory lock on a connection of its
+    own (released by the server if the relay dies). SQLite: an exclusive `flock` on a file
+    beside the database (released by the kernel if the relay dies) — SQLite means one machine."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+        self.vendor = connections[alias].vendor
+        self._pg: psycopg.Connection | None = None
+        self._file = None
+
+    def try_acquire(self) -> bool:
+        if self.vendor == "postgresql":
+            if self._pg is None or self._pg.closed:
+                params = connections[self.alias].get_connection_params()
+                params.pop("cursor_factory", None)
+                params.pop("context", None)
+                self._pg = psycopg.connect(**params, autocommit=True)
+            row = self._pg.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key()]).fetchone()
+            return bool(row[0])
+        path = Path(connections[self.alias].settings_dict["NAME"]).with_suffix(".relay.lock")
+        self._file = open(path, "a+")  # noqa: SIM115 - held for the lifetime of the lock
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            return False
+        return True
+
+    def still_held(self) -> bool:
+        if self.vendor != "postgresql":
+            return self._file is not None
+        try:
+            self._pg.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._pg.close()
+            self._pg = None
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+                self._file.close()
+            self._file = None
+
+
+def _lock_key() -> int:
+    digest = hashlib.blake2b(LOCK_NAME.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# --- the relay ----------------------------------------------------------------------------
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    returned: int = 0
+    reconnects: int = 0
+    pruned: int = 0
+    last_confirmed_at: float | None = None
+
+
+@dataclass
+class _Batch:
+    ids: dict[int, int] = field(default_factory=dict)  # delivery tag → outbox id
+    acked: list[int] = field(default_factory=list)
+    nacked: list[int] = field(default_factory=list)
+
+
+class Relay:
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        *,
+        batch_size: int = 500,
+        poll_min: float = 0.005,
+        poll_max: float = 0.05,
+        confirm_timeout: float = 30.0,
+        retention: timedelta = timedelta(hours=1),
+        prune_every: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.url = url
+        self.exchange = exchange
+        self.batch_size = batch_size
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+        self.confirm_timeout = confirm_timeout
+        self.retention = retention
+        self.prune_every = prune_every
+        self.stop = stop or threading.Event()
+        self.stats = RelayStats()
+        self._connection: SelectConnection | None = None
+        self._channel = None
+        self._batch: _Batch | None = None
+        self._next_tag = 0
+        self._idle_pause = poll_min
+        self._confirm_timer = None
+        self._next_prune = time.monotonic()
+        self._lock: RelayLock | None = None
+        self._lock_checked = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
+        self._lock = RelayLock()
+        try:
+            self._wait_for_lock()
+            backoff = 0.5
+            while not self.stop.is_set():
+                started = time.monotonic()
+                self._run_connection()
+                if self.stop.is_set():
+                    break
+                if time.monotonic() - started > 30:
+                    backoff = 0.5  # it was a working connection, not a failing one
+                self.stats.reconnects += 1
+                pause = min(backoff, 5.0) * random.uniform(0.5, 1.0)
+                logger.warning("broker connection lost; reconnecting in %.1fs", pause)
+                self.stop.wait(pause)
+                backoff *= 2
+                if not self._lock.still_held():
+                    logger.warning("lost the relay lock; waiting to take it again")
+                    self._lock.release()
+                    self._wait_for_lock()
+        finally:
+            self._lock.release()
+            close_old_connections()
+
+    def request_stop(self) -> None:
+        """Ask the relay to finish the batch in flight and leave (safe from a signal handler)."""
+        self.stop.set()
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.ioloop.add_callback_threadsafe(self._maybe_close)
+
+    def _wait_for_lock(self) -> None:
+        announced = False
+        while not self.stop.is_set():
+            try:
+                if self._lock.try_acquire():
+                    logger.info("relay lock taken: publishing the outbox")
+                    return
+            except (DatabaseError, psycopg.Error) as exc:
+                logger.warning("cannot reach the database for the relay lock: %r", exc)
+            if not announced:
+                logger.info("another relay is publishing; standing by until it stops")
+                announced = True
+            self.stop.wait(1.0)
+
+    def _run_connection(self) -> None:
+        params = pika.URLParameters(self.url)
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        self._batch = None
+        self._connection = SelectConnection(
+            params,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_close,
+        )
+        try:
+            self._connection.ioloop.start()
+        finally:
+            self._connection = None
+            self._channel = None
+
+    def _on_open(self, connection: SelectConnection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, connection: SelectConnection, error: BaseException) -> None:
+        logger.warning("cannot connect to the broker: %r", error)
+        connection.ioloop.stop()
+
+    def _on_close(self, connection: SelectConnection, reason: BaseException) -> None:
+        if not self.stop.is_set():
+            logger.warning("broker connection closed: %r", reason)
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_close)
+        channel.add_on_return_callback(self._on_return)
+        channel.exchange_declare(
+            exchange=self.exchange,
+            exchange_type="topic",
+            durable=True,
+            callback=lambda _frame: channel.confirm_delivery(
+                self._on_confirm, callback=lambda _frame: self._schedule(0)
+            ),
+        )
+
+    def _on_channel_close(self, channel, reason: BaseException) -> None:
+        if not self.stop.is_set():
+            logger.warning("channel closed: %r", reason)
+        self._maybe_close(force=True)
+
+    def _maybe_close(self, force: bool = False) -> None:
+        """Close the connection, unless a batch still waits for its confirms (then its
+        confirmation closes it)."""
+        if self._batch is not None and not force:
+            return
+        connection = self._connection
+        if connection is not None and not (connection.is_closing or connection.is_closed):
+            connection.close()
+        elif connection is not None and connection.is_closed:
+            connection.ioloop.stop()
+
+    def _schedule(self, delay: float) -> None:
+        if self._connection is not None:
+            self._connection.ioloop.call_later(delay, self._tick)
+
+    # --- the work -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.stop.is_set():
+            self._maybe_close()
+            return
+        if self._channel is None or not self._channel.is_open:
+            return
+        if time.monotonic() - self._lock_checked > 5:
+            self._lock_checked = time.monotonic()
+            if not self._lock.still_held():
+                logger.warning("relay lock lost; stopping publishing")
+                self._maybe_close(force=True)
+                return
+        try:
+            rows = self._fetch()
+        except DatabaseError as exc:
+            logger.warning("outbox unreadable (%r); retrying", exc)
+            connections["default"].close()
+            self._schedule(1.0)
+            return
+        if not rows:
+            self._housekeeping()
+            self._schedule(self._idle_pause)
+            self._idle_pause = min(self.poll_max, self._idle_pause * 2)
+            return
+        self._idle_pause = self.poll_min
+        self._publish(rows)
+
+    def _fetch(self) -> list[tuple[int, str, str, str]]:
+        return list(
+            OutboxEvent.objects.filter(published_at__isnull=True)
+            .order_by("id")
+            .values_list("id", "routing_key", "body", "correlation_id")[: self.batch_size]
+        )
+
+    def _publish(self, rows: list[tuple[int, str, str, str]]) -> None:
+        batch = _Batch()
+        for outbox_id, routing_key, body, correlation_id in rows:
+            self._next_tag += 1
+            batch.ids[self._next_tag] = outbox_id
+            self._channel.basic_publish(
+                exchange=self.exchange,
+                routing_key=routing_key,
+                body=body.encode(),
+                properties=pika.BasicProperties(
+                    content_type="text/plain",
+                    delivery_mode=2,
+                    message_id=str(outbox_id),
+                    correlation_id=correlation_id or None,
+                ),
+                mandatory=True,
+            )
+        self._batch = batch
+        self._confirm_timer = self._connection.ioloop.call_later(
+            self.confirm_timeout, self._on_confirm_timeout
+        )
+
+    def _on_confirm(self, frame) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        method = frame.method
+        tags = (
+            [t for t in batch.ids if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        target = batch.acked if isinstance(method, pika.spec.Basic.Ack) else batch.nacked
+        for tag in tags:
+            outbox_id = batch.ids.pop(tag, None)
+            if outbox_id is not None:
+                target.append(outbox_id)
+        if not batch.ids:
+            self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        self._connection.ioloop.remove_timeout(self._confirm_timer)
+        self._batch = None
+        if batch.nacked:
+            logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
+        try:
+            if batch.acked:
+                OutboxEvent.objects.filter(id__in=batch.acked).update(published_at=timezone.now())
+        except DatabaseError as exc:
+            # Not marked: they go out again later, and replicas ignore the duplicates.
+            logger.warning("could not mark %s rows published (%r)", len(batch.acked), exc)
+            connections["default"].close()
+        else:
+            self.stats.published += len(batch.acked)
+            self.stats.batches += 1
+            self.stats.last_confirmed_at = time.time()
+        if self.stop.is_set():
+            self._maybe_close()
+        else:
+            self._schedule(0)
+
+    def _on_confirm_timeout(self) -> None:
+        logger.warning("no publisher confirms after %.0fs; reconnecting", self.confirm_timeout)
+        self._batch = None
+        self._maybe_close(force=True)
+
+    def _on_return(self, channel, method, properties, body) -> None:
+        # The broker took it (and confirms it) but no queue was bound to its routing key:
+        # nobody is replicating that CQRS_ID. Not an error of the relay's.
+        self.stats.returned += 1
+        if self.stats.returned in (1, 10, 100) or self.stats.returned % 1000 == 0:
+            logger.warning(
+                "no queue bound for routing key %r (%s unroutable so far)",
+                method.routing_key,
+                self.stats.returned,
+            )
+
+    def _housekeeping(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every
+        try:
+            pruned = prune_published(older_than=self.retention)
+        except DatabaseError as exc:
+            logger.warning("pruning the outbox failed (%r)", exc)
+            return
+        if pruned:
+            self.stats.pruned += pruned
+            logger.info("pruned %s published outbox rows older than %s", pruned, self.retention)

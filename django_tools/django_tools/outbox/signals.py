@@ -1,0 +1,89 @@
+"""django-cqrs's master signal handlers, writing to the outbox inside the transaction.
+
+Stock django-cqrs builds the event in `transaction.on_commit` and publishes it right there: a
+broker that is down or slow at that moment, or a process that dies between the commit and the
+publish, loses the event. Here the same payload is built right after the change, and written to
+the outbox table by the same transaction.
+"""
+
+from __future__ import annotations
+
+from dj_cqrs.constants import SignalType
+from dj_cqrs.dataclasses import TransportPayload
+from dj_cqrs.registries import MasterRegistry
+from dj_cqrs.signals import MasterSignals, post_bulk_create, post_update
+from dj_cqrs.utils import get_message_expiration_dt
+from django.db import models
+from django.utils.timezone import now
+
+from django_tools.outbox.events import enqueue
+
+
+class OutboxSignals(MasterSignals):
+    @classmethod
+    def install(cls) -> None:
+        """Replace django-cqrs's handlers with ours on every registered master model."""
+        for model in MasterRegistry.models.values():
+            models.signals.post_save.disconnect(MasterSignals.post_save, sender=model)
+            models.signals.post_delete.disconnect(MasterSignals.post_delete, sender=model)
+            post_bulk_create.disconnect(MasterSignals.post_bulk_create, sender=model)
+            post_update.disconnect(MasterSignals.post_bulk_update, sender=model)
+            cls.register_model(model)
+
+    @classmethod
+    def post_save(cls, sender, **kwargs) -> None:
+        if not sender.CQRS_PRODUCE:
+            return
+        update_fields = kwargs.get("update_fields")
+        if update_fields and "cqrs_revision" not in update_fields:
+            return
+        instance = kwargs["instance"]
+        if not instance.is_sync_instance():
+            return
+        using = kwargs["using"]
+        sync = kwargs.get("sync", False)
+        instance_data = instance.to_cqrs_dict(using, sync=sync)
+        previous_data = instance.get_tracked_fields_data()
+        signal_type = SignalType.SYNC if sync else SignalType.SAVE
+        payload = TransportPayload(
+            signal_type,
+            sender.CQRS_ID,
+            instance_data,
+            instance.pk,
+            kwargs.get("queue"),
+            previous_data,
+            expires=get_message_expiration_dt(),
+            meta=instance.get_cqrs_meta(
+                instance_data=instance_data, previous_data=previous_data, signal_type=signal_type
+            ),
+        )
+        enqueue(payload, using)
+        # django-cqrs bumps the revision only on the first save of an instance in a transaction
+        # and publishes once at commit. Each save here is its own event, so each save must be
+        # a new revision: start the count again.
+        instance.reset_cqrs_saves_count()
+
+    @classmethod
+    def post_delete(cls, sender, **kwargs) -> None:
+        if not sender.CQRS_PRODUCE:
+            return
+        instance = kwargs["instance"]
+        if not instance.is_sync_instance():
+            return
+        instance_data = {
+            "id": instance.pk,
+            "cqrs_revision": instance.cqrs_revision + 1,
+            "cqrs_updated": str(now()),
+        }
+        custom = instance.get_custom_cqrs_delete_data()
+        if custom:
+            instance_data["custom"] = custom
+        payload = TransportPayload(
+            SignalType.DELETE,
+            sender.CQRS_ID,
+            instance_data,
+            instance.pk,
+            expires=get_message_expiration_dt(),
+            meta=instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE),
+        )
+        enqueue(payload, kwargs.get("using"))

@@ -1,0 +1,232 @@
+"""The transactional outbox with the real processes: the broker goes away, the relay is killed,
+two relays run at once — and every write still reaches the feed."""
+
+import os
+import time
+
+import httpx
+import pika
+import pytest
+from e2e_lab import (
+    API_KEY,
+    PRODUTOS_DIR,
+    Databases,
+    ManageProcess,
+    ServiceDatabase,
+    create_products,
+    delete_broker_objects,
+    feed_consumer,
+    outbox_relay,
+    replica_queues,
+    service_environment,
+    start_lab,
+    wait_until,
+)
+from tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.e2e
+
+
+def post_products(client: httpx.Client, prefix: str, count: int) -> tuple[list[int], list[float]]:
+    ids, latencies = [], []
+    for n in range(count):
+        started = time.perf_counter()
+        response = client.post(
+            "/api/produtos/", json={"sku": f"{prefix}-{n}", "nome": "x", "preco": n}
+        )
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids, latencies
+
+
+def ms(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"p50 {ordered[len(ordered) // 2] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
+
+
+def test_writes_during_a_broker_outage_all_succeed_and_all_reach_the_feed(
+    tmp_path, rabbitmq_url, redis_url
+):
+    params = pika.URLParameters(rabbitmq_url)
+    proxy = TcpProxy(params.host, params.port).start()
+    databases = Databases(tmp_path)
+    lab = start_lab(tmp_path, proxy.url(rabbitmq_url), databases)
+    try:
+        with (
+            httpx.Client(
+                base_url=lab.produtos_url, headers={"X-API-Key": API_KEY}, timeout=10
+            ) as produtos,
+            httpx.Client(base_url=lab.feed_url, timeout=10) as feed,
+        ):
+            _, up = post_products(produtos, "UP", 30)
+
+            proxy.cut()
+            outage_started = time.monotonic()
+            ids, down = post_products(produtos, "DOWN", 30)
+            health = produtos.get("/health")
+            assert health.status_code == 503
+            assert health.json()["detail"].startswith("rabbitmq:")
+            time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # a 5 s outage
+            proxy.restore()
+            restored = time.monotonic()
+
+            def all_on_the_feed():
+                listed = feed.get("/api/feed/", params={"q": "DOWN-", "limit": 100}).json()
+                return listed["count"] == 30 and listed
+
+            listed = wait_until(
+                all_on_the_feed, 60, interval=0.1, what="the outage's writes on the feed"
+            )
+            converged = time.monotonic() - restored
+            assert sorted(item["id"] for item in listed["items"]) == sorted(ids)
+            print(
+                f"\nwrite latency broker up: {ms(up)}; broker down: {ms(down)}; "
+                f"feed converged {converged:.1f}s after a 5 s outage ended"
+            )
+    finally:
+        lab.stop()
+        proxy.cut()
+        delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
+        databases.drop_all()
+
+
+@pytest.fixture
+def pipeline(tmp_path, rabbitmq_url):
+    """A master and a replica database, exchange and queue of their own, and processes on
+    demand; everything stopped and removed afterwards."""
+    databases = Databases(tmp_path)
+    feed_env, feed_url = service_environment("feed", tmp_path, rabbitmq_url, databases)
+    produtos_env, produtos_url = service_environment(
+        "produtos", tmp_path, rabbitmq_url, databases, CQRS_EXCHANGE=feed_env["CQRS_EXCHANGE"]
+    )
+    processes: list[ManageProcess] = []
+
+    class Pipeline:
+        produtos = ServiceDatabase(produtos_url)
+        feed = ServiceDatabase(feed_url)
+        env = produtos_env
+        queue = feed_env["CQRS_QUEUE"]
+
+        @staticmethod
+        def consumer(workers: int = 1) -> ManageProcess:
+            processes.append(feed_consumer(feed_env, tmp_path / "consumer.log", workers))
+            return processes[-1]
+
+        @staticmethod
+        def relay(*args: str) -> ManageProcess:
+            processes.append(outbox_relay(produtos_env, tmp_path / "relay.log", *args))
+            return processes[-1]
+
+        @staticmethod
+        def published() -> int:
+            return Pipeline.produtos.scalar(
+                "SELECT COUNT(*) FROM cqrs_outbox_outboxevent WHERE published_at IS NOT NULL"
+            )
+
+        @staticmethod
+        def log() -> str:
+            return "".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+
+    yield Pipeline
+    for process in processes:
+        process.stop()
+    delete_broker_objects(rabbitmq_url, feed_env["CQRS_EXCHANGE"], replica_queues(Pipeline.queue))
+    databases.drop_all()
+
+
+def test_a_relay_killed_mid_batch_loses_nothing_and_its_duplicates_are_ignored(pipeline):
+    create_products(pipeline.env, 3000)
+    assert pipeline.produtos.scalar("SELECT COUNT(*) FROM cqrs_outbox_outboxevent") == 3000
+    pipeline.consumer()
+    relay = pipeline.relay("--batch-size", "100")
+    wait_until(lambda: pipeline.published() >= 600, 60, what="the relay to be under way")
+    relay.kill9()
+    at_kill = pipeline.published()
+    assert at_kill < 3000, "the relay finished before it could be killed"
+    pipeline.relay("--batch-size", "100")
+
+    wait_until(
+        lambda: len(pipeline.feed.rows()) == 3000 and pipeline.published() == 3000,
+        90,
+        interval=0.2,
+        what="every product on the replica",
+    )
+    assert all(revision == 0 for revision, _, _ in pipeline.feed.rows().values())
+    dead = pipeline.feed.scalar("SELECT COUNT(*) FROM cqrs_replica_tombstone")
+    assert dead == 0
+    print(
+        f"\nrelay killed after {at_kill} of 3000 confirmed; all 3000 on the replica after restart"
+    )
+
+
+def _is_postgres() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+@pytest.mark.skipif(
+    not _is_postgres(),
+    reason="PostgreSQL only (advisory-lock relays); SQLite allows one relay at a time, see "
+    "api_produtos/tests/test_relay.py. Runs with DATABASE_URL=postgres://… (CI does).",
+)
+def test_two_relays_on_postgresql_publish_everything_once_in_per_product_order(
+    pipeline, rabbitmq_url
+):
+    create_products(pipeline.env, 400, updates=3)  # 1600 events, products interleaved
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    listen = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(listen, pipeline.env["CQRS_EXCHANGE"], routing_key="produto")
+
+    leader = pipeline.relay("--batch-size", "50")
+    wait_until(lambda: pipeline.published() > 0, 30, what="the first relay to lead")
+    standby = pipeline.relay("--batch-size", "50")
+    wait_until(lambda: pipeline.published() >= 400, 60, what="progress")
+    leader.kill9()
+    wait_until(lambda: pipeline.published() == 1600, 60, what="the standby to finish")
+    standby.stop()
+
+    import orjson
+
+    arrivals = []
+    while (message := channel.basic_get(listen, auto_ack=True))[0] is not None:
+        body = orjson.loads(message[2])
+        arrivals.append((body["instance_pk"], body["instance_data"]["cqrs_revision"]))
+    connection.close()
+    assert {a for a in arrivals} == {(pk, rev) for pk, rev in arrivals}
+    assert len(set(arrivals)) == 1600, "every event published at least once"
+    firsts: dict[int, list[int]] = {}
+    for pk, revision in dict.fromkeys(arrivals):  # first arrival of each event, in order
+        firsts.setdefault(pk, []).append(revision)
+    assert all(revisions == sorted(revisions) for revisions in firsts.values())
+    print(
+        f"\ntwo relays, leader killed: {len(arrivals)} messages for 1600 events "
+        f"({len(arrivals) - 1600} duplicates), per-product order kept"
+    )
+
+
+def test_a_new_replica_catches_up_with_cqrs_sync(pipeline, rabbitmq_url):
+    """A replica whose queue did not exist when the events were published: its queue is
+    declared, then `cqrs_sync` re-sends the master's current state to that queue only."""
+    create_products(pipeline.env, 200, updates=1)
+    pipeline.relay()
+    wait_until(lambda: pipeline.published() == 400, 60, what="the first publication")
+    # The replica appears now (its consumer declares its queue); the events are long gone.
+    pipeline.consumer()
+    time.sleep(3)
+    assert pipeline.feed.rows() == {}
+    from e2e_lab import run_manage
+
+    run_manage(
+        PRODUTOS_DIR,
+        pipeline.env,
+        "cqrs_sync",
+        "--cqrs-id",
+        "produto",
+        "--filter",
+        "{}",
+        "--queue",
+        pipeline.queue,
+    )
+    wait_until(lambda: len(pipeline.feed.rows()) == 200, 60, what="the synced replica")
+    assert {revision for revision, _, _ in pipeline.feed.rows().values()} == {1}
