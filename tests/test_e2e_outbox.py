@@ -9,6 +9,7 @@ import pika
 import pytest
 from e2e_lab import (
     API_KEY,
+    FEED_DIR,
     PRODUTOS_DIR,
     Databases,
     ManageProcess,
@@ -18,6 +19,7 @@ from e2e_lab import (
     feed_consumer,
     outbox_relay,
     replica_queues,
+    run_manage,
     service_environment,
     start_lab,
     wait_until,
@@ -106,7 +108,12 @@ def pipeline(tmp_path, rabbitmq_url):
         produtos = ServiceDatabase(produtos_url)
         feed = ServiceDatabase(feed_url)
         env = produtos_env
+        replica_env = dict(feed_env)
         queue = feed_env["CQRS_QUEUE"]
+
+        @staticmethod
+        def track(process: ManageProcess) -> None:
+            processes.append(process)
 
         @staticmethod
         def consumer(workers: int = 1) -> ManageProcess:
@@ -205,28 +212,31 @@ def test_two_relays_on_postgresql_publish_everything_once_in_per_product_order(
     )
 
 
-def test_a_new_replica_catches_up_with_cqrs_sync(pipeline, rabbitmq_url):
+def test_a_new_replica_catches_up_with_cqrs_sync(pipeline, rabbitmq_url, tmp_path):
     """A replica whose queue did not exist when the events were published: its queue is
     declared, then `cqrs_sync` re-sends the master's current state to that queue only."""
     create_products(pipeline.env, 200, updates=1)
     pipeline.relay()
     wait_until(lambda: pipeline.published() == 400, 60, what="the first publication")
-    # The replica appears now (its consumer declares its queue); the events are long gone.
-    pipeline.consumer()
-    time.sleep(3)
-    assert pipeline.feed.rows() == {}
-    from e2e_lab import run_manage
-
-    run_manage(
-        PRODUTOS_DIR,
-        pipeline.env,
-        "cqrs_sync",
-        "--cqrs-id",
-        "produto",
-        "--filter",
-        "{}",
-        "--queue",
-        pipeline.queue,
-    )
-    wait_until(lambda: len(pipeline.feed.rows()) == 200, 60, what="the synced replica")
-    assert {revision for revision, _, _ in pipeline.feed.rows().values()} == {1}
+    # The new replica appears now, with a queue of its own: those events are gone for it.
+    newcomer = {**pipeline.replica_env, "CQRS_QUEUE": f"{pipeline.queue}_new"}
+    run_manage(FEED_DIR, newcomer, "cqrs_declare")
+    try:
+        consumer = feed_consumer(newcomer, tmp_path / "newcomer.log")
+        pipeline.track(consumer)
+        run_manage(
+            PRODUTOS_DIR, pipeline.env, "cqrs_sync", "--cqrs-id", "produto", "--filter", "{}",
+            "--queue", newcomer["CQRS_QUEUE"],
+        )  # fmt: skip
+        wait_until(
+            lambda: (
+                {rev for rev, _, _ in pipeline.feed.rows().values()} == {1}
+                and len(pipeline.feed.rows()) == 200
+            ),
+            60,
+            what="the synced replica",
+        )
+    finally:
+        delete_broker_objects(
+            rabbitmq_url, pipeline.env["CQRS_EXCHANGE"], replica_queues(newcomer["CQRS_QUEUE"])
+        )

@@ -31,6 +31,17 @@ class OutboxSignals(MasterSignals):
             cls.register_model(model)
 
     @classmethod
+    def uninstall(cls) -> None:
+        """Back to django-cqrs's own handlers (publish on commit): only `apis bench` does this,
+        to measure stock django-cqrs."""
+        for model in MasterRegistry.models.values():
+            models.signals.post_save.disconnect(cls.post_save, sender=model)
+            models.signals.post_delete.disconnect(cls.post_delete, sender=model)
+            post_bulk_create.disconnect(cls.post_bulk_create, sender=model)
+            post_update.disconnect(cls.post_bulk_update, sender=model)
+            MasterSignals.register_model(model)
+
+    @classmethod
     def post_save(cls, sender, **kwargs) -> None:
         if not sender.CQRS_PRODUCE:
             return

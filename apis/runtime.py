@@ -1,0 +1,194 @@
+"""Running the services outside `apis up`: throwaway databases, `manage.py` processes that can
+be killed, direct SQL, broker clean-up. Used by `apis bench` and the end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pika
+import psycopg
+
+from apis.workspace import FEED, PRODUTOS
+from django_tools.replica.policy import RetryPolicy, format_seconds
+
+PRODUTOS_DIR = PRODUTOS.directory
+FEED_DIR = FEED.directory
+
+
+class Databases:
+    """One fresh database per service: SQLite files in a temporary folder, or — when the server
+    URL (default: DATABASE_URL) is PostgreSQL — new databases on that server, dropped after."""
+
+    def __init__(self, tmp: Path, server_url: str | None = None, prefix: str = "e2e") -> None:
+        self.tmp = tmp
+        self.server_url = os.environ.get("DATABASE_URL", "") if server_url is None else server_url
+        self.prefix = prefix
+        self.created: list[str] = []
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.server_url.startswith(("postgres://", "postgresql://"))
+
+    def url_for(self, service: str) -> str:
+        if not self.is_postgres:
+            return (
+                f"sqlite:///{self.tmp / f'{self.prefix}_{service}_{uuid.uuid4().hex[:6]}.sqlite3'}"
+            )
+        name = f"{self.prefix}_{service}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return urlunsplit(urlsplit(self.server_url)._replace(path=f"/{name}"))
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:
+    """A replica's queue, dead-letter queue and retry queues (to delete them afterwards)."""
+    tiers = (policy or RetryPolicy()).tiers()
+    return [queue, f"dead_letter_{queue}", *(f"{queue}.retry.{format_seconds(t)}" for t in tiers)]
+
+
+def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    for queue in queues:
+        channel.queue_delete(queue)
+    channel.exchange_delete(exchange)
+    connection.close()
+
+
+class ServiceDatabase:
+    """Direct SQL on a service's database (SQLite file or PostgreSQL), outside Django."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_postgres = url.startswith(("postgres://", "postgresql://"))
+
+    def _connect(self):
+        if self.is_postgres:
+            return psycopg.connect(self.url, autocommit=True)
+        import sqlite3
+
+        return sqlite3.connect(urlsplit(self.url).path, timeout=10, isolation_level=None)
+
+    def scalar(self, query: str):
+        conn = self._connect()
+        try:
+            return conn.execute(query).fetchone()[0]
+        finally:
+            conn.close()
+
+    def rows(self) -> dict[int, tuple]:
+        """The feed's replica rows: id → (revision, nome, estoque)."""
+        conn = self._connect()
+        try:
+            cursor = conn.execute("SELECT id, cqrs_revision, nome, estoque FROM feed_produtomirror")
+            return {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the replica table so that every write to it fails for a while."""
+        conn = self._connect()
+        try:
+            if self.is_postgres:
+                conn.execute("BEGIN")
+                conn.execute("LOCK TABLE feed_produtomirror IN ACCESS EXCLUSIVE MODE")
+            else:
+                conn.execute("BEGIN EXCLUSIVE")
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+
+class ManageProcess:
+    """`manage.py <args>` of a service, in a process group of its own (so that a SIGKILL
+    takes its workers too)."""
+
+    def __init__(self, directory: Path, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.directory = directory
+        self.args = args
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ManageProcess:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", *self.args],
+                cwd=self.directory,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL to the whole group at once: nothing gets to clean up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def service_environment(
+    service: str, tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str
+) -> tuple[dict[str, str], str]:
+    """A migrated database of its own for `service` ("produtos" or "feed"), and the environment
+    to run it with (its own exchange and, for the feed, queue declared); returns (env, db url)."""
+    directory = PRODUTOS_DIR if service == "produtos" else FEED_DIR
+    db_url = databases.url_for(service)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    empty_env_file = tmp / f".env.{service}.empty"
+    empty_env_file.write_text("")
+    env.update(
+        {f"{service.upper()}_ENV_FILE": str(empty_env_file)},
+        DATABASE_URL=db_url,
+        RABBITMQ_URL=rabbitmq_url,
+        CQRS_EXCHANGE=f"e2e_cqrs_{uuid.uuid4().hex[:8]}",
+        CQRS_QUEUE=f"e2e_feed_{uuid.uuid4().hex[:8]}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    commands = [["migrate", "--noinput"]] + ([["cqrs_declare"]] if service == "feed" else [])
+    for command in commands:
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=directory, env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    return env, db_url
+
+
+def run_manage(directory: Path, env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
