@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import psycopg
 
-from apis.workspace import FEED, PRODUTOS
+from apis.workspace import FEED, PRODUTOS, REPO_ROOT
 from django_tools.replica.policy import RetryPolicy, format_seconds
 
 PRODUTOS_DIR = PRODUTOS.directory
@@ -91,6 +96,21 @@ class ServiceDatabase:
         finally:
             conn.close()
 
+    def fetchall(self, query: str) -> list[tuple]:
+        conn = self._connect()
+        try:
+            return [tuple(row) for row in conn.execute(query).fetchall()]
+        finally:
+            conn.close()
+
+    def execute(self, statements: list[str]) -> None:
+        conn = self._connect()
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+
     def rows(self) -> dict[int, tuple]:
         """The feed's replica rows: id → (revision, nome, estoque)."""
         conn = self._connect()
@@ -120,17 +140,32 @@ class ManageProcess:
     """`manage.py <args>` of a service, in a process group of its own (so that a SIGKILL
     takes its workers too)."""
 
-    def __init__(self, directory: Path, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        command: list[str] | None = None,
+    ) -> None:
         self.directory = directory
-        self.args = args
+        self.argv = command or [sys.executable, "manage.py", *args]
         self.env = env
         self.log = log
         self.process: subprocess.Popen | None = None
 
+    @classmethod
+    def module(
+        cls, directory: Path, settings: str, module: str, args: list[str], env: dict, log: Path
+    ) -> ManageProcess:
+        """`python -m module args` under a service's Django settings, instead of manage.py."""
+        env = {**env, "DJANGO_SETTINGS_MODULE": settings}
+        return cls(directory, [], env, log, command=[sys.executable, "-m", module, *args])
+
     def start(self) -> ManageProcess:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", *self.args],
+                self.argv,
                 cwd=self.directory,
                 env=self.env,
                 stdout=log,
@@ -192,3 +227,105 @@ def run_manage(directory: Path, env: dict[str, str], *args: str, timeout: float 
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    """A running `apis up`; its output is collected line by line."""
+
+    produtos_url: str
+    feed_url: str
+    exchange: str
+    queue: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def child_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", self.output())]
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        for pid in self.child_pids():  # honcho gives each child a session of its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        return self.process.returncode
+
+
+class LabError(Exception):
+    """`apis up` did not become ready."""
+
+
+def start_lab(
+    tmp: Path,
+    rabbitmq_url: str,
+    databases: Databases,
+    *extra_args: str,
+    api_key: str,
+    ready_timeout: float = 90,
+    prefix: str = "e2e",
+) -> Lab:
+    """The real `apis up` on free loopback ports, with its own databases, exchange and queue;
+    returns once both APIs answer /health."""
+    produtos_port, feed_port = free_port(), free_port()
+    exchange = f"{prefix}_cqrs_{uuid.uuid4().hex[:8]}"
+    queue = f"{prefix}_feed_{uuid.uuid4().hex[:8]}"
+    env_files = {}
+    for service, extra in (("produtos", f"PRODUTOS_API_KEY={api_key}\n"), ("feed", "")):
+        path = tmp / f".env.{service}"
+        path.write_text(f"DATABASE_URL={databases.url_for(service)}\n{extra}")
+        env_files[f"{service.upper()}_ENV_FILE"] = str(path)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PRODUTOS_API_KEY")}
+    env.update(env_files)
+    env.update(
+        RABBITMQ_URL=rabbitmq_url,
+        CQRS_EXCHANGE=exchange,
+        CQRS_QUEUE=queue,
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("apis")), "up", "--host", "127.0.0.1",
+         "--produtos-port", str(produtos_port), "--feed-port", str(feed_port), *extra_args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    lab = Lab(
+        produtos_url=f"http://127.0.0.1:{produtos_port}",
+        feed_url=f"http://127.0.0.1:{feed_port}",
+        exchange=exchange,
+        queue=queue,
+        env=env,
+        process=process,
+    )
+    threading.Thread(target=_collect, args=(process, lab.lines), daemon=True).start()
+    deadline = time.monotonic() + ready_timeout
+    while "apis up: ready" not in lab.output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            lab.stop()
+            raise LabError(f"`apis up` did not become ready; its output:\n{lab.output()[-5000:]}")
+        time.sleep(0.1)
+    return lab
+
+
+def _collect(process: subprocess.Popen, lines: list[str]) -> None:
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))

@@ -7,9 +7,9 @@ import time
 import pytest
 from e2e_lab import (
     Databases,
-    FeedDatabase,
     ManageProcess,
     Publisher,
+    ServiceDatabase,
     delete_feed_queues,
     feed_consumer,
     feed_environment,
@@ -47,7 +47,7 @@ def feed(tmp_path, rabbitmq_url):
         consumers.append(started)
         return started
 
-    yield env, FeedDatabase(db_url), publisher, consumer, tmp_path / "consumer.log"
+    yield env, ServiceDatabase(db_url), publisher, consumer, tmp_path / "consumer.log"
     for running in consumers:
         running.stop()
     publisher.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
+from django.db import connections, router
 from django.utils import timezone
 
 from django_tools.outbox.models import OutboxEvent
@@ -17,16 +18,41 @@ def routing_key(payload: TransportPayload) -> str:
     return payload.cqrs_id
 
 
-def enqueue(payload: TransportPayload, using: str | None = None) -> OutboxEvent:
-    """Write the event in the current transaction; the relay publishes it after the commit."""
-    revision = (payload.instance_data or {}).get("cqrs_revision")
-    return OutboxEvent.objects.using(using).create(
-        cqrs_id=payload.cqrs_id,
-        instance_pk=str(payload.pk),
-        signal_type=payload.signal_type,
-        revision=revision if isinstance(revision, int) else None,
-        routing_key=routing_key(payload),
-        body=orjson.dumps(payload.to_dict()).decode(),
-        correlation_id=str(payload.correlation_id or "")[:128],
-        created_at=timezone.now(),
-    )
+def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
+    """Write the events in the current transaction; the relay publishes them after the commit.
+
+    One executemany of plain values: the ORM's per-field preparation cost more than the rest
+    of a master's write path together (measured with the bench's writer)."""
+    connection = connections[using or router.db_for_write(OutboxEvent)]
+    created_at = _CREATED_AT.get_db_prep_save(timezone.now(), connection)
+    rows = []
+    for payload in payloads:
+        revision = (payload.instance_data or {}).get("cqrs_revision")
+        rows.append(
+            (
+                payload.cqrs_id,
+                str(payload.pk),
+                payload.signal_type,
+                revision if isinstance(revision, int) else None,
+                routing_key(payload),
+                orjson.dumps(payload.to_dict()).decode(),
+                str(payload.correlation_id or "")[:128],
+                created_at,
+            )
+        )
+    with connection.cursor() as cursor:
+        cursor.executemany(_insert_sql(connection), rows)
+
+
+_CREATED_AT = OutboxEvent._meta.get_field("created_at")
+_COLUMNS = (
+    "cqrs_id", "instance_pk", "signal_type", "revision", "routing_key", "body", "correlation_id",
+    "created_at",
+)  # fmt: skip
+
+
+def _insert_sql(connection) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(column) for column in _COLUMNS)
+    placeholders = ", ".join(["%s"] * len(_COLUMNS))
+    return f"INSERT INTO {quote(OutboxEvent._meta.db_table)} ({columns}) VALUES ({placeholders})"

@@ -43,20 +43,40 @@ class OutboxSignals(MasterSignals):
 
     @classmethod
     def post_save(cls, sender, **kwargs) -> None:
+        payload = cls._save_payload(sender, kwargs["instance"], kwargs)
+        if payload is not None:
+            enqueue([payload], kwargs["using"])
+            # django-cqrs bumps the revision only on the first save of an instance in a
+            # transaction and publishes once at commit. Each save here is its own event, so
+            # each save must be a new revision: start the count again.
+            kwargs["instance"].reset_cqrs_saves_count()
+
+    @classmethod
+    def _post_bulk(cls, sender, **kwargs) -> None:
+        """After `cqrs.bulk_create` / `cqrs.bulk_update`: one INSERT for all their events."""
+        payloads = []
+        for instance in kwargs["instances"]:
+            payload = cls._save_payload(sender, instance, {"using": kwargs["using"]})
+            if payload is not None:
+                payloads.append(payload)
+        if payloads:
+            enqueue(payloads, kwargs["using"])
+
+    @classmethod
+    def _save_payload(cls, sender, instance, kwargs) -> TransportPayload | None:
         if not sender.CQRS_PRODUCE:
-            return
+            return None
         update_fields = kwargs.get("update_fields")
         if update_fields and "cqrs_revision" not in update_fields:
-            return
-        instance = kwargs["instance"]
+            return None
         if not instance.is_sync_instance():
-            return
+            return None
         using = kwargs["using"]
         sync = kwargs.get("sync", False)
         instance_data = instance.to_cqrs_dict(using, sync=sync)
         previous_data = instance.get_tracked_fields_data()
         signal_type = SignalType.SYNC if sync else SignalType.SAVE
-        payload = TransportPayload(
+        return TransportPayload(
             signal_type,
             sender.CQRS_ID,
             instance_data,
@@ -68,11 +88,6 @@ class OutboxSignals(MasterSignals):
                 instance_data=instance_data, previous_data=previous_data, signal_type=signal_type
             ),
         )
-        enqueue(payload, using)
-        # django-cqrs bumps the revision only on the first save of an instance in a transaction
-        # and publishes once at commit. Each save here is its own event, so each save must be
-        # a new revision: start the count again.
-        instance.reset_cqrs_saves_count()
 
     @classmethod
     def post_delete(cls, sender, **kwargs) -> None:
@@ -97,4 +112,4 @@ class OutboxSignals(MasterSignals):
             expires=get_message_expiration_dt(),
             meta=instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE),
         )
-        enqueue(payload, kwargs.get("using"))
+        enqueue([payload], kwargs.get("using"))

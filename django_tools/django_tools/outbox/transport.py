@@ -13,7 +13,7 @@ class OutboxTransport(BaseTransport):
     def produce(payload) -> None:
         from django_tools.outbox.events import enqueue
 
-        enqueue(payload)
+        enqueue([payload])
 
     @staticmethod
     def consume(*args, **kwargs):
