@@ -279,6 +279,7 @@ def start_lab(
     api_key: str,
     ready_timeout: float = 90,
     prefix: str = "e2e",
+    extra_env: dict[str, str] | None = None,
 ) -> Lab:
     """The real `apis up` on free loopback ports, with its own databases, exchange and queue;
     returns once both APIs answer /health."""
@@ -298,6 +299,7 @@ def start_lab(
         CQRS_QUEUE=queue,
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("apis")), "up", "--host", "127.0.0.1",
          "--produtos-port", str(produtos_port), "--feed-port", str(feed_port), *extra_args],

@@ -8,9 +8,11 @@ them all (SIGKILL after a grace period), and if one of them dies the others are 
 from __future__ import annotations
 
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -163,6 +165,11 @@ def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
     lines = ["apis up: ready"]
     for name, base in urls.items():
         lines.append(f"  {name:<13} {base}/api/  docs {base}/api/docs  health {base}/health")
+    lines.append(
+        "  status        "
+        f"{urls['API Produtos']}/api/outbox/status  {urls['API Feed']}/api/replication/status"
+    )
+    lines.append(f"  metrics       {urls['API Produtos']}/metrics  {urls['API Feed']}/metrics")
     lines.append("  RabbitMQ UI   http://localhost:15672 (admin/admin)")
     lines.append("  Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
@@ -181,10 +188,17 @@ def up(options: UpOptions) -> int:
     except KeyboardInterrupt:
         return 130
 
+    # Every process of a service (its gunicorn workers, relay or consumer) writes its Prometheus
+    # samples into the service's folder, and /metrics adds them up.
+    metrics_dirs = {
+        service.name: tempfile.mkdtemp(prefix=f"apis-metrics-{service.name}-")
+        for service in SERVICES
+    }
     manager = Manager()
     for name, (command, service) in processes(options).items():
+        env = service.env(PROMETHEUS_MULTIPROC_DIR=metrics_dirs[service.name])
         # honcho runs commands through a shell; exec hands the pid over to the real process.
-        manager.add_process(name, f"exec {command}", env=service.env(), cwd=str(service.directory))
+        manager.add_process(name, f"exec {command}", env=env, cwd=str(service.directory))
     stop = threading.Event()
     watcher = threading.Thread(target=announce_when_ready, args=(options, stop), daemon=True)
     watcher.start()
@@ -192,4 +206,6 @@ def up(options: UpOptions) -> int:
         manager.loop()
     finally:
         stop.set()
+        for folder in metrics_dirs.values():
+            shutil.rmtree(folder, ignore_errors=True)
     return manager.returncode or 0

@@ -156,8 +156,12 @@ for round_ in range({updates}):
     run_manage(PRODUTOS_DIR, env, "shell", "-c", script)
 
 
-def start_lab(tmp: Path, rabbitmq_url: str, databases: Databases, *extra_args: str) -> Lab:
+def start_lab(
+    tmp: Path, rabbitmq_url: str, databases: Databases, *extra_args: str, **extra_env: str
+) -> Lab:
     try:
-        return runtime.start_lab(tmp, rabbitmq_url, databases, *extra_args, api_key=API_KEY)
+        return runtime.start_lab(
+            tmp, rabbitmq_url, databases, *extra_args, api_key=API_KEY, extra_env=extra_env
+        )
     except LabError as exc:
         pytest.fail(str(exc))

@@ -72,6 +72,8 @@ def test_writes_during_a_broker_outage_all_succeed_and_all_reach_the_feed(
             time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # a 5 s outage
             proxy.restore()
             restored = time.monotonic()
+            wait_until(lambda: produtos.get("/health").status_code == 200, 30, interval=0.2,
+                       what="health back to 200")  # fmt: skip
 
             def all_on_the_feed():
                 listed = feed.get("/api/feed/", params={"q": "DOWN-", "limit": 100}).json()

@@ -63,15 +63,19 @@ def instance_data():
 def topology(settings, rabbitmq_url, cqrs_exchange):
     """This test's own replica queue, retry queues and dead-letter queue, declared."""
     queue = f"test_feed_{uuid.uuid4().hex[:8]}"
-    settings.CQRS["queue"] = queue
-    settings.CQRS["replica"] = {
-        **settings.CQRS["replica"],
-        "retry_base": FAST_POLICY.base,
-        "retry_factor": FAST_POLICY.factor,
-        "retry_cap": FAST_POLICY.cap,
-        "CQRS_MAX_RETRIES": FAST_POLICY.max_retries,
-        "retry_jitter": FAST_POLICY.jitter,
-        "dead_letter_queue": None,
+    # A new dict, so that pytest-django's `settings` puts the old one back after the test.
+    settings.CQRS = {
+        **settings.CQRS,
+        "queue": queue,
+        "replica": {
+            **settings.CQRS["replica"],
+            "retry_base": FAST_POLICY.base,
+            "retry_factor": FAST_POLICY.factor,
+            "retry_cap": FAST_POLICY.cap,
+            "CQRS_MAX_RETRIES": FAST_POLICY.max_retries,
+            "retry_jitter": FAST_POLICY.jitter,
+            "dead_letter_queue": None,
+        },
     }
     topology = Topology.from_settings()
     with amqp_channel(rabbitmq_url) as channel:

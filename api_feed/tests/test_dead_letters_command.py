@@ -106,6 +106,6 @@ def test_purge_empties_or_removes_only_what_matches(three_dead_letters, rabbitmq
 def test_bad_arguments_and_an_unreachable_broker_are_clear_errors(settings, topology):
     with pytest.raises(CommandError, match="--limit"):
         command("dump", "--limit", "0")
-    settings.CQRS["url"] = "amqp://admin:admin@127.0.0.1:1/"
+    settings.CQRS = {**settings.CQRS, "url": "amqp://admin:admin@127.0.0.1:1/"}
     with pytest.raises(CommandError, match="not reachable"):
         command("dump")

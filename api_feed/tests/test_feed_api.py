@@ -106,4 +106,8 @@ def test_the_feed_is_read_only(client, catalogue, method):
 
 def test_openapi(client):
     schema = client.get("/api/openapi.json").json()
-    assert set(schema["paths"]) == {"/api/feed/", "/api/feed/{produto_id}"}
+    assert set(schema["paths"]) == {
+        "/api/feed/",
+        "/api/feed/{produto_id}",
+        "/api/replication/status",
+    }

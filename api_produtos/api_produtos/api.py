@@ -1,4 +1,5 @@
 from django_tools.ninja import build_api
+from django_tools.outbox.api import router as outbox_router
 from produto.api import router as produtos_router
 
 api = build_api(
@@ -7,3 +8,4 @@ api = build_api(
     description="Master service: CRUD of Produto. Every change is published through django-cqrs.",
 )
 api.add_router("/produtos/", produtos_router)
+api.add_router("/outbox/", outbox_router)

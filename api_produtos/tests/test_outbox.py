@@ -173,7 +173,7 @@ def test_backlog_and_pruning():
 
 
 def test_rest_writes_never_touch_the_broker(client, settings):
-    settings.CQRS["url"] = "amqp://admin:admin@127.0.0.1:1/"  # nothing listens there
+    settings.CQRS = {**settings.CQRS, "url": "amqp://admin:admin@127.0.0.1:1/"}  # nobody there
     settings.PRODUTOS_API_KEY = None
     response = client.post(
         "/api/produtos/", {"sku": "OFF", "nome": "x", "preco": 1}, content_type="application/json"

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import pika
 import redis
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError
 
 from django_tools.env import redact_url
@@ -37,6 +38,8 @@ def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
         connection = pika.BlockingConnection(params)
     except AMQPError as exc:
         raise Unreachable(_amqp_reason(exc)) from exc
+    except AMQPConnectorException as exc:  # e.g. a handshake that never completes
+        raise Unreachable(str(exc) or type(exc).__name__) from exc
     except OSError as exc:
         raise Unreachable(str(exc) or exc.__class__.__name__) from exc
     with contextlib.suppress(AMQPError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django_tools.env import env_float, env_int, env_str
+from django_tools.observability.correlation import cqrs_correlation_function
 
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
 OUTBOX_TRANSPORT = "django_tools.outbox.transport.OutboxTransport"
@@ -36,6 +37,8 @@ def master_settings(rabbitmq_url: str) -> dict[str, Any]:
             # An event never expires on its way: a replica that was offline for days must
             # still converge instead of dead-lettering what it missed.
             "CQRS_MESSAGE_TTL": None,
+            # The id of the request making a change travels with its event.
+            "correlation_function": cqrs_correlation_function,
         },
     }
 

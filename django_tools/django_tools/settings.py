@@ -22,6 +22,7 @@ from django_tools.env import (
     env_list,
     env_str,
 )
+from django_tools.observability.logs import logging_settings
 
 _INSECURE_LOCAL_KEY = "django-insecure-apis-ecosystem-local-only-set-SECRET_KEY-in-production"
 
@@ -72,6 +73,8 @@ def common_settings(*, service: str, base_dir: Path, repo_root: Path) -> dict[st
         "DATABASES": database_settings(service, repo_root),
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "MIDDLEWARE": [
+            "django_tools.observability.correlation.RequestIdMiddleware",
+            "django_tools.observability.metrics.HttpMetricsMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.contrib.sessions.middleware.SessionMiddleware",
@@ -104,7 +107,7 @@ def common_settings(*, service: str, base_dir: Path, repo_root: Path) -> dict[st
         "WHITENOISE_USE_FINDERS": True,
         "NINJA_PAGINATION_PER_PAGE": 100,
         "NINJA_PAGINATION_MAX_LIMIT": 1000,
-        "LOGGING": logging_settings(),
+        "LOGGING": logging_settings(service),
     }
 
 
@@ -126,20 +129,3 @@ def django_apps(*apps: str, cqrs_extensions: tuple[str, ...] = ()) -> list[str]:
         "django_tools",
         *apps,
     ]
-
-
-def logging_settings() -> dict[str, Any]:
-    level = env_str("LOG_LEVEL", "INFO").upper()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"handlers": ["console"], "level": level},
-        "loggers": {
-            # pika logs every connection step at INFO; only its problems matter here.
-            "pika": {"level": "WARNING"},
-        },
-    }

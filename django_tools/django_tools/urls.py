@@ -9,6 +9,7 @@ from django.urls import URLPattern, URLResolver, path
 from ninja import NinjaAPI
 
 from django_tools.health import health_view
+from django_tools.observability.metrics import metrics_view
 
 handler400 = "django_tools.views.json_bad_request"
 handler404 = "django_tools.views.json_not_found"
@@ -20,4 +21,5 @@ def service_urlpatterns(api: NinjaAPI) -> list[URLPattern | URLResolver]:
         path("admin/", admin.site.urls),
         path("api/", api.urls),
         path("health", health_view, name="health"),
+        path("metrics", metrics_view, name="metrics"),
     ]

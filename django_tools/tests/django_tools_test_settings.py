@@ -8,3 +8,7 @@ USE_TZ = True
 SERVICE_NAME = "tools-tests"
 RABBITMQ_URL = "amqp://admin:admin@localhost:5672/"
 REDIS_URL = "redis://localhost:6379/0"
+MIDDLEWARE = [
+    "django_tools.observability.correlation.RequestIdMiddleware",
+    "django_tools.observability.metrics.HttpMetricsMiddleware",
+]

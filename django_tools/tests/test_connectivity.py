@@ -32,3 +32,16 @@ def test_wrong_credentials_are_named(rabbitmq_url):
 def test_a_malformed_url_is_reported():
     with pytest.raises(Unreachable, match="invalid"):
         probe_redis("not-a-url")
+
+
+def test_a_broker_that_never_answers_is_unreachable_within_the_timeout():
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts; nobody speaks AMQP
+    started = time.monotonic()
+    with pytest.raises(Unreachable):
+        probe_rabbitmq(f"amqp://admin:admin@127.0.0.1:{silent.getsockname()[1]}/", timeout=1)
+    silent.close()
+    assert time.monotonic() - started < 3

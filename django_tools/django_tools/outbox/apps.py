@@ -13,3 +13,8 @@ class OutboxConfig(AppConfig):
         # Every django-cqrs master model now writes its events to the outbox, in the transaction
         # of the change, instead of publishing after the commit.
         OutboxSignals.install()
+
+        from django_tools.observability.metrics import register_scrape_collector
+        from django_tools.outbox.metrics import OutboxBacklogCollector
+
+        register_scrape_collector(OutboxBacklogCollector)

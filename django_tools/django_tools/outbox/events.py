@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from django.db import connections, router
 from django.utils import timezone
 
+from django_tools.observability import metrics
 from django_tools.outbox.models import OutboxEvent
+
+logger = logging.getLogger("django_tools.outbox")
 
 
 def routing_key(payload: TransportPayload) -> str:
@@ -42,6 +47,18 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
         )
     with connection.cursor() as cursor:
         cursor.executemany(_insert_sql(connection), rows)
+    for payload in payloads:
+        metrics.OUTBOX_WRITTEN.labels(payload.cqrs_id, payload.signal_type).inc()
+        if payload.correlation_id:
+            # A change made by a request: one line, with its id, to follow it to the replica.
+            logger.info(
+                "%s %s %s revision %s written to the outbox",
+                payload.signal_type,
+                payload.cqrs_id,
+                payload.pk,
+                (payload.instance_data or {}).get("cqrs_revision"),
+                extra={"correlation_id": payload.correlation_id},
+            )
 
 
 _CREATED_AT = OutboxEvent._meta.get_field("created_at")

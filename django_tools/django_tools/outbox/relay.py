@@ -37,6 +37,7 @@ from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 from pika.adapters.select_connection import SelectConnection
 
+from django_tools.observability import metrics
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.services import prune_published
 
@@ -359,6 +360,7 @@ class Relay:
             logger.warning("could not mark %s rows published (%r)", len(batch.acked), exc)
             connections["default"].close()
         else:
+            metrics.OUTBOX_PUBLISHED.inc(len(batch.acked))
             self.stats.published += len(batch.acked)
             self.stats.batches += 1
             self.stats.last_confirmed_at = time.time()

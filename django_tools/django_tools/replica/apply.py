@@ -30,7 +30,7 @@ from django.db import connections, models, router, transaction
 from django.utils import timezone
 
 from django_tools.replica.events import Event, InvalidData, UnknownCqrsId
-from django_tools.replica.models import Tombstone
+from django_tools.replica.models import ReplicaState, Tombstone
 
 APPLIED, DUPLICATE, STALE, DELETED = "applied", "duplicate", "stale", "deleted_before"
 
@@ -149,6 +149,8 @@ def _apply_model(model: type[models.Model], changes: list[Change]) -> list[str]:
                 current.row, current.tomb = change.revision, None
         outcomes.append(outcome)
     _write(model, writes, had_tombstone={pk for pk in pks if str(pk) in tombs})
+    if writes:
+        _record_last(model, changes[max(i for i, o in enumerate(outcomes) if o == APPLIED)])
     return outcomes
 
 
@@ -231,6 +233,21 @@ def _upsert_sql(model: type[models.Model], vendor: str) -> str:
             f"ON CONFLICT ({quote(pk.column)}) DO UPDATE SET {updates}"
         )
     return _UPSERT_SQL[key]
+
+
+def _record_last(model: type[models.Model], change: Change) -> None:
+    updated = change.values.get("cqrs_updated") if change.values else None
+    ReplicaState.objects.update_or_create(
+        cqrs_id=model.CQRS_ID,
+        defaults={
+            "instance_pk": str(change.pk),
+            "revision": change.revision,
+            "signal_type": change.event.signal_type,
+            "master_updated_at": updated,
+            "applied_at": timezone.now(),
+            "correlation_id": str(change.event.correlation_id or "")[:128],
+        },
+    )
 
 
 def _lock_rows(model: type[models.Model], pks: set) -> None:

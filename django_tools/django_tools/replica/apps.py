@@ -6,3 +6,9 @@ class ReplicaConfig(AppConfig):
     label = "cqrs_replica"
     verbose_name = "CQRS replica"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_tools.observability.metrics import register_scrape_collector
+        from django_tools.replica.metrics import ReplicaQueuesCollector
+
+        register_scrape_collector(ReplicaQueuesCollector)

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -32,7 +33,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
-from django_tools.replica.apply import Change, apply_changes, prepare
+from django_tools.observability import metrics
+from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
 from django_tools.replica.events import PermanentFailure, decode
 from django_tools.replica.failures import EXHAUSTED, PERMANENT, failed_properties, retries_of
 from django_tools.replica.topology import Topology
@@ -135,6 +137,7 @@ class Consumer:
 
     def handle(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
         close_old_connections()
+        metrics.EVENTS_CONSUMED.inc(len(batch))
         failures: dict[int, Failure] = {}
         changes: list[tuple[Delivery, Change]] = []
         for delivery in batch:
@@ -178,9 +181,36 @@ class Consumer:
         return failures
 
     def _apply_in_transaction(self, changes: list[tuple[Delivery, Change]]) -> None:
+        started = time.perf_counter()
         with transaction.atomic():
             outcomes = apply_changes([change for _, change in changes])
+        metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         self.stats.update(outcomes)
+        self._report(changes, outcomes)
+
+    def _report(self, changes: list[tuple[Delivery, Change]], outcomes: list[str]) -> None:
+        now = time.time()
+        counts = Counter(
+            (change.event.cqrs_id, outcome)
+            for (_, change), outcome in zip(changes, outcomes, strict=True)
+        )
+        for (cqrs_id, outcome), count in counts.items():
+            metrics.EVENTS_APPLIED.labels(cqrs_id, outcome).inc(count)
+        for (_, change), outcome in zip(changes, outcomes, strict=True):
+            updated = change.values.get("cqrs_updated") if change.values else None
+            if outcome == APPLIED and updated is not None:
+                metrics.REPLICATION_LAG.observe(max(0.0, now - updated.timestamp()))
+            if change.event.correlation_id:
+                # Changes made by a request carry its id: one line each, to follow it here.
+                logger.info(
+                    "%s %s %s revision %s: %s",
+                    change.event.signal_type,
+                    change.event.cqrs_id,
+                    change.pk,
+                    change.revision,
+                    outcome,
+                    extra={"correlation_id": change.event.correlation_id},
+                )
 
     # --- failures ------------------------------------------------------------------------
 
@@ -191,6 +221,7 @@ class Consumer:
         retry = done + 1
         delay = self.topology.policy.delay(retry, self.rng)
         self.stats["retried"] += 1
+        metrics.EVENTS_RETRIED.inc()
         return Failure(
             queue=self.topology.retry_queue_for(retry),
             properties=failed_properties(
@@ -206,6 +237,7 @@ class Consumer:
 
     def _dead(self, delivery: Delivery, exc: BaseException, reason: str) -> Failure:
         self.stats["dead_lettered"] += 1
+        metrics.EVENTS_DEAD.labels(reason).inc()
         return Failure(
             queue=self.topology.dead_letter_queue,
             properties=failed_properties(

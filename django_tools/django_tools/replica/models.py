@@ -21,3 +21,18 @@ class Tombstone(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cqrs_id} {self.instance_pk} deleted at revision {self.cqrs_revision}"
+
+
+class ReplicaState(models.Model):
+    """The last event applied for each CQRS_ID: what the status page and the lag estimate read."""
+
+    cqrs_id = models.CharField(max_length=64, unique=True)
+    instance_pk = models.CharField(max_length=64)
+    revision = models.IntegerField()
+    signal_type = models.CharField(max_length=16)
+    master_updated_at = models.DateTimeField(null=True)
+    applied_at = models.DateTimeField()
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.cqrs_id}: {self.instance_pk} rev {self.revision} at {self.applied_at}"

@@ -1,0 +1,101 @@
+"""GET /api/replication/status and /metrics of the replica, against the real broker."""
+
+import socket
+import time
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from feed_testkit import queue_depth, wait_for
+
+from django_tools.replica import consumer as consumer_module
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def status(client) -> dict:
+    response = client.get("/api/replication/status")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_status_moves_as_messages_queue_apply_retry_and_dead_letter(
+    client, consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    initial = status(client)
+    assert initial["broker"] == {"reachable": True, "error": None}
+    assert initial["queue"] == {"name": topology.queue, "depth": 0, "consumers": 0}
+    assert initial["dead_letters"]["count"] == 0 and initial["retries_scheduled"] == 0
+    assert initial["last_applied"] is None and initial["estimated_lag_seconds"] == 0.0
+
+    for pk in (1, 2, 3):
+        publish(event_payload("SAVE", instance_data(pk, 0)))
+    wait_for(lambda: status(client)["queue"]["depth"] == 3, what="three queued")
+    assert status(client)["estimated_lag_seconds"] is None  # nothing applied yet to measure from
+
+    consumers.start()
+    wait_for(lambda: status(client)["queue"]["depth"] == 0, what="the queue drained")
+    applied = status(client)
+    assert applied["queue"]["consumers"] == 1
+    last = applied["last_applied"]
+    assert (last["cqrs_id"], last["revision"], last["signal_type"]) == ("produto", 0, "SAVE")
+    assert last["instance_pk"] in {"1", "2", "3"} and last["delay_ms"] is not None
+    assert applied["estimated_lag_seconds"] == 0.0
+
+    publish(b"poison")
+    wait_for(lambda: status(client)["dead_letters"]["count"] == 1, what="a dead letter")
+
+
+def test_scheduled_retries_are_counted(
+    client, consumers, publish, event_payload, instance_data, topology
+):
+    def down(changes):
+        raise OperationalError("database is locked")
+
+    with mock.patch.object(consumer_module, "apply_changes", down):
+        consumers.start()
+        publish(event_payload("SAVE", instance_data(9, 0)))
+        wait_for(lambda: status(client)["retries_scheduled"] == 1, what="a scheduled retry")
+
+
+def test_an_unreachable_or_silent_broker_is_reported_not_waited_for(client, settings, topology):
+    settings.CQRS = {**settings.CQRS, "url": "amqp://admin:admin@127.0.0.1:1/"}
+    started = time.monotonic()
+    body = status(client)
+    assert body["broker"]["reachable"] is False and body["broker"]["error"]
+    assert body["queue"]["depth"] is None and body["estimated_lag_seconds"] is None
+
+    # A broker that accepts the connection and then never says a word.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings.CQRS = {
+        **settings.CQRS,
+        "url": f"amqp://admin:admin@127.0.0.1:{silent.getsockname()[1]}/",
+    }
+    started = time.monotonic()
+    body = status(client)
+    elapsed = time.monotonic() - started
+    silent.close()
+    assert body["broker"]["reachable"] is False
+    assert elapsed < 4, f"the status page waited {elapsed:.1f}s for a silent broker"
+
+
+def test_metrics_report_what_the_consumer_did(
+    client, consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    publish(event_payload("SAVE", instance_data(20, 0)))
+    publish(event_payload("SAVE", instance_data(20, 0)))  # a duplicate
+    publish(b"{not json")
+    consumers.start()
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_for(lambda: consumers.stats("duplicate") == 1)
+    body = client.get("/metrics").content.decode()
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+             for line in body.splitlines() if line and not line.startswith("#")}  # fmt: skip
+    assert lines['cqrs_events_applied_total{cqrs_id="produto",outcome="applied"}'] >= 1
+    assert lines['cqrs_events_applied_total{cqrs_id="produto",outcome="duplicate"}'] >= 1
+    assert lines['cqrs_events_dead_lettered_total{reason="permanent"}'] >= 1
+    assert lines["cqrs_replication_lag_seconds_count"] >= 1
+    assert lines["cqrs_broker_up"] == 1
+    assert lines["cqrs_dead_letters"] == 1

@@ -1,0 +1,26 @@
+"""Scrape-time gauges of the master: the outbox backlog, read from the database."""
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from django_tools.outbox.selectors import outbox_backlog
+
+
+class OutboxBacklogCollector(Collector):
+    def collect(self):
+        backlog = outbox_backlog()
+        pending = GaugeMetricFamily("cqrs_outbox_backlog", "Outbox events not yet published")
+        pending.add_metric([], backlog.count)
+        age = GaugeMetricFamily(
+            "cqrs_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event"
+        )
+        age.add_metric([], backlog.oldest_age_seconds)
+        yield pending
+        yield age
+        if backlog.last_published_at is not None:
+            last = GaugeMetricFamily(
+                "cqrs_outbox_last_published_timestamp_seconds",
+                "When the broker last confirmed an outbox event",
+            )
+            last.add_metric([], backlog.last_published_at.timestamp())
+            yield last

@@ -1,0 +1,72 @@
+"""GET /api/replication/status (api_feed)."""
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from django_tools.replica.status import replication_status
+
+router = Router(tags=["replication"])
+
+
+class BrokerOut(Schema):
+    reachable: bool
+    error: str | None
+
+
+class QueueOut(Schema):
+    name: str
+    depth: int | None
+    consumers: int | None
+
+
+class DeadLettersOut(Schema):
+    queue: str
+    count: int | None
+
+
+class LastAppliedOut(Schema):
+    cqrs_id: str
+    instance_pk: str
+    revision: int
+    signal_type: str
+    applied_at: datetime
+    master_updated_at: datetime | None
+    delay_ms: float | None
+    correlation_id: str
+
+
+class ReplicationStatusOut(Schema):
+    broker: BrokerOut
+    queue: QueueOut
+    dead_letters: DeadLettersOut
+    retries_scheduled: int | None
+    last_applied: LastAppliedOut | None
+    estimated_lag_seconds: float | None
+
+
+@router.get("/status", response=ReplicationStatusOut)
+def status(request: HttpRequest):
+    current = replication_status()
+    depths = current.broker.depths
+    last = current.last_applied
+    return {
+        "broker": {"reachable": current.broker.reachable, "error": current.broker.error},
+        "queue": {"name": current.queue, "depth": depths.queue, "consumers": depths.consumers},
+        "dead_letters": {"queue": current.dead_letter_queue, "count": depths.dead_letters},
+        "retries_scheduled": depths.retries_scheduled,
+        "last_applied": None
+        if last is None
+        else {
+            "cqrs_id": last.cqrs_id,
+            "instance_pk": last.instance_pk,
+            "revision": last.revision,
+            "signal_type": last.signal_type,
+            "applied_at": last.applied_at,
+            "master_updated_at": last.master_updated_at,
+            "delay_ms": current.last_applied_delay_ms,
+            "correlation_id": last.correlation_id,
+        },
+        "estimated_lag_seconds": current.estimated_lag_seconds,
+    }
