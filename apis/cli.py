@@ -16,13 +16,26 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         help="migrate both services and run every process in the foreground",
         description="Apply both services' migrations, then run api_produtos, api_feed, the "
-        "outbox relay and the feed consumer until Ctrl-C / SIGTERM.",
+        "outbox relay, the feed consumer and each service's Celery worker and beat until "
+        "Ctrl-C / SIGTERM.",
     )
     up.add_argument("--host", default="0.0.0.0", help="interface the APIs bind (0.0.0.0)")
     up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")
     up.add_argument("--feed-port", type=int, default=8000, help="api_feed port (8000)")
     up.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per API (2)")
     up.add_argument("--consumers", type=int, default=1, help="feed consumer workers (1)")
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare master and replica now and repair the drift",
+        description="Run api_produtos' `manage.py cqrs_reconcile` (what Celery beat runs every "
+        "RECONCILE_INTERVAL): compare every product by key, revision and content with the feed, "
+        "and send syncs and deletes for what drifted.",
+    )
+    reconcile.add_argument("--replica-url", help="the feed's URL (default: FEED_URL or :8000)")
+    reconcile.add_argument("--dry-run", action="store_true", help="report, send nothing")
+    reconcile.add_argument("--json", action="store_true", help="one JSON report per line")
+    reconcile.add_argument("--chunk", type=int, help="rows compared per page (1000)")
 
     bench = commands.add_parser(
         "bench",
@@ -53,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "reconcile":
+        import subprocess
+
+        from apis.workspace import PRODUTOS
+
+        command = ["cqrs_reconcile"]
+        if args.replica_url:
+            command += ["--replica-url", args.replica_url]
+        if args.chunk:
+            command += ["--chunk", str(args.chunk)]
+        command += ["--dry-run"] * args.dry_run + ["--json"] * args.json
+        result = subprocess.run(
+            PRODUTOS.manage(*command), cwd=PRODUTOS.directory, env=PRODUTOS.env()
+        )
+        sys.exit(result.returncode)
     if args.command == "bench":
         from apis.bench import BenchOptions
         from apis.bench import main as bench_main

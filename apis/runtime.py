@@ -245,6 +245,7 @@ class Lab:
     queue: str
     env: dict[str, str]
     process: subprocess.Popen
+    database_urls: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
 
     def output(self) -> str:
@@ -286,10 +287,11 @@ def start_lab(
     produtos_port, feed_port = free_port(), free_port()
     exchange = f"{prefix}_cqrs_{uuid.uuid4().hex[:8]}"
     queue = f"{prefix}_feed_{uuid.uuid4().hex[:8]}"
-    env_files = {}
+    env_files, database_urls = {}, {}
     for service, extra in (("produtos", f"PRODUTOS_API_KEY={api_key}\n"), ("feed", "")):
+        database_urls[service] = databases.url_for(service)
         path = tmp / f".env.{service}"
-        path.write_text(f"DATABASE_URL={databases.url_for(service)}\n{extra}")
+        path.write_text(f"DATABASE_URL={database_urls[service]}\n{extra}")
         env_files[f"{service.upper()}_ENV_FILE"] = str(path)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PRODUTOS_API_KEY")}
     env.update(env_files)
@@ -317,6 +319,7 @@ def start_lab(
         queue=queue,
         env=env,
         process=process,
+        database_urls=database_urls,
     )
     threading.Thread(target=_collect, args=(process, lab.lines), daemon=True).start()
     deadline = time.monotonic() + ready_timeout

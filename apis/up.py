@@ -1,5 +1,6 @@
 """`apis up`: migrate both services, then run every process of the lab in the foreground:
-both APIs under gunicorn, the outbox relay of api_produtos and the consumer of api_feed.
+both APIs under gunicorn, the outbox relay of api_produtos, the consumer of api_feed, and each
+service's Celery worker and beat.
 
 The processes are supervised by honcho: one line-prefixed log stream, Ctrl-C or SIGTERM stops
 them all (SIGKILL after a grace period), and if one of them dies the others are stopped too.
@@ -114,7 +115,17 @@ def gunicorn(service: Service, host: str, port: int, workers: int) -> str:
     )  # fmt: skip
 
 
-def processes(options: UpOptions) -> dict[str, tuple[str, Service]]:
+def celery(service: Service, role: str, state_dir: str) -> str:
+    """A service's Celery worker (its own queue) or beat (its schedule file in `state_dir`)."""
+    command = [sys.executable, "-m", "celery", "-A", service.project, role, "-l", "INFO"]
+    if role == "worker":
+        command += ["--concurrency", "1", "-n", f"{service.name}@%h", "-Q", f"{service.name}.tasks"]
+    else:
+        command += ["--schedule", f"{state_dir}/beat-{service.name}"]
+    return shlex.join(command)
+
+
+def processes(options: UpOptions, state_dir: str) -> dict[str, tuple[str, Service]]:
     """Name → (shell command, service whose folder and environment it runs in)."""
     return {
         "produtos": (
@@ -124,6 +135,10 @@ def processes(options: UpOptions) -> dict[str, tuple[str, Service]]:
         "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
         "relay": (shlex.join(PRODUTOS.manage("outbox_relay")), PRODUTOS),
         "consumer": (shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers))), FEED),
+        "produtos-worker": (celery(PRODUTOS, "worker", state_dir), PRODUTOS),
+        "produtos-beat": (celery(PRODUTOS, "beat", state_dir), PRODUTOS),
+        "feed-worker": (celery(FEED, "worker", state_dir), FEED),
+        "feed-beat": (celery(FEED, "beat", state_dir), FEED),
     }
 
 
@@ -194,9 +209,12 @@ def up(options: UpOptions) -> int:
         service.name: tempfile.mkdtemp(prefix=f"apis-metrics-{service.name}-")
         for service in SERVICES
     }
+    state_dir = tempfile.mkdtemp(prefix="apis-state-")  # Celery beat's schedule files
     manager = Manager()
-    for name, (command, service) in processes(options).items():
+    for name, (command, service) in processes(options, state_dir).items():
         env = service.env(PROMETHEUS_MULTIPROC_DIR=metrics_dirs[service.name])
+        # The master's reconciliation reads this lab's replica unless told otherwise.
+        env.setdefault("FEED_URL", f"http://127.0.0.1:{options.feed_port}")
         # honcho runs commands through a shell; exec hands the pid over to the real process.
         manager.add_process(name, f"exec {command}", env=env, cwd=str(service.directory))
     stop = threading.Event()
@@ -206,6 +224,6 @@ def up(options: UpOptions) -> int:
         manager.loop()
     finally:
         stop.set()
-        for folder in metrics_dirs.values():
+        for folder in [*metrics_dirs.values(), state_dir]:
             shutil.rmtree(folder, ignore_errors=True)
     return manager.returncode or 0

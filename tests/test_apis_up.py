@@ -65,7 +65,7 @@ def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
     lab = start_lab(tmp_path, rabbitmq_url, databases)
     try:
         children = lab.child_pids()
-        assert len(children) == 4  # produtos, feed, relay, consumer
+        assert len(children) == 8  # 2 servers, relay, consumer, 2 Celery workers and beats
         lab.process.send_signal(signal.SIGTERM)
         assert lab.process.wait(timeout=30) != 0  # stopped by a signal, as honcho reports
         # Orphaned children may stay zombies for a moment until init reaps them; they count

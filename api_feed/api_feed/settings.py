@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from django_tools import cqrs
-from django_tools.env import load_service_env
+from django_tools.celery import celery_settings
+from django_tools.env import env_float, load_service_env
 from django_tools.settings import common_settings, django_apps
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -18,3 +19,17 @@ ROOT_URLCONF = "api_feed.urls"
 WSGI_APPLICATION = "api_feed.wsgi.application"
 
 CQRS = cqrs.replica_settings(_common["RABBITMQ_URL"], default_queue="api_feed")
+
+globals().update(
+    celery_settings(
+        "feed",
+        _common["RABBITMQ_URL"],
+        _common["REDIS_URL"],
+        beat_schedule={
+            "dead-letter-report": {
+                "task": "replica.dead_letter_report",
+                "schedule": env_float("DEAD_LETTER_REPORT_EVERY", 60.0),
+            },
+        },
+    )
+)

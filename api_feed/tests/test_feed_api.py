@@ -110,4 +110,5 @@ def test_openapi(client):
         "/api/feed/",
         "/api/feed/{produto_id}",
         "/api/replication/status",
+        "/api/replication/rows",
     }

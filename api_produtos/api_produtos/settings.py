@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from django_tools import cqrs
+from django_tools.celery import celery_settings
 from django_tools.env import env_str, load_service_env
 from django_tools.settings import common_settings, django_apps
 
@@ -19,6 +20,25 @@ WSGI_APPLICATION = "api_produtos.wsgi.application"
 
 CQRS = cqrs.master_settings(_common["RABBITMQ_URL"])
 OUTBOX = cqrs.outbox_settings()
+RECONCILE = cqrs.reconcile_settings()
+
+globals().update(
+    celery_settings(
+        "produtos",
+        _common["RABBITMQ_URL"],
+        _common["REDIS_URL"],
+        beat_schedule={
+            "reconcile-replica": {
+                "task": "outbox.reconcile_replica",
+                "schedule": RECONCILE["interval_seconds"],
+            },
+            "prune-outbox": {
+                "task": "outbox.prune",
+                "schedule": float(OUTBOX["prune_every_seconds"]),
+            },
+        },
+    )
+)
 
 #: Key every write must send as `X-API-Key`. Unset: writes are open (local lab use) and the
 #: service says so in its log at start-up.

@@ -71,3 +71,12 @@ def outbox_settings() -> dict[str, Any]:
         "retention_seconds": env_int("OUTBOX_RETENTION", 3600),
         "prune_every_seconds": env_int("OUTBOX_PRUNE_EVERY", 60),
     }
+
+
+def reconcile_settings() -> dict[str, Any]:
+    """Where the master finds its replica for reconciliation, and how often beat runs it."""
+    return {
+        "replica_url": env_str("FEED_URL") or "http://localhost:8000",
+        "interval_seconds": env_float("RECONCILE_INTERVAL", 300.0),
+        "chunk": env_int("RECONCILE_CHUNK", 1000),
+    }

@@ -19,6 +19,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -56,6 +57,14 @@ REPLICATION_LAG = Histogram(
     "cqrs_replication_lag_seconds",
     "Replica apply time minus the master's change time (cqrs_updated), per applied save",
     buckets=LAG_BUCKETS,
+)
+DEAD_LETTER_REPORTS = Counter(
+    "cqrs_dead_letter_reports", "Dead-letter reports that found the dead-letter queue not empty"
+)
+DEAD_LETTERS_REPORTED = Gauge(
+    "cqrs_dead_letters_reported",
+    "Dead letters counted by the last dead-letter report",
+    multiprocess_mode="mostrecent",
 )
 # both
 HTTP_REQUESTS = Counter(

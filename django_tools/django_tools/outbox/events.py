@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import orjson
-from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from django.db import connections, router
 from django.utils import timezone
@@ -17,8 +16,9 @@ logger = logging.getLogger("django_tools.outbox")
 
 
 def routing_key(payload: TransportPayload) -> str:
-    """django-cqrs's routing: the CQRS_ID, or `cqrs.<queue>.<CQRS_ID>` for a sync to one queue."""
-    if payload.signal_type == SignalType.SYNC and payload.queue:
+    """django-cqrs's routing: the CQRS_ID, or `cqrs.<queue>.<CQRS_ID>` for an event meant for one
+    replica's queue (django-cqrs does that for syncs; reconciliation also for deletes)."""
+    if payload.queue:
         return f"cqrs.{payload.queue}.{payload.cqrs_id}"
     return payload.cqrs_id
 

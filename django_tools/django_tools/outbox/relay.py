@@ -6,7 +6,7 @@ Loop (one asynchronous pika connection, one thread):
 2. publish them all to the exchange without waiting, persistent, each on its routing key;
 3. when the broker has confirmed every one of them, mark the confirmed ones published;
 4. repeat at once while there is work; when idle, poll with a growing pause (`poll_min` →
-   `poll_max`), and prune published rows older than the retention now and then.
+   `poll_max`). (Pruning published rows is Celery beat's job: `outbox.prune`.)
 
 A row is marked published only after the broker confirmed it, so a crash anywhere means the row
 is sent again: delivery is at least once, and replicas ignore the duplicates (revision check).
@@ -28,7 +28,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import pika
@@ -39,7 +38,6 @@ from pika.adapters.select_connection import SelectConnection
 
 from django_tools.observability import metrics
 from django_tools.outbox.models import OutboxEvent
-from django_tools.outbox.services import prune_published
 
 logger = logging.getLogger("django_tools.outbox")
 
@@ -114,7 +112,6 @@ class RelayStats:
     batches: int = 0
     returned: int = 0
     reconnects: int = 0
-    pruned: int = 0
     last_confirmed_at: float | None = None
 
 
@@ -135,8 +132,6 @@ class Relay:
         poll_min: float = 0.005,
         poll_max: float = 0.05,
         confirm_timeout: float = 30.0,
-        retention: timedelta = timedelta(hours=1),
-        prune_every: float = 60.0,
         stop: threading.Event | None = None,
     ) -> None:
         self.url = url
@@ -145,8 +140,6 @@ class Relay:
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.confirm_timeout = confirm_timeout
-        self.retention = retention
-        self.prune_every = prune_every
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
         self._connection: SelectConnection | None = None
@@ -155,7 +148,6 @@ class Relay:
         self._next_tag = 0
         self._idle_pause = poll_min
         self._confirm_timer = None
-        self._next_prune = time.monotonic()
         self._lock: RelayLock | None = None
         self._lock_checked = time.monotonic()
 
@@ -293,7 +285,6 @@ class Relay:
             self._schedule(1.0)
             return
         if not rows:
-            self._housekeeping()
             self._schedule(self._idle_pause)
             self._idle_pause = min(self.poll_max, self._idle_pause * 2)
             return
@@ -384,16 +375,3 @@ class Relay:
                 method.routing_key,
                 self.stats.returned,
             )
-
-    def _housekeeping(self) -> None:
-        if time.monotonic() < self._next_prune:
-            return
-        self._next_prune = time.monotonic() + self.prune_every
-        try:
-            pruned = prune_published(older_than=self.retention)
-        except DatabaseError as exc:
-            logger.warning("pruning the outbox failed (%r)", exc)
-            return
-        if pruned:
-            self.stats.pruned += pruned
-            logger.info("pruned %s published outbox rows older than %s", pruned, self.retention)

@@ -2,9 +2,12 @@
 
 from datetime import datetime
 
-from django.http import HttpRequest
-from ninja import Router, Schema
+from django.http import Http404, HttpRequest
+from ninja import Field, Query, Router, Schema
 
+from django_tools.ninja import MAX_BIGINT, ErrorOut
+from django_tools.replica.events import UnknownCqrsId
+from django_tools.replica.rows import rows_page
 from django_tools.replica.status import replication_status
 
 router = Router(tags=["replication"])
@@ -70,3 +73,25 @@ def status(request: HttpRequest):
         },
         "estimated_lag_seconds": current.estimated_lag_seconds,
     }
+
+
+class RowsQuery(Schema):
+    cqrs_id: str = Field("produto", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    after: int | None = Field(None, ge=0, le=MAX_BIGINT)
+    limit: int = Field(1000, ge=1, le=10000)
+
+
+class RowsOut(Schema):
+    cqrs_id: str
+    fields: list[str]
+    rows: list[list[int | str]]  # [pk, revision, checksum]
+
+
+@router.get("/rows", response={200: RowsOut, 404: ErrorOut, 422: ErrorOut})
+def rows(request: HttpRequest, query: Query[RowsQuery]):
+    """Replica rows in key order, `[pk, revision, checksum]`, a page at a time: what the master's
+    reconciliation (`cqrs_reconcile`) compares with its own rows."""
+    try:
+        return rows_page(query.cqrs_id, query.after, query.limit)
+    except UnknownCqrsId as exc:
+        raise Http404(str(exc)) from None

@@ -1,6 +1,5 @@
 import logging
 import signal
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -24,8 +23,6 @@ class Command(BaseCommand):
             settings.CQRS.get("exchange", "cqrs"),
             batch_size=batch_size or conf["batch_size"],
             poll_max=conf["poll_max"],
-            retention=timedelta(seconds=conf["retention_seconds"]),
-            prune_every=conf["prune_every_seconds"],
         )
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: relay.request_stop())

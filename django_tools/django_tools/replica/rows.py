@@ -1,0 +1,35 @@
+"""The replica's rows in primary-key order, a page at a time, with a checksum each: what a
+master's reconciliation compares with its own rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from django_tools.checksum import row_checksum
+from django_tools.replica.apply import replica_model
+
+#: Never compared: the key, and the replica's own bookkeeping.
+EXCLUDED = {"cqrs_updated"}
+
+
+def compared_fields(model: type[models.Model]) -> list[str]:
+    pk = model._meta.pk.name
+    return sorted(
+        f.name for f in model._meta.concrete_fields if f.name != pk and f.name not in EXCLUDED
+    )
+
+
+def rows_page(cqrs_id: str, after: Any, limit: int) -> dict[str, Any]:
+    model = replica_model(cqrs_id)
+    fields = compared_fields(model)
+    pk_name = model._meta.pk.name
+    qs = model._default_manager.order_by(pk_name)
+    if after is not None:
+        qs = qs.filter(**{f"{pk_name}__gt": after})
+    rows = [
+        [values[pk_name], values["cqrs_revision"], row_checksum(values, fields)]
+        for values in qs.values(pk_name, *fields)[:limit]
+    ]
+    return {"cqrs_id": cqrs_id, "fields": fields, "rows": rows}
