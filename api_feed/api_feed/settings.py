@@ -20,6 +20,18 @@ WSGI_APPLICATION = "api_feed.wsgi.application"
 
 CQRS = cqrs.replica_settings(_common["RABBITMQ_URL"], default_queue="api_feed")
 
+# Responses of the feed, in Redis (feed/cache.py); a Redis that does not answer within a quarter
+# second is skipped, not waited for.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _common["REDIS_URL"],
+        "KEY_PREFIX": "api_feed",
+        "TIMEOUT": env_float("FEED_CACHE_TTL", 60.0),
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    }
+}
+
 globals().update(
     celery_settings(
         "feed",

@@ -1,22 +1,31 @@
-"""HTTP layer of the feed (read-only)."""
+"""HTTP layer of the feed (read-only). Responses are cached in Redis (feed/cache.py)."""
 
 from django.http import HttpRequest
 from ninja import Path, Query, Router
-from ninja.pagination import paginate
 
-from django_tools.ninja import BoundedLimitOffsetPagination, ErrorOut, PathId
-from feed import selectors
-from feed.schemas import FeedFilters, FeedItemOut
+from django_tools.ninja import ErrorOut, PathId
+from feed import cache, selectors
+from feed.schemas import FeedFilters, FeedItemOut, FeedPageOut, PageQuery
 
 router = Router(tags=["feed"])
 
 
-@router.get("/", response={200: list[FeedItemOut], 422: ErrorOut})
-@paginate(BoundedLimitOffsetPagination)
-def list_feed(request: HttpRequest, filters: Query[FeedFilters]):
-    return selectors.feed_list(**filters.model_dump())
+@router.get("/", response={200: FeedPageOut, 422: ErrorOut})
+def list_feed(request: HttpRequest, filters: Query[FeedFilters], page: Query[PageQuery]):
+    def compute() -> dict:
+        qs = selectors.feed_list(**filters.model_dump())
+        rows = qs[page.offset : page.offset + page.limit]
+        items = [FeedItemOut.model_validate(row).model_dump(mode="json") for row in rows]
+        return {"items": items, "count": qs.count()}
+
+    params = {**filters.model_dump(mode="json"), **page.model_dump()}
+    return cache.cached("list", params, compute)
 
 
 @router.get("/{produto_id}", response={200: FeedItemOut, 404: ErrorOut, 422: ErrorOut})
 def get_feed_item(request: HttpRequest, produto_id: Path[PathId]):
-    return selectors.feed_get(produto_id=produto_id)
+    def compute() -> dict:
+        item = selectors.feed_get(produto_id=produto_id)
+        return FeedItemOut.model_validate(item).model_dump(mode="json")
+
+    return cache.cached("item", {"id": produto_id}, compute)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from ninja import Field, Schema
+from pydantic import AliasChoices
 
 from django_tools.ninja import DecimalParam, Money, text
 
@@ -22,7 +23,7 @@ class FeedItemOut(Schema):
     ativo: bool
     criado_em: datetime
     atualizado_em: datetime
-    revisao: int = Field(validation_alias="cqrs_revision")
+    revisao: int = Field(validation_alias=AliasChoices("cqrs_revision", "revisao"))
 
 
 class FeedFilters(Schema):
@@ -31,3 +32,13 @@ class FeedFilters(Schema):
     preco_min: DecimalParam | None = None
     preco_max: DecimalParam | None = None
     ordering: Ordering = "-atualizado_em"
+
+
+class PageQuery(Schema):
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=10**12)
+
+
+class FeedPageOut(Schema):
+    items: list[FeedItemOut]
+    count: int

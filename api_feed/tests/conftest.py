@@ -120,3 +120,14 @@ def publish(rabbitmq_url, cqrs_exchange):
 @pytest.fixture
 def event_payload():
     return payload
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(settings, monkeypatch):
+    """A key prefix of each test's own in the real Redis (nothing is flushed), and the outage
+    pause reset."""
+    from feed import cache
+
+    default = settings.CACHES["default"]
+    settings.CACHES = {"default": {**default, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}}
+    monkeypatch.setattr(cache, "_paused_until", 0.0)

@@ -99,3 +99,21 @@ def test_metrics_report_what_the_consumer_did(
     assert lines["cqrs_replication_lag_seconds_count"] >= 1
     assert lines["cqrs_broker_up"] == 1
     assert lines["cqrs_dead_letters"] == 1
+
+
+def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
+    consumers, publish, rabbitmq_url, topology, caplog
+):
+    from django_tools.observability import metrics
+    from django_tools.replica.tasks import dead_letter_report
+
+    assert dead_letter_report.apply().get() == 0
+    before = metrics.DEAD_LETTER_REPORTS._value.get()
+    publish(b"poison")
+    consumers.start()
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with caplog.at_level("WARNING"):
+        assert dead_letter_report.apply().get() == 1
+    assert "1 messages in" in caplog.text and "cqrs_dead_letters dump" in caplog.text
+    assert metrics.DEAD_LETTER_REPORTS._value.get() == before + 1
+    assert metrics.DEAD_LETTERS_REPORTED._value.get() == 1

@@ -180,3 +180,18 @@ def test_rest_writes_never_touch_the_broker(client, settings):
     )
     assert response.status_code == 201
     assert OutboxEvent.objects.filter(signal_type="SAVE").count() == 1
+
+
+def test_the_beat_prune_task_removes_what_was_published_long_ago(settings):
+    from django_tools.outbox.tasks import prune_outbox
+
+    settings.OUTBOX = {**settings.OUTBOX, "retention_seconds": 3600}
+    make(sku="OLD")
+    make(sku="NEW")
+    OutboxEvent.objects.filter(body__contains='"OLD"').update(
+        published_at=timezone.now() - timedelta(hours=2)
+    )
+    assert prune_outbox.apply().get() == 1
+    assert [orjson.loads(e.body)["instance_data"]["sku"] for e in OutboxEvent.objects.all()] == [
+        "NEW"
+    ]

@@ -27,6 +27,7 @@ from dj_cqrs.managers import ReplicaManager
 from dj_cqrs.registries import ReplicaRegistry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, models, router, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from django_tools.replica.events import Event, InvalidData, UnknownCqrsId
@@ -237,17 +238,17 @@ def _upsert_sql(model: type[models.Model], vendor: str) -> str:
 
 def _record_last(model: type[models.Model], change: Change) -> None:
     updated = change.values.get("cqrs_updated") if change.values else None
-    ReplicaState.objects.update_or_create(
-        cqrs_id=model.CQRS_ID,
-        defaults={
-            "instance_pk": str(change.pk),
-            "revision": change.revision,
-            "signal_type": change.event.signal_type,
-            "master_updated_at": updated,
-            "applied_at": timezone.now(),
-            "correlation_id": str(change.event.correlation_id or "")[:128],
-        },
-    )
+    fields = {
+        "instance_pk": str(change.pk),
+        "revision": change.revision,
+        "signal_type": change.event.signal_type,
+        "master_updated_at": updated,
+        "applied_at": timezone.now(),
+        "correlation_id": str(change.event.correlation_id or "")[:128],
+    }
+    state = ReplicaState.objects.filter(cqrs_id=model.CQRS_ID)
+    if not state.update(version=F("version") + 1, **fields):
+        ReplicaState.objects.create(cqrs_id=model.CQRS_ID, version=1, **fields)
 
 
 def _lock_rows(model: type[models.Model], pks: set) -> None:

@@ -33,6 +33,9 @@ class ReplicaState(models.Model):
     master_updated_at = models.DateTimeField(null=True)
     applied_at = models.DateTimeField()
     correlation_id = models.CharField(max_length=128, blank=True, default="")
+    #: +1 with every transaction that changed rows of this CQRS_ID: caches of the replica's
+    #: reads key on it, so a committed change is never answered from an older cache entry.
+    version = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.cqrs_id}: {self.instance_pk} rev {self.revision} at {self.applied_at}"
