@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")
     up.add_argument("--feed-port", type=int, default=8000, help="api_feed port (8000)")
     up.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per API (2)")
-    up.add_argument("--consumers", type=int, default=1, help="feed consumer workers (1)")
+    up.add_argument(
+        "--consumers", type=int, default=1,
+        help="feed consumer workers (1); with REPLICATION_MODE=celery, the feed Celery worker's",
+    )  # fmt: skip
 
     reconcile = commands.add_parser(
         "reconcile",

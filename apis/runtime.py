@@ -251,6 +251,11 @@ class Lab:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def broker_queues(self) -> list[str]:
+        """Every queue this lab declared (to delete them afterwards)."""
+        celery = [f"{self.queue}.{service}.tasks" for service in ("produtos", "feed")]
+        return [*replica_queues(self.queue), *celery]
+
     def child_pids(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", self.output())]
 
@@ -299,6 +304,7 @@ def start_lab(
         RABBITMQ_URL=rabbitmq_url,
         CQRS_EXCHANGE=exchange,
         CQRS_QUEUE=queue,
+        CELERY_QUEUE_PREFIX=f"{queue}.",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra_env or {})

@@ -115,18 +115,33 @@ def gunicorn(service: Service, host: str, port: int, workers: int) -> str:
     )  # fmt: skip
 
 
-def celery(service: Service, role: str, state_dir: str) -> str:
+def replication_mode() -> str:
+    """REPLICATION_MODE as both services see it; they must agree."""
+    modes = {s.name: (s.env().get("REPLICATION_MODE") or "cqrs").lower() for s in SERVICES}
+    if len(set(modes.values())) != 1:
+        raise Abort(f"the services disagree on REPLICATION_MODE ({modes}): set the same in both")
+    mode = modes[PRODUTOS.name]
+    if mode not in ("cqrs", "celery"):
+        raise Abort(f"REPLICATION_MODE={mode!r}: use cqrs or celery")
+    return mode
+
+
+def celery(service: Service, role: str, state_dir: str, concurrency: int = 1) -> str:
     """A service's Celery worker (its own queue) or beat (its schedule file in `state_dir`)."""
     command = [sys.executable, "-m", "celery", "-A", service.project, role, "-l", "INFO"]
     if role == "worker":
-        command += ["--concurrency", "1", "-n", f"{service.name}@%h", "-Q", f"{service.name}.tasks"]
+        queue = f"{service.env().get('CELERY_QUEUE_PREFIX', '')}{service.name}.tasks"
+        command += ["--concurrency", str(concurrency), "-n", f"{service.name}@%h", "-Q", queue]
     else:
         command += ["--schedule", f"{state_dir}/beat-{service.name}"]
     return shlex.join(command)
 
 
-def processes(options: UpOptions, state_dir: str) -> dict[str, tuple[str, Service]]:
-    """Name → (shell command, service whose folder and environment it runs in)."""
+def processes(options: UpOptions, state_dir: str, mode: str) -> dict[str, tuple[str, Service]]:
+    """Name → (shell command, service whose folder and environment it runs in). In celery mode
+    the feed's Celery worker applies the changes, and there is no django-cqrs consumer."""
+    consume = shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers)))
+    feed_worker_concurrency = options.consumers if mode == "celery" else 1
     return {
         "produtos": (
             gunicorn(PRODUTOS, options.host, options.produtos_port, options.web_workers),
@@ -134,10 +149,10 @@ def processes(options: UpOptions, state_dir: str) -> dict[str, tuple[str, Servic
         ),
         "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
         "relay": (shlex.join(PRODUTOS.manage("outbox_relay")), PRODUTOS),
-        "consumer": (shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers))), FEED),
+        **({"consumer": (consume, FEED)} if mode == "cqrs" else {}),
         "produtos-worker": (celery(PRODUTOS, "worker", state_dir), PRODUTOS),
         "produtos-beat": (celery(PRODUTOS, "beat", state_dir), PRODUTOS),
-        "feed-worker": (celery(FEED, "worker", state_dir), FEED),
+        "feed-worker": (celery(FEED, "worker", state_dir, feed_worker_concurrency), FEED),
         "feed-beat": (celery(FEED, "beat", state_dir), FEED),
     }
 
@@ -192,6 +207,7 @@ def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
 
 def up(options: UpOptions) -> int:
     try:
+        mode = replication_mode()
         check_infrastructure()
         check_ports_free(options.host, [options.produtos_port, options.feed_port])
         for service in SERVICES:
@@ -211,7 +227,8 @@ def up(options: UpOptions) -> int:
     }
     state_dir = tempfile.mkdtemp(prefix="apis-state-")  # Celery beat's schedule files
     manager = Manager()
-    for name, (command, service) in processes(options, state_dir).items():
+    print(f"apis up: replication mode {mode}", flush=True)
+    for name, (command, service) in processes(options, state_dir, mode).items():
         env = service.env(PROMETHEUS_MULTIPROC_DIR=metrics_dirs[service.name])
         # The master's reconciliation reads this lab's replica unless told otherwise.
         env.setdefault("FEED_URL", f"http://127.0.0.1:{options.feed_port}")

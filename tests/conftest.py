@@ -13,7 +13,6 @@ from e2e_lab import (
     Databases,
     Lab,
     delete_broker_objects,
-    replica_queues,
     start_lab,
 )
 
@@ -41,14 +40,17 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, rabbitmq_url, redis_url) -> Iterator[Lab]:
-    """The whole lab, shared by the tests of a module."""
+@pytest.fixture(scope="module", params=["cqrs", "celery"])
+def lab(request, tmp_path_factory, rabbitmq_url, redis_url) -> Iterator[Lab]:
+    """The whole lab, shared by the tests of a module; once per REPLICATION_MODE, since both
+    modes must behave the same over HTTP."""
     databases = Databases(tmp_path_factory.mktemp("lab"))
-    running = start_lab(databases.tmp, rabbitmq_url, databases, "--consumers", "2")
+    running = start_lab(
+        databases.tmp, rabbitmq_url, databases, "--consumers", "2", REPLICATION_MODE=request.param
+    )
     yield running
     running.stop()
-    delete_broker_objects(rabbitmq_url, running.exchange, replica_queues(running.queue))
+    delete_broker_objects(rabbitmq_url, running.exchange, running.broker_queues())
     databases.drop_all()
 
 

@@ -12,7 +12,6 @@ from e2e_lab import (
     REPO_ROOT,
     Databases,
     delete_broker_objects,
-    replica_queues,
     start_lab,
     wait_until,
 )
@@ -73,5 +72,5 @@ def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
         wait_until(lambda: not live_processes_in_groups(children), 10, what="children to exit")
     finally:
         lab.stop()
-        delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
+        delete_broker_objects(rabbitmq_url, lab.exchange, lab.broker_queues())
         databases.drop_all()

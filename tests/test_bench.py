@@ -32,6 +32,7 @@ def test_bench_json_contract(rabbitmq_url):
         assert report[pipeline]["msgs_per_s"] > 0
         assert 0 <= report[pipeline]["lag_p50_ms"] <= report[pipeline]["lag_p99_ms"]
     assert "project / stock end to end" in result.stderr  # the readable table, on stderr
+    assert "celery / stock end to end" in result.stderr  # the third column
     print("\n" + result.stderr.split("apis bench —")[-1])
 
 

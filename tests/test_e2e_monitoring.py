@@ -6,7 +6,7 @@ import re
 
 import httpx
 import pytest
-from e2e_lab import API_KEY, Databases, delete_broker_objects, replica_queues, start_lab, wait_until
+from e2e_lab import API_KEY, Databases, delete_broker_objects, start_lab, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def json_lab(tmp_path_factory, rabbitmq_url, redis_url):
     lab = start_lab(databases.tmp, rabbitmq_url, databases, LOG_FORMAT="json")
     yield lab
     lab.stop()
-    delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
+    delete_broker_objects(rabbitmq_url, lab.exchange, lab.broker_queues())
     databases.drop_all()
 
 

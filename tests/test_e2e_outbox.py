@@ -91,7 +91,7 @@ def test_writes_during_a_broker_outage_all_succeed_and_all_reach_the_feed(
     finally:
         lab.stop()
         proxy.cut()
-        delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
+        delete_broker_objects(rabbitmq_url, lab.exchange, lab.broker_queues())
         databases.drop_all()
 
 

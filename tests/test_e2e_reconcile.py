@@ -14,7 +14,6 @@ from e2e_lab import (
     Databases,
     ServiceDatabase,
     delete_broker_objects,
-    replica_queues,
     start_lab,
     wait_until,
 )
@@ -38,7 +37,7 @@ def lab_with(tmp_path, rabbitmq_url, redis_url):
     yield start
     for lab, databases in started:
         lab.stop()
-        delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
+        delete_broker_objects(rabbitmq_url, lab.exchange, lab.broker_queues())
         databases.drop_all()
 
 

@@ -1,8 +1,9 @@
 """The feed's Redis cache of list and detail responses.
 
 Keys carry the replica's version (`ReplicaState.version`, bumped in the same transaction as every
-applied change), so once a change is committed no request can be answered from an entry written
-before it: invalidation needs no message and cannot be lost. A Redis that fails or is slow
+applied change, and its `incarnation`, new with every database), so once a change is committed
+no request can be answered from an entry written before it: invalidation needs no message and
+cannot be lost. A Redis that fails or is slow
 (timeouts of a quarter second) turns the cache off for a few seconds and the feed answers from
 the database — slower, never an error.
 """
@@ -28,20 +29,21 @@ OUTAGE_PAUSE_SECONDS = 5.0
 _paused_until = 0.0
 
 
-def replica_version() -> int:
-    version = (
+def replica_version() -> str:
+    """Changes with every applied change, and with every new replica database."""
+    state = (
         ReplicaState.objects.filter(cqrs_id=ProdutoMirror.CQRS_ID)
-        .values_list("version", flat=True)
+        .values_list("incarnation", "version")
         .first()
     )
-    return version or 0
+    return f"{state[0]}.{state[1]}" if state else "empty"
 
 
 def cached(kind: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
     digest = hashlib.blake2b(
         json.dumps(params, sort_keys=True, default=str).encode(), digest_size=10
     ).hexdigest()
-    key = f"feed:{kind}:v{replica_version()}:{digest}"
+    key = f"feed:{kind}:{replica_version()}:{digest}"
     hit = _call(cache.get, key)
     if hit is not None:
         return hit

@@ -141,3 +141,37 @@ def test_the_relay_lock_is_exclusive():
     finally:
         first.release()
         second.release()
+
+
+def test_the_celery_relay_sends_one_apply_task_per_change_and_marks_them(rabbitmq_url):
+    """REPLICATION_MODE=celery: the same outbox, relayed as `replica.apply_event` tasks."""
+    import json
+    import uuid
+
+    from celery import current_app
+
+    from django_tools.connectivity import amqp_channel
+    from django_tools.outbox.celery_relay import CeleryRelay
+
+    queue = f"test_celery_{uuid.uuid4().hex[:8]}"
+    produto = make("CEL-1")
+    services.produto_update(produto_id=produto.pk, data={"estoque": 4})
+    relay = CeleryRelay(current_app, queue)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while OutboxEvent.objects.filter(published_at__isnull=True).exists():
+        assert time.monotonic() < deadline, "the outbox was not relayed"
+        time.sleep(0.02)
+    relay.request_stop()
+    thread.join(10)
+    connections.close_all()
+    tasks = []
+    with amqp_channel(rabbitmq_url) as channel:
+        while (message := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            tasks.append(message)
+        channel.queue_delete(queue)
+    assert [props.headers["task"] for _, props, _ in tasks] == ["replica.apply_event"] * 2
+    payloads = [json.loads(json.loads(body)[0][0]) for _, _, body in tasks]
+    assert [p["instance_data"]["cqrs_revision"] for p in payloads] == [0, 1]
+    assert relay.stats.published == 2

@@ -44,6 +44,9 @@ from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
 WORKERS = "apis.bench.workers"
+#: stock django-cqrs; this project (outbox, relay, batching consumer); the same outbox with one
+#: Celery task per change (REPLICATION_MODE=celery, the seed's original pattern).
+PIPELINES = ("stock", "project", "celery")
 
 
 class BenchError(Exception):
@@ -134,6 +137,9 @@ def run_pipeline(
     extra = {"LOG_LEVEL": "WARNING"}
     if name == "stock":
         extra["CQRS_TRANSPORT"] = STOCK_TRANSPORT
+    if name == "celery":
+        extra["REPLICATION_MODE"] = "celery"
+        extra["CELERY_QUEUE_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}."
     progress.show(f"{name}: preparing databases and queues…")
     feed_env, feed_url = service_environment("feed", workdir, rabbitmq_url, databases, **extra)
     produtos_env, _ = service_environment(
@@ -149,16 +155,24 @@ def run_pipeline(
             consumer = ManageProcess.module(
                 FEED_DIR, "api_feed.settings", WORKERS, ["stock-consumer"], feed_env, log
             )
+        elif name == "celery":
+            celery_queue = f"{extra['CELERY_QUEUE_PREFIX']}feed.tasks"
+            worker = ["-A", "api_feed", "worker", "--concurrency", "1", "-Q", celery_queue]
+            consumer = ManageProcess.module(
+                FEED_DIR, "api_feed.settings", "celery", [*worker, "-l", "WARNING"], feed_env, log
+            )
         else:
             consumer = ManageProcess(FEED_DIR, ["cqrs_consume", "-w", "1"], feed_env, log)
-            processes.append(
-                ManageProcess(PRODUTOS_DIR, ["outbox_relay"], produtos_env, log).start()
-            )
+        if name != "stock":
+            relay = ManageProcess(PRODUTOS_DIR, ["outbox_relay"], produtos_env, log)
+            processes.append(relay.start())
         processes.append(consumer.start())
-        _wait_for_consumer(rabbitmq_url, feed_env["CQRS_QUEUE"], log)
+        queue = celery_queue if name == "celery" else feed_env["CQRS_QUEUE"]
+        _wait_for_consumer(rabbitmq_url, queue, log)
 
         out = workdir / f"{name}-writes.json"
-        writer_args = ["writer", "--pipeline", name, "-n", str(n), "--batch", str(batch)]
+        writer_args = ["writer", "--pipeline", "stock" if name == "stock" else "project"]
+        writer_args += ["-n", str(n), "--batch", str(batch)]
         writer_args += ["--out", str(out)]
         if rate:
             writer_args += ["--rate", str(rate)]
@@ -184,9 +198,11 @@ def run_pipeline(
     finally:
         for process in processes:
             process.stop()
-        delete_broker_objects(
-            rabbitmq_url, feed_env["CQRS_EXCHANGE"], replica_queues(feed_env["CQRS_QUEUE"])
-        )
+        queues = replica_queues(feed_env["CQRS_QUEUE"])
+        if name == "celery":
+            prefix = extra["CELERY_QUEUE_PREFIX"]
+            queues += [f"{prefix}feed.tasks", f"{prefix}produtos.tasks"]
+        delete_broker_objects(rabbitmq_url, feed_env["CQRS_EXCHANGE"], queues)
     committed = {int(pk): at for pk, at in writes["committed"].items()}
     lags = [(stamps[pk] - at) * 1000 for pk, at in committed.items() if pk in stamps]
     result = PipelineResult(
@@ -249,13 +265,13 @@ def run(options: BenchOptions) -> dict:
     steady: dict[str, PipelineResult] = {}
     burst = None
     try:
-        for name in ("stock", "project"):
+        for name in PIPELINES:
             results[name] = run_pipeline(
                 name, options.n, rabbitmq_url, databases, workdir, progress,
                 rate=options.rate, batch=options.batch,
             )  # fmt: skip
         if options.steady_rate:
-            for name in ("stock", "project"):
+            for name in PIPELINES:
                 steady[name] = run_pipeline(
                     name, options.steady_n, rabbitmq_url, databases, workdir, progress,
                     rate=options.steady_rate, batch=1,
@@ -321,6 +337,9 @@ def render_table(report: dict, options: BenchOptions) -> str:
     ]
     ratio = project.msgs_per_s / stock.msgs_per_s if stock.msgs_per_s else float("inf")
     lines += ["", f"   project / stock end to end: {ratio:.1f}x"]
+    if "celery" in results and stock.msgs_per_s:
+        celery_ratio = results["celery"].msgs_per_s / stock.msgs_per_s
+        lines += [f"   celery / stock end to end: {celery_ratio:.1f}x"]
     if report["_steady"]:
         lines += [
             "",

@@ -16,6 +16,7 @@ import dj_database_url
 from django_tools.env import (
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
+    ImproperlyConfiguredEnv,
     env_bool,
     env_float,
     env_int,
@@ -70,6 +71,11 @@ def common_settings(*, service: str, base_dir: Path, repo_root: Path) -> dict[st
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"]),
         "RABBITMQ_URL": env_str("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL,
         "REDIS_URL": env_str("REDIS_URL") or DEFAULT_REDIS_URL,
+        # How changes travel: django-cqrs messages (cqrs) or one Celery task each (celery).
+        "REPLICATION_MODE": replication_mode(),
+        # The replica's Celery queue, where REPLICATION_MODE=celery sends the changes.
+        "REPLICA_TASK_QUEUE": env_str("REPLICA_TASK_QUEUE")
+        or f"{env_str('CELERY_QUEUE_PREFIX')}feed.tasks",
         "DATABASES": database_settings(service, repo_root),
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "MIDDLEWARE": [
@@ -109,6 +115,13 @@ def common_settings(*, service: str, base_dir: Path, repo_root: Path) -> dict[st
         "NINJA_PAGINATION_MAX_LIMIT": 1000,
         "LOGGING": logging_settings(service),
     }
+
+
+def replication_mode() -> str:
+    mode = (env_str("REPLICATION_MODE") or "cqrs").lower()
+    if mode not in ("cqrs", "celery"):
+        raise ImproperlyConfiguredEnv(f"REPLICATION_MODE={mode!r}: use cqrs or celery")
+    return mode
 
 
 def django_apps(*apps: str, cqrs_extensions: tuple[str, ...] = ()) -> list[str]:

@@ -44,6 +44,19 @@ logger = logging.getLogger("django_tools.outbox")
 LOCK_NAME = "django_tools.outbox.relay"
 
 
+def fetch_unpublished(limit: int) -> list[tuple[int, str, str, str]]:
+    """The oldest unpublished rows: (id, routing key, body, correlation id)."""
+    return list(
+        OutboxEvent.objects.filter(published_at__isnull=True)
+        .order_by("id")
+        .values_list("id", "routing_key", "body", "correlation_id")[:limit]
+    )
+
+
+def mark_published(ids: list[int]) -> None:
+    OutboxEvent.objects.filter(id__in=ids).update(published_at=timezone.now())
+
+
 # --- one publisher at a time --------------------------------------------------------------
 
 
@@ -292,11 +305,7 @@ class Relay:
         self._publish(rows)
 
     def _fetch(self) -> list[tuple[int, str, str, str]]:
-        return list(
-            OutboxEvent.objects.filter(published_at__isnull=True)
-            .order_by("id")
-            .values_list("id", "routing_key", "body", "correlation_id")[: self.batch_size]
-        )
+        return fetch_unpublished(self.batch_size)
 
     def _publish(self, rows: list[tuple[int, str, str, str]]) -> None:
         batch = _Batch()
@@ -345,7 +354,7 @@ class Relay:
             logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
         try:
             if batch.acked:
-                OutboxEvent.objects.filter(id__in=batch.acked).update(published_at=timezone.now())
+                mark_published(batch.acked)
         except DatabaseError as exc:
             # Not marked: they go out again later, and replicas ignore the duplicates.
             logger.warning("could not mark %s rows published (%r)", len(batch.acked), exc)

@@ -69,3 +69,16 @@ def retry(channel: BlockingChannel, letter: DeadLetter, topology: Topology) -> N
 
 def purge(channel: BlockingChannel, letter: DeadLetter) -> None:
     channel.basic_ack(letter.tag)
+
+
+def retry_as_task(channel: BlockingChannel, letter: DeadLetter) -> None:
+    """REPLICATION_MODE=celery: back as a new `replica.apply_event` task (retries from zero)."""
+    from celery import current_app
+    from django.conf import settings
+
+    current_app.send_task(
+        "replica.apply_event",
+        args=[letter.body.decode("utf-8", errors="replace")],
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+    )
+    channel.basic_ack(letter.tag)

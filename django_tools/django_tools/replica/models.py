@@ -1,4 +1,10 @@
+import uuid
+
 from django.db import models
+
+
+def _new_incarnation() -> str:
+    return uuid.uuid4().hex
 
 
 class Tombstone(models.Model):
@@ -36,6 +42,8 @@ class ReplicaState(models.Model):
     #: +1 with every transaction that changed rows of this CQRS_ID: caches of the replica's
     #: reads key on it, so a committed change is never answered from an older cache entry.
     version = models.BigIntegerField(default=0)
+    #: New with every database: a recreated replica never meets cache entries of an older one.
+    incarnation = models.CharField(max_length=32, default=_new_incarnation)
 
     def __str__(self) -> str:
         return f"{self.cqrs_id}: {self.instance_pk} rev {self.revision} at {self.applied_at}"

@@ -36,7 +36,7 @@ class BrokerView:
     depths: QueueDepths
 
 
-def _depths(url: str, topology: Topology) -> QueueDepths:
+def _depths(url: str, topology: Topology, queue: str) -> QueueDepths:
     params = pika.URLParameters(url)
     params.connection_attempts = 1
     params.socket_timeout = params.stack_timeout = BROKER_TIMEOUT
@@ -53,7 +53,7 @@ def _depths(url: str, topology: Topology) -> QueueDepths:
                 channel = connection.channel()
                 return None
 
-        main = declare(topology.queue)
+        main = declare(queue)
         dead = declare(topology.dead_letter_queue)
         tiers = [declare(topology.retry_queue(t)) for t in topology.policy.tiers()]
         return QueueDepths(
@@ -67,9 +67,17 @@ def _depths(url: str, topology: Topology) -> QueueDepths:
             connection.close()
 
 
+def active_queue(topology: Topology) -> str:
+    """Where changes wait: the replica's django-cqrs queue, or in REPLICATION_MODE=celery the
+    replica's Celery queue (whose retries wait in the worker, not in retry queues)."""
+    if settings.REPLICATION_MODE == "celery":
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+    return topology.queue
+
+
 def broker_view(topology: Topology | None = None) -> BrokerView:
     topology = topology or Topology.from_settings()
-    future = _executor.submit(_depths, settings.CQRS["url"], topology)
+    future = _executor.submit(_depths, settings.CQRS["url"], topology, active_queue(topology))
     try:
         return BrokerView(True, None, future.result(timeout=BROKER_TIMEOUT + 0.5))
     except concurrent.futures.TimeoutError:
@@ -101,7 +109,7 @@ def replication_status(cqrs_id: str | None = None) -> ReplicationStatus:
     states = ReplicaState.objects.order_by("-applied_at")
     last = (states.filter(cqrs_id=cqrs_id) if cqrs_id else states).first()
     return ReplicationStatus(
-        queue=topology.queue,
+        queue=active_queue(topology),
         dead_letter_queue=topology.dead_letter_queue,
         broker=broker,
         last_applied=last,

@@ -32,3 +32,70 @@ def dead_letter_report() -> int | None:
             topology.dead_letter_queue,
         )
     return count
+
+
+@shared_task(bind=True, name="replica.apply_event", acks_late=True, ignore_result=True)
+def apply_event(self, body: str) -> str:
+    """REPLICATION_MODE=celery: one change, as the master's relay sent it (django-cqrs's
+    payload JSON), applied by the same rules as the consumer. Transient failures are retried
+    with Celery's retry and this replica's backoff; what cannot be applied goes to the same
+    dead-letter queue, with the same headers, as in cqrs mode."""
+    from django.db import transaction
+
+    from django_tools.replica.apply import apply_changes, prepare
+    from django_tools.replica.events import PermanentFailure, decode
+    from django_tools.replica.failures import EXHAUSTED, PERMANENT
+
+    metrics.EVENTS_CONSUMED.inc()
+    payload = body.encode()
+    try:
+        change = prepare(decode(payload))
+    except PermanentFailure as exc:
+        _dead_letter(payload, exc, PERMANENT, self.request.retries)
+        return "dead_lettered"
+    policy = Topology.from_settings().policy
+    try:
+        with transaction.atomic():
+            (outcome,) = apply_changes([change])
+    except Exception as exc:
+        retries = self.request.retries
+        if retries >= policy.max_retries:
+            _dead_letter(payload, exc, EXHAUSTED, retries)
+            return "dead_lettered"
+        metrics.EVENTS_RETRIED.inc()
+        raise self.retry(exc=exc, countdown=policy.delay(retries + 1), max_retries=None) from exc
+    metrics.EVENTS_APPLIED.labels(change.event.cqrs_id, outcome).inc()
+    if change.event.correlation_id:
+        logger.info(
+            "%s %s %s revision %s: %s",
+            change.event.signal_type,
+            change.event.cqrs_id,
+            change.pk,
+            change.revision,
+            outcome,
+            extra={"correlation_id": change.event.correlation_id},
+        )
+    return outcome
+
+
+def _dead_letter(body: bytes, exc: BaseException, reason: str, retries: int) -> None:
+    import pika
+    from django.conf import settings
+
+    from django_tools.connectivity import amqp_channel
+    from django_tools.replica.failures import failed_properties
+
+    metrics.EVENTS_DEAD.labels(reason).inc()
+    topology = Topology.from_settings()
+    with amqp_channel(settings.CQRS["url"]) as channel:
+        channel.confirm_delivery()
+        channel.basic_publish(
+            exchange="",
+            routing_key=topology.dead_letter_queue,
+            body=body,
+            properties=failed_properties(
+                pika.BasicProperties(delivery_mode=2), "celery", exc, retries, dead_reason=reason
+            ),
+            mandatory=True,
+        )
+    logger.warning("dead-lettered (%s) after %s: %s", reason, type(exc).__name__, exc)

@@ -53,6 +53,8 @@ class Command(BaseCommand):
             for letter in dead_letters.read(channel, topology, cqrs_id=cqrs_id, limit=limit):
                 if command == "dump":
                     self.stdout.write(orjson.dumps(letter.report.as_dict()).decode())
+                elif command == "retry" and settings.REPLICATION_MODE == "celery":
+                    dead_letters.retry_as_task(channel, letter)
                 elif command == "retry":
                     dead_letters.retry(channel, letter, topology)
                 else:
@@ -63,8 +65,13 @@ class Command(BaseCommand):
             if command == "dump":
                 self.stderr.write(f"{done} of {total} dead letters in {topology.dead_letter_queue}")
             elif command == "retry":
+                target = (
+                    settings.CELERY_TASK_DEFAULT_QUEUE
+                    if settings.REPLICATION_MODE == "celery"
+                    else topology.queue
+                )
                 self.stdout.write(
-                    f"sent {done} of {total} dead letters back to {topology.queue}, retries reset"
+                    f"sent {done} of {total} dead letters back to {target}, retries reset"
                 )
             else:
                 self.stdout.write(f"purged {done} of {total} dead letters")

@@ -1,0 +1,74 @@
+"""REPLICATION_MODE=celery on the replica: the `replica.apply_event` task applies a change by the
+same rules as the consumer, retries transient failures with Celery and this replica's backoff,
+and dead-letters what cannot be applied, with the same headers."""
+
+from unittest import mock
+
+import orjson
+import pytest
+from celery.exceptions import Retry
+from django.db import OperationalError
+from feed_testkit import queue_depth, wait_for
+
+from django_tools.connectivity import amqp_channel
+from django_tools.replica import apply as apply_module
+from django_tools.replica import dead_letters
+from django_tools.replica.tasks import apply_event
+from feed.models import ProdutoMirror
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def body(event_payload, *args, **kwargs) -> str:
+    return orjson.dumps(event_payload(*args, **kwargs)).decode()
+
+
+def test_a_change_is_applied_and_a_duplicate_ignored(event_payload, instance_data, topology):
+    assert (
+        apply_event.apply(args=[body(event_payload, "SAVE", instance_data(1, 0))]).get()
+        == "applied"
+    )
+    assert (
+        apply_event.apply(args=[body(event_payload, "SAVE", instance_data(1, 0))]).get()
+        == "duplicate"
+    )
+    assert ProdutoMirror.objects.get(pk=1).cqrs_revision == 0
+
+
+def test_a_poison_message_goes_to_the_same_dead_letter_queue(rabbitmq_url, topology):
+    assert apply_event.apply(args=['{"not": "a payload"}']).get() == "dead_lettered"
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (letter,) = list(dead_letters.read(channel, topology))
+    assert letter.report.dead_reason == "permanent"
+    assert letter.report.error_class.endswith("InvalidMessage")
+    assert letter.report.routing_key == "celery"
+
+
+def test_a_transient_failure_is_retried_with_the_backoff(event_payload, instance_data, topology):
+    with (
+        mock.patch.object(apply_module, "_apply_model", side_effect=OperationalError("locked")),
+        mock.patch.object(apply_event, "retry", side_effect=Retry()) as retry,
+        pytest.raises(Retry),
+    ):
+        apply_event.apply(args=[body(event_payload, "SAVE", instance_data(2, 0))], throw=True)
+    countdown = retry.call_args.kwargs["countdown"]
+    policy = topology.policy
+    assert policy.tier(1) * (1 - policy.jitter) <= countdown <= policy.tier(1)
+
+
+def test_after_the_last_retry_it_is_dead_lettered(
+    event_payload, instance_data, rabbitmq_url, topology
+):
+    task = apply_event
+    with mock.patch.object(apply_module, "_apply_model", side_effect=OperationalError("down")):
+        result = task.apply(
+            args=[body(event_payload, "SAVE", instance_data(3, 0))],
+            retries=topology.policy.max_retries,
+        ).get()
+    assert result == "dead_lettered"
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (letter,) = list(dead_letters.read(channel, topology))
+    assert letter.report.dead_reason == "retries-exhausted"
+    assert letter.report.retries == topology.policy.max_retries

@@ -1,0 +1,131 @@
+"""The relay of `REPLICATION_MODE=celery`: outbox rows → one Celery task per change.
+
+This is the seed's original pattern (the master calls a Celery task of the replica for each
+change), kept as a second mode so the lab can compare both. It goes through the same outbox, so
+it keeps the same guarantee: a row is marked published only after the broker confirmed its task
+message (Celery's `confirm_publish`), at least once, in id order, one relay at a time. Celery's
+producer waits for each confirm: this relay does not pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connections
+from kombu.exceptions import OperationalError
+
+from django_tools.observability import metrics
+from django_tools.outbox.relay import RelayLock, RelayStats, fetch_unpublished, mark_published
+
+logger = logging.getLogger("django_tools.outbox")
+
+#: The replica's task (django_tools.replica.tasks.apply_event) and the queue its worker reads.
+APPLY_TASK = "replica.apply_event"
+
+
+class CeleryRelay:
+    def __init__(
+        self,
+        app,
+        queue: str,
+        *,
+        batch_size: int = 500,
+        poll_min: float = 0.005,
+        poll_max: float = 0.05,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.app = app
+        self.queue = queue
+        self.batch_size = batch_size
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+        self.stop = stop or threading.Event()
+        self.stats = RelayStats()
+        self.exchange = f"celery queue {queue}"
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def run(self) -> None:
+        lock = RelayLock()
+        try:
+            while not self.stop.is_set() and not lock.try_acquire():
+                logger.info("another relay is publishing; standing by until it stops")
+                self.stop.wait(1.0)
+            pause, backoff = self.poll_min, 0.5
+            while not self.stop.is_set():
+                try:
+                    sent = self._batch()
+                except OperationalError as exc:  # the broker went away
+                    logger.warning("cannot send tasks (%r); retrying in %.1fs", exc, backoff)
+                    self.stats.reconnects += 1
+                    self.stop.wait(min(backoff, 5.0) * random.uniform(0.5, 1.0))
+                    backoff *= 2
+                    continue
+                except DatabaseError as exc:
+                    logger.warning("outbox unreadable (%r); retrying", exc)
+                    connections["default"].close()
+                    self.stop.wait(1.0)
+                    continue
+                backoff = 0.5
+                if sent:
+                    pause = self.poll_min
+                else:
+                    self.stop.wait(pause)
+                    pause = min(self.poll_max, pause * 2)
+        finally:
+            lock.release()
+            close_old_connections()
+
+    def _batch(self) -> int:
+        rows = fetch_unpublished(self.batch_size)
+        if not rows:
+            return 0
+        confirmed = []
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for outbox_id, _routing_key, body, _correlation_id in rows:
+                    self.app.send_task(
+                        APPLY_TASK,
+                        args=[body],
+                        queue=self.queue,
+                        producer=producer,
+                        headers={"outbox_id": outbox_id},
+                        retry=False,
+                    )
+                    confirmed.append(outbox_id)
+        finally:
+            # Whatever the broker confirmed is published, even if a later one failed.
+            if confirmed:
+                mark_published(confirmed)
+                metrics.OUTBOX_PUBLISHED.inc(len(confirmed))
+                self.stats.published += len(confirmed)
+                self.stats.batches += 1
+                self.stats.last_confirmed_at = time.time()
+        return len(confirmed)
+
+
+def relay_for_settings(batch_size: int | None = None):
+    """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks."""
+    conf = settings.OUTBOX
+    if settings.REPLICATION_MODE == "celery":
+        from celery import current_app
+
+        return CeleryRelay(
+            current_app,
+            settings.REPLICA_TASK_QUEUE,
+            batch_size=batch_size or conf["batch_size"],
+            poll_max=conf["poll_max"],
+        )
+    from django_tools.outbox.relay import Relay
+
+    return Relay(
+        settings.CQRS["url"],
+        settings.CQRS.get("exchange", "cqrs"),
+        batch_size=batch_size or conf["batch_size"],
+        poll_max=conf["poll_max"],
+    )
