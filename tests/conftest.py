@@ -1,43 +1,20 @@
-"""End-to-end fixtures: a running lab (see e2e_lab), driven over HTTP and AMQP."""
+"""End-to-end fixtures: a running lab (see e2e_lab), driven over HTTP and AMQP. The broker
+and Redis fixtures (`rabbitmq_url`, `redis_url`: fail, with how to start them, when missing)
+come from django_tools.testing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from e2e_lab import (
     API_KEY,
-    START_HINT,
     Databases,
     Lab,
     delete_broker_objects,
     start_lab,
 )
-
-from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
-from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
-
-
-@pytest.fixture(scope="session")
-def rabbitmq_url() -> str:
-    url = os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
-    try:
-        probe_rabbitmq(url, timeout=5)
-    except Unreachable as exc:
-        pytest.fail(f"RabbitMQ is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
-    return url
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    try:
-        probe_redis(url, timeout=5)
-    except Unreachable as exc:
-        pytest.fail(f"Redis is not reachable at {redact_url(url)} ({exc}): {START_HINT}")
-    return url
 
 
 @pytest.fixture(scope="module", params=["cqrs", "celery"])

@@ -6,8 +6,6 @@ The root test process never imports Django settings: each service runs in its ow
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pika
@@ -29,28 +27,10 @@ from apis.runtime import (  # noqa: F401 - re-exported for the tests
     service_environment,
 )
 from django_tools.replica.policy import RetryPolicy
+from django_tools.testing import wait_until  # noqa: F401 - re-exported for the tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "e2e-key"
-START_HINT = (
-    "start the infrastructure with `docker compose up -d` and make sure the RabbitMQ user "
-    "exists (`rabbitmqctl add_user admin admin`, see README), or point RABBITMQ_URL/REDIS_URL "
-    "at yours"
-)
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float, interval: float = 0.02, what: str = ""
-):
-    """Poll until `condition()` is truthy; returns its value, fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 # --- the feed consumer alone, as processes the tests may kill ------------------------------

@@ -13,10 +13,11 @@ router = Router(tags=["feed"])
 @router.get("/", response={200: FeedPageOut, 422: ErrorOut})
 def list_feed(request: HttpRequest, filters: Query[FeedFilters], page: Query[PageQuery]):
     def compute() -> dict:
-        qs = selectors.feed_list(**filters.model_dump())
-        rows = qs[page.offset : page.offset + page.limit]
+        rows, count = selectors.feed_page(
+            offset=page.offset, limit=page.limit, **filters.model_dump()
+        )
         items = [FeedItemOut.model_validate(row).model_dump(mode="json") for row in rows]
-        return {"items": items, "count": qs.count()}
+        return {"items": items, "count": count}
 
     params = {**filters.model_dump(mode="json"), **page.model_dump()}
     return cache.cached("list", params, compute)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Window
 from django.shortcuts import get_object_or_404
 
 from feed.models import ProdutoMirror
@@ -35,6 +35,14 @@ def feed_list(
     field = ORDERINGS[ordering.removeprefix("-")]
     prefix = "-" if descending else ""
     return qs.order_by(f"{prefix}{field}", f"{prefix}id")
+
+
+def feed_page(*, offset: int, limit: int, **filters) -> tuple[list[ProdutoMirror], int]:
+    """One page and the total, from one statement (`COUNT(*) OVER ()`): a page and its count
+    never disagree while the consumer is writing (two queries would see two moments)."""
+    qs = feed_list(**filters)
+    rows = list(qs.annotate(total=Window(Count("pk")))[offset : offset + limit])
+    return rows, rows[0].total if rows else qs.count()
 
 
 def feed_get(*, produto_id: int) -> ProdutoMirror:

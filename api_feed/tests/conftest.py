@@ -12,8 +12,6 @@ from django_tools.connectivity import amqp_channel
 from django_tools.replica.topology import Topology
 from feed.models import ProdutoMirror
 
-pytest_plugins = ["django_tools.testing"]
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -1,9 +1,7 @@
 """Helpers of api_feed's tests: the reliable consumer in threads, waiting, payloads."""
 
 import threading
-import time
 
-import pytest
 from dj_cqrs.dataclasses import TransportPayload
 from django.db import connections
 
@@ -11,6 +9,7 @@ from django_tools.connectivity import amqp_channel
 from django_tools.replica.consumer import Consumer
 from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.topology import Topology
+from django_tools.testing import wait_until
 
 #: Short delays so tests see several retries in a second or two.
 FAST_POLICY = RetryPolicy(base=0.3, factor=2.0, cap=1.2, max_retries=3, jitter=0.2)
@@ -61,15 +60,8 @@ def queue_depth(url: str, queue: str) -> int:
         return channel.queue_declare(queue, passive=True).method.message_count
 
 
-def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
+#: Poll until a condition holds (django_tools.testing.wait_until, 10 s by default).
+wait_for = wait_until
 
 
 def payload(signal_type: str, data: dict, cqrs_id: str = "produto") -> dict:

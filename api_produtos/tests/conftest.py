@@ -4,8 +4,6 @@ from typing import Any
 import pytest
 from django.test import Client
 
-pytest_plugins = ["django_tools.testing"]
-
 API_KEY = "test-key"
 
 

@@ -1,4 +1,4 @@
-"""pytest fixtures both services' suites use (`pytest_plugins = ["django_tools.testing"]`).
+"""pytest fixtures and helpers of every suite (loaded by `-p django_tools.testing` in each config).
 
 Broker tests talk to the real RabbitMQ. When it is missing they fail, with the way to start
 it, instead of skipping.
@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pika
 import pytest
@@ -26,12 +26,32 @@ START_HINT = (
 )
 
 
-def broker_url() -> str:
+def _setting(name: str, default: str) -> str:
+    """A Django setting when Django is configured (a service's suite), else the environment
+    (the root end-to-end suite, which configures no Django)."""
     from django.conf import settings
 
-    return getattr(settings, "RABBITMQ_URL", None) or os.environ.get(
-        "RABBITMQ_URL", DEFAULT_RABBITMQ_URL
-    )
+    if settings.configured and getattr(settings, name, None):
+        return getattr(settings, name)
+    return os.environ.get(name) or default
+
+
+def broker_url() -> str:
+    return _setting("RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+):
+    """Poll until `condition()` is truthy; returns its value, fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +66,7 @@ def rabbitmq_url() -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    from django.conf import settings
-
-    url = getattr(settings, "REDIS_URL", None) or DEFAULT_REDIS_URL
+    url = _setting("REDIS_URL", DEFAULT_REDIS_URL)
     try:
         probe_redis(url, timeout=5)
     except Unreachable as exc:

@@ -59,6 +59,20 @@ class Failure:
     description: str
 
 
+def log_traced(change: Change, outcome: str) -> None:
+    """Changes made by a request carry its id: one line each, to follow it to the replica."""
+    if change.event.correlation_id:
+        logger.info(
+            "%s %s %s revision %s: %s",
+            change.event.signal_type,
+            change.event.cqrs_id,
+            change.pk,
+            change.revision,
+            outcome,
+            extra={"correlation_id": change.event.correlation_id},
+        )
+
+
 class Consumer:
     def __init__(
         self,
@@ -200,17 +214,7 @@ class Consumer:
             updated = change.values.get("cqrs_updated") if change.values else None
             if outcome == APPLIED and updated is not None:
                 metrics.REPLICATION_LAG.observe(max(0.0, now - updated.timestamp()))
-            if change.event.correlation_id:
-                # Changes made by a request carry its id: one line each, to follow it here.
-                logger.info(
-                    "%s %s %s revision %s: %s",
-                    change.event.signal_type,
-                    change.event.cqrs_id,
-                    change.pk,
-                    change.revision,
-                    outcome,
-                    extra={"correlation_id": change.event.correlation_id},
-                )
+            log_traced(change, outcome)
 
     # --- failures ------------------------------------------------------------------------
 

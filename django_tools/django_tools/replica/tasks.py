@@ -43,6 +43,7 @@ def apply_event(self, body: str) -> str:
     from django.db import transaction
 
     from django_tools.replica.apply import apply_changes, prepare
+    from django_tools.replica.consumer import log_traced
     from django_tools.replica.events import PermanentFailure, decode
     from django_tools.replica.failures import EXHAUSTED, PERMANENT
 
@@ -65,16 +66,7 @@ def apply_event(self, body: str) -> str:
         metrics.EVENTS_RETRIED.inc()
         raise self.retry(exc=exc, countdown=policy.delay(retries + 1), max_retries=None) from exc
     metrics.EVENTS_APPLIED.labels(change.event.cqrs_id, outcome).inc()
-    if change.event.correlation_id:
-        logger.info(
-            "%s %s %s revision %s: %s",
-            change.event.signal_type,
-            change.event.cqrs_id,
-            change.pk,
-            change.revision,
-            outcome,
-            extra={"correlation_id": change.event.correlation_id},
-        )
+    log_traced(change, outcome)
     return outcome
 
 

@@ -1,1 +1,0 @@
-pytest_plugins = ["django_tools.testing"]
