@@ -10,6 +10,7 @@ from django.db import connections, transaction
 
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relay import Relay, RelayLock
+from django_tools.testing import wait_until
 from produto import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -122,13 +123,14 @@ def test_a_second_relay_stands_by_while_the_first_publishes(start_relay, replica
     second = start_relay()
     make("ONE")
     replica_queue.get()
-    time.sleep(0.3)
-    assert first.relay.stats.published == 1
+    # The broker delivers before the relay has its confirm: wait for the relay's own count.
+    wait_until(lambda: first.relay.stats.published == 1, what="the first relay's confirm")
     assert second.relay.stats.published == 0
     first.stop()  # the standby takes over
     make("TWO")
     assert replica_queue.get(timeout=10)[1]["instance_data"]["sku"] == "TWO"
-    assert second.relay.stats.published == 1
+    wait_until(lambda: second.relay.stats.published == 1, what="the standby's confirm")
+    assert first.relay.stats.published == 1
 
 
 def test_the_relay_lock_is_exclusive():

@@ -15,7 +15,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
 from django_tools.observability import metrics
@@ -79,7 +79,7 @@ class CeleryRelay:
                     pause = min(self.poll_max, pause * 2)
         finally:
             lock.release()
-            close_old_connections()
+            connections.close_all()  # this thread's, on the way out
 
     def _batch(self) -> int:
         rows = fetch_unpublished(self.batch_size)

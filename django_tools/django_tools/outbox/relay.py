@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pika
 import psycopg
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 from pika.adapters.select_connection import SelectConnection
 
@@ -190,7 +190,7 @@ class Relay:
                     self._wait_for_lock()
         finally:
             self._lock.release()
-            close_old_connections()
+            connections.close_all()  # this thread's, on the way out
 
     def request_stop(self) -> None:
         """Ask the relay to finish the batch in flight and leave (safe from a signal handler)."""
