@@ -3,6 +3,7 @@ Timings are reported, never asserted (the machines are noisy)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ def test_bench_json_contract(rabbitmq_url):
         assert 0 <= report[pipeline]["lag_p50_ms"] <= report[pipeline]["lag_p99_ms"]
     assert "project / stock end to end" in result.stderr  # the readable table, on stderr
     assert "celery / stock end to end" in result.stderr  # the third column
+    ceiling = re.search(r"broker alone .*: ([\d,]+) msgs/s end to end = [\d.]+x", result.stderr)
+    assert ceiling, result.stderr[-3000:]  # the broker's own ceiling, measured in the same run
+    assert int(ceiling.group(1).replace(",", "")) > 0
     print("\n" + result.stderr.split("apis bench —")[-1])
 
 

@@ -11,7 +11,8 @@ through the master's ORM by one writer process.
 
 Measured per pipeline: end-to-end messages per second (first write → last row on the replica)
 and the lag of each message (row written on the replica − commit on the master; a database
-trigger stamps each replica row, the writer stamps each commit), p50 and p99.
+trigger stamps each replica row, the writer stamps each commit), p50 and p99. Before them, the
+broker's own ceiling (raw pika, no database; `ceiling`) puts the ratios in proportion.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pika.exceptions import AMQPError
+
+from apis.bench import ceiling
 from apis.bench.burst import run_burst
 from apis.runtime import (
     FEED_DIR,
@@ -265,6 +269,12 @@ def run(options: BenchOptions) -> dict:
     steady: dict[str, PipelineResult] = {}
     burst = None
     try:
+        progress.show("broker ceiling: raw pika, persistent messages, no database…")
+        try:
+            broker = ceiling.measure(rabbitmq_url, _ceiling_n(options.n))
+        except (RuntimeError, AMQPError, OSError) as exc:
+            raise BenchError(f"measuring the broker's ceiling failed: {exc}") from exc
+        progress.done(f"broker ceiling: {broker.end_to_end_per_s:,.0f} msgs/s end to end")
         for name in PIPELINES:
             results[name] = run_pipeline(
                 name, options.n, rabbitmq_url, databases, workdir, progress,
@@ -289,6 +299,7 @@ def run(options: BenchOptions) -> dict:
         "stock": results["stock"].as_json(),
         "project": results["project"].as_json(),
         "_results": results,
+        "_ceiling": broker,
         "_steady": steady,
         "_burst": burst,
     }
@@ -340,6 +351,12 @@ def render_table(report: dict, options: BenchOptions) -> str:
     if "celery" in results and stock.msgs_per_s:
         celery_ratio = results["celery"].msgs_per_s / stock.msgs_per_s
         lines += [f"   celery / stock end to end: {celery_ratio:.1f}x"]
+    broker = report["_ceiling"]
+    headroom = broker.end_to_end_per_s / stock.msgs_per_s if stock.msgs_per_s else float("inf")
+    lines += [
+        f"   broker alone (raw pika, {broker.n} persistent messages, no confirms, no database): "
+        f"{broker.end_to_end_per_s:,.0f} msgs/s end to end = {headroom:.1f}x stock"
+    ]
     if report["_steady"]:
         lines += [
             "",
@@ -360,6 +377,11 @@ def render_table(report: dict, options: BenchOptions) -> str:
             f"{burst.complete_after_seconds * 1000:,.0f} ms after the last write returned",
         ]
     return "\n".join(lines)
+
+
+def _ceiling_n(n: int) -> int:
+    """Enough messages for a stable rate, few enough to take a couple of seconds."""
+    return min(max(2 * n, 2000), 20000)
 
 
 def _broker_url() -> str:

@@ -1,0 +1,124 @@
+"""The broker's own ceiling on this machine, measured in the same run as the pipelines.
+
+One process publishes N persistent messages the size of a real `produto` event to a queue of its
+own, without publisher confirms; another consumes them with a prefetch window and multiple acks.
+No database, no parsing, no confirms: an upper bound for any pipeline that carries one persistent
+message per event through this broker, which puts "N times stock" targets in proportion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+import uuid
+from dataclasses import dataclass
+from queue import Empty
+
+import orjson
+import pika
+
+_PREFETCH = 500
+_ACK_EVERY = 100
+_BODY = orjson.dumps(
+    {
+        "signal_type": "SAVE",
+        "cqrs_id": "produto",
+        "instance_data": {
+            "id": 1,
+            "sku": "SKU-000001",
+            "nome": "Produto 1",
+            "descricao": "Um produto de exemplo",
+            "preco": "10.00",
+            "estoque": 5,
+            "ativo": True,
+            "criado_em": "2026-11-27T21:00:00.000000+00:00",
+            "atualizado_em": "2026-11-27T21:00:00.000000+00:00",
+            "cqrs_revision": 0,
+            "cqrs_updated": "2026-11-27T21:00:00.000000+00:00",
+        },
+        "instance_pk": 1,
+        "previous_data": None,
+        "correlation_id": None,
+        "expires": None,
+        "retries": 0,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    n: int
+    publish_per_s: float
+    end_to_end_per_s: float
+
+
+def _consume(url: str, queue: str, n: int, ready, finished) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=_PREFETCH)
+    ready.set()
+    received = 0
+    for method, _, _ in channel.consume(queue, inactivity_timeout=30):
+        if method is None:
+            break  # the publisher died; the parent reports the shortfall
+        received += 1
+        if received % _ACK_EVERY == 0 or received == n:
+            channel.basic_ack(method.delivery_tag, multiple=True)
+        if received == n:
+            break
+    finished.put((received, time.time()))
+    connection.close()
+
+
+def _publish(url: str, queue: str, n: int, published) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    properties = pika.BasicProperties(delivery_mode=2, content_type="text/plain")
+    started = time.time()
+    for _ in range(n):
+        channel.basic_publish("", queue, _BODY, properties)
+    published.put((started, time.time()))
+    connection.close()
+
+
+def measure(url: str, n: int, timeout: float = 120.0) -> Ceiling:
+    """Raises RuntimeError when the broker did not carry all N messages in time."""
+    spawn = multiprocessing.get_context("spawn")
+    queue = f"apis-bench-ceiling-{uuid.uuid4().hex[:8]}"
+    ready, finished, published = spawn.Event(), spawn.Queue(), spawn.Queue()
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    processes = []
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True)
+        consumer = spawn.Process(target=_consume, args=(url, queue, n, ready, finished))
+        consumer.start()
+        processes.append(consumer)
+        if not ready.wait(timeout):
+            raise RuntimeError("the ceiling's consumer did not start")
+        publisher = spawn.Process(target=_publish, args=(url, queue, n, published))
+        publisher.start()
+        processes.append(publisher)
+        try:
+            started, stopped = published.get(timeout=timeout)
+            received, last = finished.get(timeout=timeout)
+        except Empty:
+            raise RuntimeError(f"the broker did not carry {n} messages in {timeout:.0f}s") from None
+        if received < n:
+            raise RuntimeError(f"the broker delivered {received} of {n} messages")
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        with contextlib.suppress(Exception):
+            connection.channel().queue_delete(queue)
+        with contextlib.suppress(Exception):
+            connection.close()
+    return Ceiling(
+        n=n,
+        publish_per_s=n / max(stopped - started, 1e-9),
+        end_to_end_per_s=n / max(last - started, 1e-9),
+    )
