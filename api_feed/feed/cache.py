@@ -29,21 +29,28 @@ OUTAGE_PAUSE_SECONDS = 5.0
 _paused_until = 0.0
 
 
-def replica_version() -> str:
-    """Changes with every applied change, and with every new replica database."""
+def replica_version() -> str | None:
+    """Changes with every applied change, and with every new replica database; None before the
+    first applied change."""
     state = (
         ReplicaState.objects.filter(cqrs_id=ProdutoMirror.CQRS_ID)
         .values_list("incarnation", "version")
         .first()
     )
-    return f"{state[0]}.{state[1]}" if state else "empty"
+    return f"{state[0]}.{state[1]}" if state else None
 
 
 def cached(kind: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
     digest = hashlib.blake2b(
         json.dumps(params, sort_keys=True, default=str).encode(), digest_size=10
     ).hexdigest()
-    key = f"feed:{kind}:{replica_version()}:{digest}"
+    version = replica_version()
+    if version is None:
+        # Nothing applied yet, so no incarnation to key on. A shared placeholder key would be
+        # filled by whichever database first read rows here (a consumer may commit its first
+        # change between the version read and the rows read) and then served to every new one.
+        return compute()
+    key = f"feed:{kind}:{version}:{digest}"
     hit = _call(cache.get, key)
     if hit is not None:
         return hit

@@ -9,6 +9,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_tools.replica import apply, events
+from django_tools.replica.models import ReplicaState
+from feed.models import ProdutoMirror
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,3 +57,16 @@ def test_a_stopped_redis_does_not_break_the_feed(client, instance_data, settings
         assert client.get("/api/feed/").json()["count"] == 1
     elapsed = time.monotonic() - started
     assert elapsed < 3, f"40 requests took {elapsed:.1f}s with Redis down"
+
+
+def test_before_any_applied_change_nothing_is_cached(client, instance_data, redis_url):
+    """A database with no replica state has no incarnation to key on: a shared placeholder key
+    once served one lab's rows to a newer, empty database (the consumer committed its first
+    change between the request's version read and its rows read)."""
+    apply_event(SignalType.SAVE, instance_data(1, 0, nome="antes"))
+    ReplicaState.objects.all().delete()
+    assert client.get("/api/feed/1").json()["nome"] == "antes"
+    assert client.get("/api/feed/").json()["items"][0]["nome"] == "antes"
+    ProdutoMirror.objects.filter(pk=1).update(nome="depois")
+    assert client.get("/api/feed/1").json()["nome"] == "depois"
+    assert client.get("/api/feed/").json()["items"][0]["nome"] == "depois"
