@@ -24,6 +24,8 @@ from apis.workspace import FEED, PRODUTOS, REPO_ROOT
 from django_tools.replica.policy import RetryPolicy, format_seconds
 
 PRODUTOS_DIR = PRODUTOS.directory
+#: The `apis` command of the running environment (the venv's script beside its python).
+APIS = str(Path(sys.executable).with_name("apis"))
 FEED_DIR = FEED.directory
 
 
@@ -309,7 +311,7 @@ def start_lab(
     )
     env.update(extra_env or {})
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("apis")), "up", "--host", "127.0.0.1",
+        [APIS, "up", "--host", "127.0.0.1",
          "--produtos-port", str(produtos_port), "--feed-port", str(feed_port), *extra_args],
         cwd=REPO_ROOT,
         env=env,

@@ -13,6 +13,7 @@ import pytest
 
 from apis import runtime
 from apis.runtime import (  # noqa: F401 - re-exported for the tests
+    APIS,
     FEED_DIR,
     PRODUTOS_DIR,
     Databases,

@@ -4,11 +4,11 @@ nothing behind when stopped."""
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from e2e_lab import (
+    APIS,
     REPO_ROOT,
     Databases,
     delete_broker_objects,
@@ -17,8 +17,6 @@ from e2e_lab import (
 )
 
 pytestmark = pytest.mark.e2e
-
-APIS = str(Path(sys.executable).with_name("apis"))
 
 
 def live_processes_in_groups(groups: list[int]) -> list[int]:

@@ -5,15 +5,11 @@ import json
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from e2e_lab import REPO_ROOT
+from e2e_lab import APIS, REPO_ROOT
 
 pytestmark = pytest.mark.e2e
-
-APIS = str(Path(sys.executable).with_name("apis"))
 
 
 def test_bench_json_contract(rabbitmq_url):

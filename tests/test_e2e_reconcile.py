@@ -3,13 +3,12 @@ by one `apis reconcile`, and by Celery beat on its own."""
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from e2e_lab import (
     API_KEY,
+    APIS,
     REPO_ROOT,
     Databases,
     ServiceDatabase,
@@ -19,8 +18,6 @@ from e2e_lab import (
 )
 
 pytestmark = pytest.mark.e2e
-
-APIS = str(Path(sys.executable).with_name("apis"))
 
 
 @pytest.fixture

@@ -13,22 +13,11 @@ from django.utils import timezone
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.selectors import outbox_backlog
 from django_tools.outbox.services import prune_published
+from django_tools.testing import STOCK_PAYLOAD_KEYS
 from produto import services
 from produto.models import Produto
 
 pytestmark = pytest.mark.django_db
-
-PAYLOAD_KEYS = {
-    "signal_type",
-    "cqrs_id",
-    "instance_data",
-    "previous_data",
-    "instance_pk",
-    "correlation_id",
-    "retries",
-    "expires",
-    "meta",
-}
 
 
 def events() -> list[dict]:
@@ -44,7 +33,7 @@ def test_create_update_delete_each_leave_one_stock_payload():
     services.produto_update(produto_id=produto.pk, data={"preco": Decimal("8")})
     services.produto_delete(produto_id=produto.pk)
     save, update, delete = events()
-    assert set(save) == PAYLOAD_KEYS
+    assert set(save) == STOCK_PAYLOAD_KEYS
     assert (save["signal_type"], save["cqrs_id"], save["instance_pk"]) == (
         "SAVE",
         "produto",

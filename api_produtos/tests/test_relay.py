@@ -10,22 +10,10 @@ from django.db import connections, transaction
 
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relay import Relay, RelayLock
-from django_tools.testing import wait_until
+from django_tools.testing import STOCK_PAYLOAD_KEYS, wait_until
 from produto import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PAYLOAD_KEYS = {
-    "signal_type",
-    "cqrs_id",
-    "instance_data",
-    "previous_data",
-    "instance_pk",
-    "correlation_id",
-    "retries",
-    "expires",
-    "meta",
-}
 
 
 class RunningRelay:
@@ -79,7 +67,7 @@ def test_create_update_delete_reach_the_exchange_in_stock_format_and_order(
 
     received = [replica_queue.get() for _ in range(3)]
     properties, first = received[0]
-    assert set(first) == PAYLOAD_KEYS
+    assert set(first) == STOCK_PAYLOAD_KEYS
     assert properties.delivery_mode == 2 and properties.content_type == "text/plain"
     assert [(b["signal_type"], b["instance_data"]["cqrs_revision"]) for _, b in received] == [
         ("SAVE", 0),

@@ -25,6 +25,22 @@ START_HINT = (
     'rabbitmqctl set_permissions -p / admin ".*" ".*" ".*"`, or point RABBITMQ_URL elsewhere'
 )
 
+#: The keys of `TransportPayload.to_dict()` as stock django-cqrs 3.1 puts them on the wire: what
+#: the outbox stores and the relay publishes must keep exactly these.
+STOCK_PAYLOAD_KEYS = frozenset(
+    {
+        "signal_type",
+        "cqrs_id",
+        "instance_data",
+        "previous_data",
+        "instance_pk",
+        "correlation_id",
+        "retries",
+        "expires",
+        "meta",
+    }
+)
+
 
 def _setting(name: str, default: str) -> str:
     """A Django setting when Django is configured (a service's suite), else the environment

@@ -19,15 +19,20 @@ from django.utils.timezone import now
 from django_tools.outbox.events import enqueue
 
 
+def _disconnect(handlers: type[MasterSignals], model: type[models.Model]) -> None:
+    """Undo `handlers.register_model(model)` (django-cqrs has no unregister)."""
+    models.signals.post_save.disconnect(handlers.post_save, sender=model)
+    models.signals.post_delete.disconnect(handlers.post_delete, sender=model)
+    post_bulk_create.disconnect(handlers.post_bulk_create, sender=model)
+    post_update.disconnect(handlers.post_bulk_update, sender=model)
+
+
 class OutboxSignals(MasterSignals):
     @classmethod
     def install(cls) -> None:
         """Replace django-cqrs's handlers with ours on every registered master model."""
         for model in MasterRegistry.models.values():
-            models.signals.post_save.disconnect(MasterSignals.post_save, sender=model)
-            models.signals.post_delete.disconnect(MasterSignals.post_delete, sender=model)
-            post_bulk_create.disconnect(MasterSignals.post_bulk_create, sender=model)
-            post_update.disconnect(MasterSignals.post_bulk_update, sender=model)
+            _disconnect(MasterSignals, model)
             cls.register_model(model)
 
     @classmethod
@@ -35,10 +40,7 @@ class OutboxSignals(MasterSignals):
         """Back to django-cqrs's own handlers (publish on commit): only `apis bench` does this,
         to measure stock django-cqrs."""
         for model in MasterRegistry.models.values():
-            models.signals.post_save.disconnect(cls.post_save, sender=model)
-            models.signals.post_delete.disconnect(cls.post_delete, sender=model)
-            post_bulk_create.disconnect(cls.post_bulk_create, sender=model)
-            post_update.disconnect(cls.post_bulk_update, sender=model)
+            _disconnect(cls, model)
             MasterSignals.register_model(model)
 
     @classmethod
