@@ -19,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
         "outbox relay, the feed consumer and each service's Celery worker and beat until "
         "Ctrl-C / SIGTERM.",
     )
-    up.add_argument("--host", default="0.0.0.0", help="interface the APIs bind (0.0.0.0)")
+    up.add_argument(
+        "--host", default="127.0.0.1",
+        help="interface the APIs bind (127.0.0.1: this machine only; 0.0.0.0 opens them)",
+    )  # fmt: skip
     up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")
     up.add_argument("--feed-port", type=int, default=8000, help="api_feed port (8000)")
     up.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per API (2)")

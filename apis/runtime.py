@@ -123,13 +123,13 @@ class ServiceDatabase:
             conn.close()
 
     @contextlib.contextmanager
-    def locked(self):
-        """Hold the replica table so that every write to it fails for a while."""
+    def locked(self, table: str = "feed_produtomirror"):
+        """Hold `table` so that every write to it waits or fails for a while."""
         conn = self._connect()
         try:
             if self.is_postgres:
                 conn.execute("BEGIN")
-                conn.execute("LOCK TABLE feed_produtomirror IN ACCESS EXCLUSIVE MODE")
+                conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             else:
                 conn.execute("BEGIN EXCLUSIVE")
             yield

@@ -36,7 +36,7 @@ class Abort(Exception):
 
 @dataclass(frozen=True)
 class UpOptions:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     produtos_port: int = PRODUTOS.default_port
     feed_port: int = FEED.default_port
     web_workers: int = 2
@@ -126,20 +126,28 @@ def replication_mode() -> str:
     return mode
 
 
-def celery(service: Service, role: str, state_dir: str, concurrency: int = 1) -> str:
+def celery(
+    service: Service, role: str, state_dir: str, concurrency: int = 1, env: dict | None = None
+) -> str:
     """A service's Celery worker (its own queue) or beat (its schedule file in `state_dir`)."""
     command = [sys.executable, "-m", "celery", "-A", service.project, role, "-l", "INFO"]
     if role == "worker":
-        queue = f"{service.env().get('CELERY_QUEUE_PREFIX', '')}{service.name}.tasks"
+        prefix = (service.env() if env is None else env).get("CELERY_QUEUE_PREFIX", "")
+        queue = f"{prefix}{service.name}.tasks"
         command += ["--concurrency", str(concurrency), "-n", f"{service.name}@%h", "-Q", queue]
     else:
         command += ["--schedule", f"{state_dir}/beat-{service.name}"]
     return shlex.join(command)
 
 
-def processes(options: UpOptions, state_dir: str, mode: str) -> dict[str, tuple[str, Service]]:
+def processes(
+    options: UpOptions, state_dir: str, mode: str, envs: dict[str, dict] | None = None
+) -> dict[str, tuple[str, Service]]:
     """Name → (shell command, service whose folder and environment it runs in). In celery mode
-    the feed's Celery worker applies the changes, and there is no django-cqrs consumer."""
+    the feed's Celery worker applies the changes, and there is no django-cqrs consumer.
+    `envs` (service name → environment) when the processes will not run with the services'
+    own environment (the fault suite's lab)."""
+    envs = envs or {}
     consume = shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers)))
     feed_worker_concurrency = options.consumers if mode == "celery" else 1
     return {
@@ -150,9 +158,15 @@ def processes(options: UpOptions, state_dir: str, mode: str) -> dict[str, tuple[
         "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
         "relay": (shlex.join(PRODUTOS.manage("outbox_relay")), PRODUTOS),
         **({"consumer": (consume, FEED)} if mode == "cqrs" else {}),
-        "produtos-worker": (celery(PRODUTOS, "worker", state_dir), PRODUTOS),
+        "produtos-worker": (
+            celery(PRODUTOS, "worker", state_dir, env=envs.get(PRODUTOS.name)),
+            PRODUTOS,
+        ),
         "produtos-beat": (celery(PRODUTOS, "beat", state_dir), PRODUTOS),
-        "feed-worker": (celery(FEED, "worker", state_dir, feed_worker_concurrency), FEED),
+        "feed-worker": (
+            celery(FEED, "worker", state_dir, feed_worker_concurrency, env=envs.get(FEED.name)),
+            FEED,
+        ),
         "feed-beat": (celery(FEED, "beat", state_dir), FEED),
     }
 
@@ -168,9 +182,11 @@ def _healthy(url: str) -> tuple[bool, str]:
 
 
 def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
+    # Health is polled (and URLs printed) on loopback whatever interface the APIs bind.
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host
     urls = {
-        "API Produtos": f"http://localhost:{options.produtos_port}",
-        "API Feed": f"http://localhost:{options.feed_port}",
+        "API Produtos": f"http://{host}:{options.produtos_port}",
+        "API Feed": f"http://{host}:{options.feed_port}",
     }
     deadline = time.monotonic() + READY_TIMEOUT
     pending = dict(urls)

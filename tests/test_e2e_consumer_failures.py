@@ -1,8 +1,11 @@
 """The real `cqrs_consume` processes, killed with SIGKILL at bad moments, against the real broker
 and database: scheduled retries survive, nothing is lost, nothing is applied wrongly."""
 
+import os
 import random
+import signal
 import time
+from pathlib import Path
 
 import pytest
 from e2e_lab import (
@@ -136,3 +139,56 @@ def test_consumers_killed_again_and_again_still_converge(feed):
     assert publisher.depth(f"dead_letter_{queue}") == 0
     stable.stop()
     print(f"\n{published} events, {kills} SIGKILLs: replica equal to the master")
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) consumer workers of `cqrs_consume` process `pid`, from /proc (not its
+    multiprocessing resource tracker)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_consumer_worker_killed_is_replaced_and_consumption_goes_on(feed):
+    """Stock `cqrs_consume` never looked at its workers again: a worker killed with SIGKILL
+    left the parent alive, with nobody consuming and nothing for a supervisor to see."""
+    env, db, publisher, consumer, log = feed
+    running = consumer(workers=2)
+    parent = running.process.pid
+    workers = wait_until(lambda: len(children_of(parent)) == 2 and children_of(parent), 30)
+    publisher.publish(stock_payload("SAVE", produto_data(1, 0)))
+    wait_until(lambda: 1 in db.rows(), 30, what="the first save")
+
+    victim = workers[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: len(children_of(parent)) == 2 and victim not in children_of(parent), 15,
+        what="a new worker in place of the killed one",
+    )  # fmt: skip
+    replaced = children_of(parent)
+    assert running.process.poll() is None  # the parent goes on
+    for pk in range(2, 41):
+        publisher.publish(stock_payload("SAVE", produto_data(pk, 0)))
+    wait_until(lambda: len(db.rows()) == 40, 30, what="every save after the kill")
+    assert publisher.depth(env["CQRS_QUEUE"]) == 0
+    assert "died (exit code -9)" in log.read_text()
+
+    # The parent killed with SIGKILL: its workers stop on their own instead of consuming on.
+    os.kill(parent, signal.SIGKILL)
+    running.process.wait(timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in replaced), 15, what="the orphans to stop")

@@ -51,23 +51,29 @@ def populate(lab, count: int = 20) -> list[dict]:
     return created
 
 
-def drift(lab, created: list[dict]) -> tuple[int, int, int]:
-    """Delete a row, corrupt another, add one the master never had — behind the consumer's back."""
+def drift(lab, created: list[dict]) -> tuple[int, int, int, int]:
+    """Delete a row, corrupt another, add one the master never had, bury a live one under a
+    tombstone above the master's revision — behind the consumer's back."""
     feed_db = ServiceDatabase(lab.database_urls["feed"])
-    gone, corrupted = created[3]["id"], created[7]["id"]
+    gone, corrupted, buried = created[3]["id"], created[7]["id"], created[11]["id"]
     feed_db.execute([
         f"DELETE FROM feed_produtomirror WHERE id = {gone}",
+        f"DELETE FROM feed_produtomirror WHERE id = {buried}",
+        "INSERT INTO cqrs_replica_tombstone (cqrs_id, instance_pk, cqrs_revision, deleted_at) "
+        f"VALUES ('produto', '{buried}', 5, '2026-01-01 00:00:00')",
         f"UPDATE feed_produtomirror SET nome = 'tampered', preco = 0 WHERE id = {corrupted}",
         "INSERT INTO feed_produtomirror (id, sku, nome, descricao, preco, estoque, ativo, "
         "criado_em, atualizado_em, cqrs_revision, cqrs_updated) VALUES (999999, 'GHOST', "
         "'ghost', '', 1, 0, TRUE, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 5, "
         "'2026-01-01 00:00:00')",
     ])  # fmt: skip
-    return gone, corrupted, 999999
+    return gone, corrupted, 999999, buried
 
 
-def repaired(lab, created: list[dict], gone: int, corrupted: int, ghost: int) -> bool:
+def repaired(lab, created: list[dict], gone: int, corrupted: int, ghost: int, buried: int) -> bool:
     with httpx.Client(base_url=lab.feed_url) as feed:
+        if feed.get(f"/api/feed/{buried}").status_code != 200:
+            return False
         back = feed.get(f"/api/feed/{gone}")
         fixed = feed.get(f"/api/feed/{corrupted}")
         return (
@@ -83,8 +89,8 @@ def repaired(lab, created: list[dict], gone: int, corrupted: int, ghost: int) ->
 def test_one_apis_reconcile_repairs_deleted_corrupted_and_added_rows(lab_with):
     lab = lab_with()
     created = populate(lab)
-    gone, corrupted, ghost = drift(lab, created)
-    assert not repaired(lab, created, gone, corrupted, ghost)
+    drifted = drift(lab, created)
+    assert not repaired(lab, created, *drifted)
 
     result = subprocess.run(
         [APIS, "reconcile", "--replica-url", lab.feed_url],
@@ -92,8 +98,10 @@ def test_one_apis_reconcile_repairs_deleted_corrupted_and_added_rows(lab_with):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = result.stdout.strip().splitlines()[-1]
-    assert "missing 1, stale 0, corrupted 1, extra 1, ahead 0; 3 repairs sent" in summary
-    wait_until(lambda: repaired(lab, created, gone, corrupted, ghost), 20, what="the repairs")
+    assert (
+        "missing 2, stale 0, corrupted 1, extra 1, ahead 0 (revived 1); 4 repairs sent" in summary
+    )
+    wait_until(lambda: repaired(lab, created, *drifted), 20, what="the repairs")
 
     again = subprocess.run(
         [APIS, "reconcile", "--replica-url", lab.feed_url, "--json"],
@@ -105,8 +113,8 @@ def test_one_apis_reconcile_repairs_deleted_corrupted_and_added_rows(lab_with):
 def test_celery_beat_repairs_drift_on_its_own_within_its_interval(lab_with):
     lab = lab_with(RECONCILE_INTERVAL="3")
     created = populate(lab)
-    gone, corrupted, ghost = drift(lab, created)
-    wait_until(lambda: repaired(lab, created, gone, corrupted, ghost), 20, interval=0.25,
+    drifted = drift(lab, created)
+    wait_until(lambda: repaired(lab, created, *drifted), 20, interval=0.25,
                what="beat's reconciliation")  # fmt: skip
     assert "outbox.reconcile_replica" in lab.output()
 

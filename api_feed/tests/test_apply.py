@@ -134,6 +134,33 @@ def test_invalid_data_is_a_permanent_failure(instance_data, overrides, reason):
         apply.prepare(save(instance_data(10, 0, **overrides)))
 
 
+@pytest.mark.parametrize(
+    "overrides,reason",
+    [
+        ({"sku": {"a": 1}}, "sku: expected a string, got JSON object"),
+        ({"nome": 42}, "nome: expected a string, got JSON number"),
+        ({"estoque": 1.9}, "estoque: expected an integer, got JSON number"),
+        ({"estoque": "3"}, "estoque: expected an integer, got JSON string"),
+        ({"id": True}, "id: expected an integer, got JSON boolean"),
+        ({"ativo": 1}, "ativo: expected a boolean, got JSON number"),
+        ({"preco": True}, "preco: expected a string or an integer or a number, got JSON boolean"),
+        ({"criado_em": 123}, "criado_em: expected a string, got JSON number"),
+        ({"descricao": ["x"]}, "descricao: expected a string, got JSON array"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(instance_data, overrides, reason):
+    """Django's to_python would store str({"a": 1}), int(1.9) == 1, int(True) == 1."""
+    with pytest.raises(events.InvalidData, match=reason.replace("(", r"\(")):
+        apply.prepare(save(instance_data(10, 0, **overrides)))
+
+
+def test_a_delete_with_a_key_of_the_wrong_type_is_refused():
+    with pytest.raises(events.InvalidData, match="id: expected an integer, got JSON boolean"):
+        apply.prepare(
+            event(SignalType.DELETE, {"id": True, "cqrs_revision": 1, "cqrs_updated": "x"})
+        )
+
+
 def test_missing_required_fields_are_named(instance_data):
     data = instance_data(11, 0)
     del data["nome"], data["preco"]

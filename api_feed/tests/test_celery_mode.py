@@ -72,3 +72,30 @@ def test_after_the_last_retry_it_is_dead_lettered(
         (letter,) = list(dead_letters.read(channel, topology))
     assert letter.report.dead_reason == "retries-exhausted"
     assert letter.report.retries == topology.policy.max_retries
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"criado_em": 123}, {"sku": {"a": 1}}, {"estoque": 1.9}, {"id": True}]
+)
+def test_a_malformed_event_is_dead_lettered_not_dropped(
+    overrides, event_payload, instance_data, rabbitmq_url, topology
+):
+    """Only PermanentFailure was caught around decoding: a TypeError (`criado_em: 123`) failed
+    the task, Celery acknowledged it, and the change was gone without a trace."""
+    result = apply_event.apply(args=[body(event_payload, "SAVE", instance_data(4, 0, **overrides))])
+    assert result.get() == "dead_lettered"
+    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (letter,) = list(dead_letters.read(channel, topology))
+    assert letter.report.dead_reason == "permanent"
+    assert not ProdutoMirror.objects.filter(pk=4).exists()
+
+
+def test_an_unexpected_error_while_validating_is_permanent_in_both_modes(topology):
+    """One classifier for both modes: the same TypeError from validation is a dead letter in
+    cqrs mode too, not ~20 minutes of retries."""
+    from django_tools.replica.failures import DeadLetter, classify
+
+    decision = classify(TypeError("boom"), 0, topology.policy, validating=True)
+    assert decision == DeadLetter("permanent")
+    assert classify(TypeError("boom"), 0, topology.policy).retry == 1

@@ -1,9 +1,12 @@
 """The reliable consumer against the real broker: poison messages, transient failures,
 backoff on the broker, batches, interop with a stock django-cqrs master."""
 
+import struct
 import time
 from unittest import mock
 
+import orjson
+import pika
 import pytest
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
@@ -14,7 +17,13 @@ from feed_testkit import queue_depth, wait_for
 from django_tools.connectivity import amqp_channel
 from django_tools.replica import consumer as consumer_module
 from django_tools.replica import dead_letters
-from django_tools.replica.failures import ERROR_CLASS, EXHAUSTED, PERMANENT
+from django_tools.replica.failures import (
+    ERROR_CLASS,
+    EXHAUSTED,
+    PERMANENT,
+    UNDECODABLE,
+    UNDECODABLE_PROPERTIES,
+)
 from feed.models import ProdutoMirror
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -186,3 +195,105 @@ def test_headers_of_a_failed_message_name_the_error_class(
     assert body == b"nope"  # the body is kept as it was
     assert properties.headers[ERROR_CLASS] == "django_tools.replica.events.InvalidMessage"
     assert properties.delivery_mode == 2
+
+
+def test_after_its_queue_is_deleted_the_consumer_declares_it_again_and_goes_on(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    """A broker-side cancel (queue deleted, operator, failover) ended pika's consume generator
+    and the StopIteration killed the consumer: no later write was ever applied."""
+    consumers.start()
+    publish(event_payload("SAVE", instance_data(50)))
+    wait_for(lambda: ProdutoMirror.objects.filter(pk=50).exists(), what="the first save")
+
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.queue_delete(topology.queue)
+
+    def queue_is_back_and_consumed() -> bool:
+        with amqp_channel(rabbitmq_url) as channel:
+            try:
+                return channel.queue_declare(topology.queue, passive=True).method.consumer_count
+            except Exception:
+                return False
+
+    wait_for(queue_is_back_and_consumed, what="the queue declared and consumed again")
+    for pk in range(51, 61):
+        publish(event_payload("SAVE", instance_data(pk)))  # bound again: routed, not returned
+    wait_for(lambda: ProdutoMirror.objects.count() == 11, what="the saves after the cancel")
+    assert all(thread.is_alive() for thread in consumers.threads)
+    assert not consumers.errors
+    assert queue_depth(rabbitmq_url, topology.queue) == 0
+
+
+class RawProperties(pika.BasicProperties):
+    """Properties sent exactly as encoded here: what another client may put on the wire."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
+
+    def encode(self):
+        return [self.encoded]
+
+
+def _table(entries: bytes) -> bytes:
+    return struct.pack(">I", len(entries)) + entries
+
+
+def _entry(key: bytes, kind: bytes, value: bytes) -> bytes:
+    return bytes([len(key)]) + key + kind + value
+
+
+def _headers_then_persistent(table: bytes) -> bytes:
+    flags = pika.spec.BasicProperties.FLAG_HEADERS | pika.spec.BasicProperties.FLAG_DELIVERY_MODE
+    return struct.pack(">H", flags) + table + bytes([2])
+
+
+def _deeply_nested(depth: int) -> bytes:
+    table = _table(b"")
+    for _ in range(depth):
+        table = _table(_entry(b"n", b"F", table))
+    return table
+
+
+UNDECODABLE_HEADERS = {
+    # a timestamp header in milliseconds: year 57,000, which datetime cannot hold
+    "timestamp in ms": _table(_entry(b"sent_at", b"T", struct.pack(">Q", 1_764_000_000_000))),
+    "timestamp out of range": _table(_entry(b"at", b"T", struct.pack(">Q", 2**63 - 1))),
+    "nested deeper than the recursion limit": _deeply_nested(3000),
+}
+
+
+def test_messages_whose_headers_pika_cannot_decode_are_dead_lettered_with_their_body(
+    consumers, event_payload, instance_data, rabbitmq_url, topology, cqrs_exchange
+):
+    """pika decodes headers while reading the frame: a header it cannot decode used to drop
+    the connection, and the same message came first again for ever, blocking the queue."""
+    bodies = {}
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.confirm_delivery()
+        for n, (name, table) in enumerate(UNDECODABLE_HEADERS.items()):
+            body = orjson.dumps(event_payload("SAVE", instance_data(70 + n, nome=name)))
+            bodies[name] = body
+            channel.basic_publish(
+                cqrs_exchange, "produto", body, RawProperties(_headers_then_persistent(table))
+            )
+            channel.basic_publish(
+                cqrs_exchange,
+                "produto",
+                orjson.dumps(event_payload("SAVE", instance_data(80 + n))),
+                pika.BasicProperties(delivery_mode=2),
+            )
+    consumers.start()
+    wait_for(lambda: ProdutoMirror.objects.filter(pk__in=[80, 81, 82]).count() == 3)
+    wait_for(lambda: len(dead(rabbitmq_url, topology)) == 3, what="three dead letters")
+    with amqp_channel(rabbitmq_url) as channel:
+        letters = list(dead_letters.read(channel, topology))
+    assert [letter.report.dead_reason for letter in letters] == [UNDECODABLE] * 3
+    assert [letter.body for letter in letters] == list(bodies.values())  # the original bytes
+    assert all(letter.report.error_class.endswith("UndecodableMessage") for letter in letters)
+    assert "year" in letters[0].report.error or "range" in letters[0].report.error
+    assert all(letter.properties.headers[UNDECODABLE_PROPERTIES] for letter in letters)
+    assert not ProdutoMirror.objects.filter(pk__in=[70, 71, 72]).exists()
+    assert queue_depth(rabbitmq_url, topology.queue) == 0
+    assert not consumers.errors

@@ -4,6 +4,7 @@ import io
 from unittest import mock
 
 import orjson
+import pika
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
@@ -109,3 +110,44 @@ def test_bad_arguments_and_an_unreachable_broker_are_clear_errors(settings, topo
     settings.CQRS = {**settings.CQRS, "url": "amqp://admin:admin@127.0.0.1:1/"}
     with pytest.raises(CommandError, match="not reachable"):
         command("dump")
+
+
+def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
+    rabbitmq_url, topology, consumers, event_payload, instance_data
+):
+    """One letter with a non-UTF-8 header value (bytes another client put there) made every
+    letter behind it unreadable: `dump`, `retry` and a filtered `purge` all decoded strictly."""
+    from django_tools.connectivity import amqp_channel
+
+    odd_headers = {
+        "x-cqrs-error": b"\xff\xfe not utf-8",
+        "x-cqrs-dead-reason": b"\xc3\x28",
+        "x-cqrs-original-routing-key": b"produto\xff",
+        "x-cqrs-retries": b"\xff",
+        "x-cqrs-first-failure": {"a": "table"},
+    }
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.confirm_delivery()
+        channel.basic_publish(
+            "",
+            topology.dead_letter_queue,
+            orjson.dumps(event_payload("SAVE", instance_data(61, nome="behind the odd one"))),
+            pika.BasicProperties(delivery_mode=2, headers=odd_headers),
+        )
+        channel.basic_publish(
+            "",
+            topology.dead_letter_queue,
+            orjson.dumps(event_payload("SAVE", instance_data(62), cqrs_id="pedido")),
+            pika.BasicProperties(delivery_mode=2),
+        )
+
+    lines = [orjson.loads(line) for line in command("dump")[0].splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["error"] == "\\xff\\xfe not utf-8"
+    assert lines[0]["retries"] == 0 and lines[0]["first_failure"] == "{'a': 'table'}"
+
+    assert "purged 1 of 2" in command("purge", "--cqrs-id", "pedido")[0]
+    consumers.start()
+    assert "sent 1 of 1" in command("retry", "--cqrs-id", "produto")[0]
+    wait_for(lambda: ProdutoMirror.objects.filter(pk=61, nome="behind the odd one").exists())
+    assert queue_depth(rabbitmq_url, topology.dead_letter_queue) == 0

@@ -111,4 +111,5 @@ def test_openapi(client):
         "/api/feed/{produto_id}",
         "/api/replication/status",
         "/api/replication/rows",
+        "/api/replication/tombstones",
     }

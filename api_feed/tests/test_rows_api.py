@@ -33,3 +33,21 @@ def test_a_corrupted_row_changes_its_checksum(client, mirror):
 @pytest.mark.parametrize("params", [{"cqrs_id": "pedido"}, {"limit": 0}, {"after": -1}])
 def test_bad_queries(client, params):
     assert client.get("/api/replication/rows", params).status_code in (404, 422)
+
+
+def test_tombstones_are_told_for_the_keys_asked(client):
+    from django.utils import timezone
+
+    from django_tools.replica.models import Tombstone
+
+    for pk, revision in ((1, 3), (2, 7)):
+        Tombstone.objects.create(
+            cqrs_id="produto",
+            instance_pk=str(pk),
+            cqrs_revision=revision,
+            deleted_at=timezone.now(),
+        )
+    page = client.get("/api/replication/tombstones", {"pk": ["2", "5"]}).json()
+    assert page == {"cqrs_id": "produto", "tombstones": [["2", 7]]}
+    assert client.get("/api/replication/tombstones").status_code == 422
+    assert client.get("/api/replication/tombstones", {"pk": 1, "cqrs_id": "x"}).status_code == 404

@@ -73,6 +73,9 @@ class FakeReplica:
             else:
                 yield [pk, 0, row_checksum(values(pk), FIELDS)]
 
+    def tombstones(self, cqrs_id, pks):
+        return {}
+
     def pages(self, cqrs_id, chunk):
         page = []
         for row in self.rows():
@@ -166,3 +169,60 @@ def test_memory_stays_bounded_on_100000_products():
         f"peak resident memory +{growth_mib:.1f} MiB"
     )
     assert growth_mib < 32  # the bound (with 1000-row chunks)
+
+
+class RacingReplica(FakeReplica):
+    """A replica whose page is read after the master's: `on_read` runs (on the master) between
+    the master's read of its page and the replica's."""
+
+    def __init__(self, pks, on_read, tombstones=None, **kwargs):
+        super().__init__(pks, **kwargs)
+        self.on_read = on_read
+        self.buried = tombstones or {}
+
+    def tombstones(self, cqrs_id, pks):
+        return {str(pk): rev for pk, rev in self.buried.items() if pk in pks}
+
+    def pages(self, cqrs_id, chunk):
+        pages = super().pages(cqrs_id, chunk)
+        first = next(pages)
+        yield first
+        self.on_read()
+        yield from pages
+
+
+def test_a_product_created_and_replicated_between_the_two_reads_is_never_deleted():
+    """The master's page was read before the replica's: a product created and replicated in
+    between looked "extra" and got a DELETE one revision above the replica's, which then
+    tombstoned a live product."""
+    insert_master(range(1, 4))
+    # Pages of 2: the master's first page (1, 2) is read, then product 3... is there already;
+    # product 4 is created and replicated before the replica's second page (3, 4) is read.
+    replica = RacingReplica(range(1, 5), on_read=lambda: insert_master([4]))
+    report = reconcile(Produto, replica, chunk=2)
+    assert report.extra.count == 0 and report.drifted == 0
+    assert not OutboxEvent.objects.filter(signal_type="DELETE").exists()
+
+
+def test_a_product_the_replica_buried_by_mistake_is_revived_above_its_tombstone():
+    """A SYNC at the master's revision is ignored behind a tombstone at or above it
+    (`deleted_before`): reconcile reported the product missing for ever. Now the master's
+    revision is raised above the tombstone, then synced."""
+    insert_master(range(1, 4))
+    Produto.objects.filter(pk=2).update(cqrs_revision=5)
+    replica = RacingReplica(
+        [1, 3],
+        on_read=lambda: None,
+        tombstones={2: 6},  # deleted at revision 6 on the replica
+    )
+    report = reconcile(Produto, replica)
+    assert report.missing.sample == [2] and report.revived.sample == [2]
+    assert Produto.objects.get(pk=2).cqrs_revision == 7
+    (event,) = OutboxEvent.objects.all()
+    body = orjson.loads(event.body)
+    assert (event.signal_type, body["instance_data"]["cqrs_revision"]) == ("SYNC", 7)
+    # A later save of the master applies on the replica too (8 > the tombstone's 6).
+    produto = Produto.objects.get(pk=2)
+    produto.nome = "after"
+    produto.save()
+    assert Produto.objects.get(pk=2).cqrs_revision == 8

@@ -165,3 +165,39 @@ def test_the_celery_relay_sends_one_apply_task_per_change_and_marks_them(rabbitm
     payloads = [json.loads(json.loads(body)[0][0]) for _, _, body in tasks]
     assert [p["instance_data"]["cqrs_revision"] for p in payloads] == [0, 1]
     assert relay.stats.published == 2
+
+
+def test_after_the_broker_closes_its_connection_the_relay_publishes_everything_newer(
+    broker_vhost,
+):
+    """Confirm tags belong to a channel: after a reconnect the new channel counts from 1 again.
+    A relay that kept counting matched no confirm, republished its oldest batch every
+    `confirm_timeout` and never sent anything newer (seen after `rabbitmqctl stop_app`)."""
+    from django_tools.testing import ListeningQueue
+
+    exchange = "cqrs_fault_test"
+    queue = ListeningQueue(broker_vhost.url, exchange).bind("produto")
+    running = RunningRelay(Relay(broker_vhost.url, exchange, batch_size=50, confirm_timeout=2))
+    try:
+        for n in range(60):
+            make(f"BEFORE-{n}")
+        assert [queue.get()[1]["instance_data"]["sku"] for _ in range(60)][-1] == "BEFORE-59"
+        wait_until(lambda: running.relay.stats.published == 60, what="the first 60 confirms")
+        queue.close()
+
+        broker_vhost.close_connections()
+        wait_until(lambda: running.relay.stats.reconnects >= 1, what="the relay to reconnect")
+        queue = ListeningQueue(broker_vhost.url, exchange).bind("produto")
+        for n in range(600):
+            make(f"AFTER-{n}")
+        # Every newer event reaches the queue once, in order, and the backlog drains to 0.
+        skus = [queue.get(timeout=10)[1]["instance_data"]["sku"] for _ in range(600)]
+        assert skus == [f"AFTER-{n}" for n in range(600)]
+        wait_until(
+            lambda: not OutboxEvent.objects.filter(published_at__isnull=True).exists(),
+            what="the outbox backlog to drain",
+        )
+        assert running.relay.stats.published == 660
+    finally:
+        running.stop()
+        queue.close()

@@ -92,11 +92,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL with its password hidden, for messages, logs and `/health`. Several URLs
+    separated by commas are each redacted.
 
-    parts = urlsplit(url)
-    if parts.password is None:
+    Never trusts a parser: a password with `/`, `#`, `?` or `@` makes `urlsplit` see another
+    netloc, and a URL it can't parse must not come back with the password in it. Everything
+    between `scheme://user:` and the last `@` before the host is hidden."""
+    return ",".join(_redact_one(part) for part in url.split(","))
+
+
+def _redact_one(url: str) -> str:
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not colon:
+        return url  # a user without a password
+    return f"{scheme}://{user}:***@{host}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -139,6 +141,59 @@ class ListeningQueue:
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+# --- faults on the broker's side -----------------------------------------------------------
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """Run `rabbitmqctl` (the command in RABBITMQCTL, e.g. `docker compose exec -T rabbitmq
+    rabbitmqctl`, when the broker runs in a container); fails the test with its output."""
+    command = [*shlex.split(os.environ.get("RABBITMQCTL") or "rabbitmqctl"), *args]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"`{shlex.join(command)}` failed ({exc}): fault tests need rabbitmqctl")
+    if result.returncode != 0:
+        pytest.fail(f"`{shlex.join(command)}` failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+class VirtualHost:
+    """A RabbitMQ virtual host of one test's own: faults made on it (every connection closed
+    by the broker) touch nothing else on the broker."""
+
+    def __init__(self, base_url: str) -> None:
+        from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+        self.name = f"test_{uuid.uuid4().hex[:10]}"
+        parts = urlsplit(base_url)
+        self.user = unquote(parts.username or "guest")
+        self.url = urlunsplit(parts._replace(path="/" + quote(self.name, safe="")))
+
+    def create(self) -> VirtualHost:
+        rabbitmqctl("add_vhost", self.name)
+        rabbitmqctl("set_permissions", "-p", self.name, self.user, ".*", ".*", ".*")
+        return self
+
+    def close_connections(self, reason: str = "fault injected by a test") -> None:
+        """Every client connection of the vhost closed by the broker, as on a node restart."""
+        rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
+
+    def connection_count(self) -> int:
+        """Client connections open on this vhost."""
+        lines = rabbitmqctl("list_connections", "vhost", "--quiet", "--no-table-headers")
+        return sum(line.strip() == self.name for line in lines.splitlines())
+
+    def delete(self) -> None:
+        rabbitmqctl("delete_vhost", self.name)
+
+
+@pytest.fixture
+def broker_vhost(rabbitmq_url: str) -> Iterator[VirtualHost]:
+    vhost = VirtualHost(rabbitmq_url).create()
+    yield vhost
+    vhost.delete()
 
 
 @pytest.fixture

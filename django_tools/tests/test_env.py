@@ -59,3 +59,22 @@ def test_env_list(monkeypatch):
 def test_redact_url_hides_only_the_password():
     assert env.redact_url("amqp://admin:s3cret@host:5672/") == "amqp://admin:***@host:5672/"
     assert env.redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("amqp://admin:pa/ss@host:5672/", "amqp://admin:***@host:5672/"),
+        ("amqp://admin:p#ss@host:5672/vh", "amqp://admin:***@host:5672/vh"),
+        ("amqp://admin:p?ss@host/", "amqp://admin:***@host/"),
+        ("amqp://admin:p@ss@host/", "amqp://admin:***@host/"),
+        ("redis://:only-a-password@host:6379/0", "redis://:***@host:6379/0"),
+        ("amqp://user@host/", "amqp://user@host/"),
+        ("amqp://a:x@n1:5672/,amqp://a:y@n2:5673/", "amqp://a:***@n1:5672/,amqp://a:***@n2:5673/"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redact_url_never_shows_a_password_it_cannot_parse(url, shown):
+    """urlsplit sees another netloc when a password holds `/`, `#` or `?`; the URL came back
+    unchanged, and the password showed on the public /health."""
+    assert env.redact_url(url) == shown

@@ -22,3 +22,10 @@ def test_every_failing_part_is_named(client, settings):
 
 def test_only_get(client):
     assert client.post("/health").status_code == 405
+
+
+@pytest.mark.parametrize("password", ["se/cret", "se#cret", "se?cret"])
+def test_a_password_the_url_parser_trips_on_never_shows(client, settings, password):
+    settings.RABBITMQ_URL = f"amqp://admin:{password}@127.0.0.1:1/"
+    body = client.get("/health").content.decode()
+    assert password not in body and "se" + "cret" not in body

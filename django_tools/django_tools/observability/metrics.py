@@ -99,9 +99,15 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
+#: Methods counted by name; any other token (gunicorn accepts any uppercase word as a method)
+#: is counted as "other", or each made-up method would add time series for ever.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HttpMetricsMiddleware:
     """Counts and times every request by its URL pattern (not its raw path, which would make
-    a time series per product id)."""
+    a time series per product id) and its method (one of `HTTP_METHODS`, else "other"): the
+    label values are bounded whatever clients send."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -111,6 +117,7 @@ class HttpMetricsMiddleware:
         response = self.get_response(request)
         match = request.resolver_match
         route = match.route if match is not None else "unmatched"
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        method = request.method if request.method in HTTP_METHODS else "other"
+        HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
         return response

@@ -7,7 +7,15 @@ revision and content checksum, a chunk at a time, and repair what drifted.
 - on the replica but no longer on the master → a `DELETE` to that replica's queue, one revision
   above the replica's (it then keeps a tombstone);
 - newer on the replica than on the master → reported, not touched (something wrote the replica
-  by hand; a sync would be ignored as stale).
+  by hand; a sync would be ignored as stale);
+- missing on the replica because it holds a tombstone at or above the master's revision (a
+  wrong delete: every sync would be ignored as `deleted_before`) → the master's revision is
+  raised above the tombstone, then synced: counted as `revived`.
+
+Every decision is taken on the master's rows as they are when it is taken, inside the repair's
+transaction, not on the page read earlier: a product created and replicated between the read of
+the master's page and the read of the replica's looks "extra" at first, and deleting it would
+delete a live product. Such rows are compared again with the master's current row instead.
 
 Repairs are events written to the outbox like any other change: they reach the replica through
 the relay, in order, and nothing is written to the replica's database from here. Both sides are
@@ -47,6 +55,9 @@ class ReplicaReader(Protocol):
     def pages(self, cqrs_id: str, chunk: int) -> Iterator[tuple[list[str], list[list]]]:
         """(compared field names, rows `[pk, revision, checksum]`) in key order."""
 
+    def tombstones(self, cqrs_id: str, pks: list[Any]) -> dict[str, int]:
+        """The revisions of the replica's tombstones among `pks`, by `str(pk)`."""
+
 
 class ReplicaUnavailable(Exception):
     pass
@@ -80,6 +91,19 @@ class HttpReplicaReader:
                 return
             after = page["rows"][-1][0]
 
+    #: pks per tombstone request: a URL stays well under gunicorn's 4 KiB request line.
+    TOMBSTONES_PER_REQUEST = 200
+
+    def tombstones(self, cqrs_id: str, pks: list[Any]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(pks), self.TOMBSTONES_PER_REQUEST):
+            query = [("cqrs_id", cqrs_id)] + [
+                ("pk", str(pk)) for pk in pks[start : start + self.TOMBSTONES_PER_REQUEST]
+            ]
+            page = self._get(f"/api/replication/tombstones?{urllib.parse.urlencode(query)}")
+            found.update({str(pk): revision for pk, revision in page["tombstones"]})
+        return found
+
 
 @dataclass
 class Drift:
@@ -104,6 +128,7 @@ class Report:
     corrupted: Drift = field(default_factory=Drift)
     extra: Drift = field(default_factory=Drift)
     ahead: Drift = field(default_factory=Drift)
+    revived: Drift = field(default_factory=Drift)  # missing behind a tombstone (among `missing`)
     repairs_sent: int = 0
     seconds: float = 0.0
 
@@ -114,7 +139,7 @@ class Report:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        kinds = ("missing", "stale", "corrupted", "extra", "ahead")
+        kinds = ("missing", "stale", "corrupted", "extra", "ahead", "revived")
         return {
             "cqrs_id": self.cqrs_id,
             "queue": self.queue,
@@ -131,7 +156,8 @@ class Report:
         return (
             f"{self.cqrs_id} → {self.queue}: {self.master_rows} master rows, {self.replica_rows} "
             f"replica rows; missing {self.missing.count}, stale {self.stale.count}, corrupted "
-            f"{self.corrupted.count}, extra {self.extra.count}, ahead {self.ahead.count}; "
+            f"{self.corrupted.count}, extra {self.extra.count}, ahead {self.ahead.count}"
+            f"{f' (revived {self.revived.count})' if self.revived.count else ''}; "
             f"{self.repairs_sent} repairs {'found (dry run)' if self.dry_run else 'sent'} "
             f"in {self.seconds:.1f}s"
         )
@@ -157,6 +183,59 @@ def _items(pages: Iterator[list]) -> Iterator:
         yield from page
 
 
+MISSING, STALE, CORRUPTED, EXTRA, AHEAD = "missing", "stale", "corrupted", "extra", "ahead"
+SAME = ""
+
+
+@dataclass
+class _Comparison:
+    """How one master row compares with the replica's row of the same key, either may be None."""
+
+    master: dict | None
+    replica: list | None  # [pk, revision, checksum]
+
+
+class _Comparer:
+    def __init__(self, model: type[models.Model], fields: list[str], content: bool) -> None:
+        self.model, self.fields, self.content = model, fields, content
+        self.pk_name = model._meta.pk.name
+
+    def kind(self, master: dict | None, replica: list | None) -> str:
+        if replica is None:
+            return MISSING
+        if master is None:
+            return EXTRA
+        revision = master["cqrs_revision"]
+        if replica[1] < revision:
+            return STALE
+        if replica[1] > revision:
+            return AHEAD
+        if self.content and row_checksum(master, self.fields) != replica[2]:
+            return CORRUPTED
+        return SAME
+
+    def current(self, pks: list[Any]) -> dict[Any, dict]:
+        """The master's rows with these keys as they are now."""
+        columns = dict.fromkeys([self.pk_name, "cqrs_revision", *self.fields])
+        rows = self.model._default_manager.filter(pk__in=pks).values(*columns)
+        return {row[self.pk_name]: row for row in rows}
+
+
+def _merge(master: Iterator[dict], replica: Iterator[list], pk_name: str) -> Iterator[_Comparison]:
+    """Both sides in key order, paired by key."""
+    m, r = next(master, None), next(replica, None)
+    while m is not None or r is not None:
+        if r is None or (m is not None and m[pk_name] < r[0]):
+            yield _Comparison(m, None)
+            m = next(master, None)
+        elif m is None or r[0] < m[pk_name]:
+            yield _Comparison(None, r)
+            r = next(replica, None)
+        else:
+            yield _Comparison(m, r)
+            m, r = next(master, None), next(replica, None)
+
+
 def reconcile(
     model: type[models.Model],
     replica: ReplicaReader,
@@ -176,49 +255,26 @@ def reconcile(
     content = all(name in master_fields for name in first_fields)
     if not content:
         logger.warning("%s: the replica compares fields the master lacks; revisions only", cqrs_id)
-    fields = first_fields if content else []
+    comparer = _Comparer(model, first_fields if content else [], content)
 
     def replica_rows() -> Iterator[list]:
         yield from first_rows
         for _, rows in replica_pages:
             yield from rows
 
-    master = _items(_master_pages(model, fields, chunk))
-    replica_iter = replica_rows()
-    to_sync: list[Any] = []
-    to_delete: list[tuple[Any, int]] = []
-    m = next(master, None)
-    r = next(replica_iter, None)
-    while m is not None or r is not None:
-        if r is None or (m is not None and m[pk_name] < r[0]):
-            report.master_rows += 1
-            report.missing.add(m[pk_name])
-            to_sync.append(m[pk_name])
-            m = next(master, None)
-        elif m is None or r[0] < m[pk_name]:
-            report.replica_rows += 1
-            report.extra.add(r[0])
-            to_delete.append((r[0], r[1]))
-            r = next(replica_iter, None)
-        else:
-            report.master_rows += 1
-            report.replica_rows += 1
-            pk, revision = m[pk_name], m["cqrs_revision"]
-            if r[1] < revision:
-                report.stale.add(pk)
-                to_sync.append(pk)
-            elif r[1] > revision:
-                report.ahead.add(pk)
-            elif content and row_checksum(m, fields) != r[2]:
-                report.corrupted.add(pk)
-                to_sync.append(pk)
-            m, r = next(master, None), next(replica_iter, None)
-        if len(to_sync) + len(to_delete) >= chunk:
-            report.repairs_sent += _repair(model, replica.queue, to_sync, to_delete, dry_run)
-            to_sync, to_delete = [], []
+    master = _items(_master_pages(model, comparer.fields, chunk))
+    drifted: list[_Comparison] = []
+    for pair in _merge(master, replica_rows(), pk_name):
+        report.master_rows += pair.master is not None
+        report.replica_rows += pair.replica is not None
+        if comparer.kind(pair.master, pair.replica):
+            drifted.append(pair)
+        if len(drifted) >= chunk:
+            _repair(comparer, replica, report, drifted, dry_run)
+            drifted = []
             if progress:
                 progress(report)
-    report.repairs_sent += _repair(model, replica.queue, to_sync, to_delete, dry_run)
+    _repair(comparer, replica, report, drifted, dry_run)
     report.seconds = time.monotonic() - started
     log = logger.warning if report.drifted else logger.info
     log("reconciliation %s", report.summary())
@@ -226,34 +282,95 @@ def reconcile(
 
 
 def _repair(
+    comparer: _Comparer,
+    replica: ReplicaReader,
+    report: Report,
+    drifted: list[_Comparison],
+    dry_run: bool,
+) -> None:
+    """Decide on the master's rows as they are now (in the transaction that writes the
+    repairs), count what drifted and write the repairs to the outbox."""
+    if not drifted:
+        return
+    model = comparer.model
+    using = router.db_for_write(model)
+    with transaction.atomic(using=using):
+        # Rows the master had no row for when its page was read: look again, now.
+        now_on_master = comparer.current([p.replica[0] for p in drifted if p.master is None])
+        to_sync: list[Any] = []
+        to_delete: list[tuple[Any, int]] = []
+        for pair in drifted:
+            master = pair.master
+            if master is None and pair.replica[0] in now_on_master:
+                master = now_on_master[pair.replica[0]]  # created after its page was read
+            kind = comparer.kind(master, pair.replica)
+            if not kind:
+                continue
+            pk = master[comparer.pk_name] if master is not None else pair.replica[0]
+            getattr(report, kind).add(pk)
+            if kind == EXTRA:
+                to_delete.append((pk, pair.replica[1]))
+            elif kind != AHEAD:
+                to_sync.append(pk)
+        revive = _behind_tombstones(comparer, replica, report, drifted, to_sync)
+        report.repairs_sent += len(to_sync) + len(to_delete)
+        if not dry_run and (to_sync or to_delete):
+            _write_repairs(model, using, replica.queue, to_sync, to_delete, revive)
+
+
+def _behind_tombstones(
+    comparer: _Comparer,
+    replica: ReplicaReader,
+    report: Report,
+    drifted: list[_Comparison],
+    to_sync: list[Any],
+) -> dict[Any, int]:
+    """Missing rows the replica holds a tombstone for, at or above the master's revision: a
+    sync alone would be ignored. pk → the revision the master row must take."""
+    missing = {p.master[comparer.pk_name]: p.master for p in drifted if p.replica is None}
+    missing = {pk: row for pk, row in missing.items() if pk in to_sync}
+    if not missing:
+        return {}
+    tombstones = replica.tombstones(comparer.model.CQRS_ID, list(missing))
+    revive = {}
+    for pk, row in missing.items():
+        buried = tombstones.get(str(pk))
+        if buried is not None and buried >= row["cqrs_revision"]:
+            revive[pk] = buried + 1
+            report.revived.add(pk)
+    return revive
+
+
+def _write_repairs(
     model: type[models.Model],
+    using: str,
     queue: str,
     to_sync: list[Any],
     to_delete: list[tuple[Any, int]],
-    dry_run: bool,
-) -> int:
-    if dry_run or not (to_sync or to_delete):
-        return len(to_sync) + len(to_delete)
-    using = router.db_for_write(model)
-    payloads = []
-    with transaction.atomic(using=using):
-        for instance in model._default_manager.filter(pk__in=to_sync):
-            payload = OutboxSignals._save_payload(
-                model, instance, {"using": using, "sync": True, "queue": queue}
-            )
-            if payload is not None:
-                payloads.append(payload)
-        now = str(timezone.now())
-        payloads.extend(
-            TransportPayload(
-                SignalType.DELETE,
-                model.CQRS_ID,
-                {"id": pk, "cqrs_revision": revision + 1, "cqrs_updated": now},
-                pk,
-                queue,
-            )
-            for pk, revision in to_delete
+    revive: dict[Any, int],
+) -> None:
+    for pk, revision in revive.items():
+        # Above the tombstone, so this sync and every later save of the master apply.
+        model._default_manager.filter(pk=pk, cqrs_revision__lt=revision).update(
+            cqrs_revision=revision
         )
-        if payloads:
-            enqueue(payloads, using)
-    return len(payloads)
+    payloads = []
+    for instance in model._default_manager.filter(pk__in=to_sync).select_for_update():
+        payload = OutboxSignals._save_payload(
+            model, instance, {"using": using, "sync": True, "queue": queue}
+        )
+        if payload is not None:
+            payloads.append(payload)
+    now = str(timezone.now())
+    payloads.extend(
+        TransportPayload(
+            SignalType.DELETE,
+            model.CQRS_ID,
+            {"id": pk, "cqrs_revision": revision + 1, "cqrs_updated": now},
+            pk,
+            queue,
+        )
+        for pk, revision in to_delete
+    )
+    if payloads:
+        enqueue(payloads, using)

@@ -245,6 +245,9 @@ class Relay:
 
     def _on_channel_open(self, channel) -> None:
         self._channel = channel
+        # Confirm tags count per channel, from 1: a new channel (after any reconnect) starts
+        # again, and a count carried over from the old one would match no confirm at all.
+        self._next_tag = 0
         channel.add_on_close_callback(self._on_channel_close)
         channel.add_on_return_callback(self._on_return)
         channel.exchange_declare(

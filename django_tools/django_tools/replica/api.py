@@ -7,7 +7,7 @@ from ninja import Field, Query, Router, Schema
 
 from django_tools.ninja import MAX_BIGINT, ErrorOut
 from django_tools.replica.events import UnknownCqrsId
-from django_tools.replica.rows import rows_page
+from django_tools.replica.rows import rows_page, tombstones
 from django_tools.replica.status import replication_status
 
 router = Router(tags=["replication"])
@@ -93,5 +93,25 @@ def rows(request: HttpRequest, query: Query[RowsQuery]):
     reconciliation (`cqrs_reconcile`) compares with its own rows."""
     try:
         return rows_page(query.cqrs_id, query.after, query.limit)
+    except UnknownCqrsId as exc:
+        raise Http404(str(exc)) from None
+
+
+class TombstonesQuery(Schema):
+    cqrs_id: str = Field("produto", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    pk: list[str] = Field(..., min_length=1, max_length=500)
+
+
+class TombstonesOut(Schema):
+    cqrs_id: str
+    tombstones: list[list[int | str]]  # [pk, revision]
+
+
+@router.get("/tombstones", response={200: TombstonesOut, 404: ErrorOut, 422: ErrorOut})
+def tombstones_of(request: HttpRequest, query: Query[TombstonesQuery]):
+    """The tombstones (deleted rows, with the revision of their delete) among the given keys:
+    `?pk=1&pk=2`. Reconciliation asks for the rows it finds missing."""
+    try:
+        return tombstones(query.cqrs_id, query.pk)
     except UnknownCqrsId as exc:
         raise Http404(str(exc)) from None

@@ -69,6 +69,9 @@ def prepare(event: Event) -> Change:
     pk_field = model._meta.pk
     if event.is_delete:
         raw_pk = event.data.get(pk_field.name, event.data.get("id"))
+        wrong_type = _json_type_error(pk_field, raw_pk)
+        if wrong_type:
+            raise InvalidData(f"{pk_field.name}: {wrong_type}")
         try:
             pk = pk_field.to_python(raw_pk)
         except ValidationError as exc:
@@ -85,8 +88,14 @@ def prepare(event: Event) -> Change:
     # without building a model instance per message.
     values, errors = {}, []
     for field in fields:
-        raw = _value(field, event.data[field.name]) if field.name in event.data else None
-        if raw is None and field.name not in event.data:
+        if field.name in event.data:
+            raw = event.data[field.name]
+            wrong_type = _json_type_error(field, raw)
+            if wrong_type:
+                errors.append(f"{field.name}: {wrong_type}")
+                continue
+            raw = _value(field, raw)
+        else:
             raw = field.get_default()
         try:
             values[field.attname] = field.clean(raw, None)
@@ -95,6 +104,52 @@ def prepare(event: Event) -> Change:
     if errors:
         raise InvalidData("; ".join(errors))
     return Change(event, model, values[pk_field.attname], values)
+
+
+#: The JSON types a field accepts, by the field's internal type. Django's `to_python` coerces
+#: almost anything (`str({"a": 1})`, `int(1.9)`, `int(True)`); an event whose value has the wrong
+#: JSON type is malformed, and storing a coerced value would apply it wrongly.
+_STRING = (str,)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(
+        ("CharField", "TextField", "SlugField", "EmailField", "URLField", "UUIDField",
+         "GenericIPAddressField", "FilePathField", "FileField", "ImageField"),
+        _STRING,
+    ),
+    **dict.fromkeys(("DateTimeField", "DateField", "TimeField", "DurationField"), _STRING),
+    **dict.fromkeys(
+        ("AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
+         "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
+         "PositiveSmallIntegerField", "ForeignKey", "OneToOneField"),
+        (int,),
+    ),
+    "BooleanField": (bool,),
+    "DecimalField": (str, int, float),
+    "FloatField": (int, float),
+}  # fmt: skip
+_JSON_NAMES = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
+
+
+def _json_type_error(field: models.Field, value: Any) -> str | None:
+    """Why `value`, as it came in the JSON, cannot be this field's value; None when it can."""
+    if value is None:
+        return None  # null-ness is the field's own validation
+    accepted = _JSON_TYPES.get(field.get_internal_type())
+    if accepted is None:
+        return None  # JSONField and the like take any JSON
+    # True is an int in Python, not in JSON.
+    if isinstance(value, accepted) and (bool in accepted or not isinstance(value, bool)):
+        return None
+    expected = " or ".join(_JSON_NAMES[t] for t in accepted)
+    return f"expected {expected}, got JSON {_json_name(value)} {str(value)[:50]!r}"
+
+
+def _json_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", dict: "object", list: "array"}.get(type(value), type(value).__name__)
 
 
 def _value(field: models.Field, value: Any) -> Any:

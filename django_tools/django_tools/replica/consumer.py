@@ -15,6 +15,10 @@ after a crash is harmless: applying is idempotent (see `apply`).
 
 A batch is applied in one transaction. If that fails, its messages are applied one by one, so
 that one bad message never drags its neighbours into a retry or the dead-letter queue.
+
+The consumer owns its consume loop: when the broker cancels it (its queue was deleted, an
+operator cancelled it, a node holding the queue went away) or the connection drops, it
+connects again, declares its topology again and goes on; only `stop` ends it.
 """
 
 from __future__ import annotations
@@ -33,13 +37,28 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
+from django_tools import amqp_properties
 from django_tools.observability import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
-from django_tools.replica.events import PermanentFailure, decode
-from django_tools.replica.failures import EXHAUSTED, PERMANENT, failed_properties, retries_of
+from django_tools.replica.events import decode
+from django_tools.replica.failures import (
+    DeadLetter,
+    UndecodableMessage,
+    classify,
+    failed_properties,
+    retries_of,
+)
 from django_tools.replica.topology import Topology
 
 logger = logging.getLogger("django_tools.replica")
+
+# A message whose headers pika cannot decode must reach us (and the dead-letter queue) instead
+# of breaking the connection it arrives on.
+amqp_properties.install()
+
+
+class ConsumerCancelled(AMQPError):
+    """The broker cancelled our consumer (queue deleted, operator, failover): consume again."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +116,7 @@ class Consumer:
     def run(self) -> None:
         """Consume until `stop` is set, reconnecting with backoff when the broker goes away."""
         retrying = Retrying(
-            retry=retry_if_exception_type((AMQPError, OSError)),
+            retry=retry_if_exception_type((AMQPError, OSError)),  # ConsumerCancelled included
             wait=wait_exponential_jitter(multiplier=0.5, max=5),
             stop=stop_when_event_set(self.stop),
             sleep=self.stop.wait,
@@ -136,8 +155,10 @@ class Consumer:
 
     def _consume(self, channel: BlockingChannel) -> None:
         messages = channel.consume(self.topology.queue, inactivity_timeout=0.25)
-        while not self.stop.is_set():
-            method, properties, body = next(messages)
+        for method, properties, body in messages:
+            if self.stop.is_set():
+                channel.cancel()  # gives back the prefetched, unacknowledged messages
+                return
             if method is None:
                 continue
             batch = [Delivery(method.delivery_tag, method.routing_key, properties, body)]
@@ -145,7 +166,10 @@ class Consumer:
                 method, properties, body = next(messages)
                 batch.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
             self.handle(channel, batch)
-        channel.cancel()  # gives back the prefetched, unacknowledged messages
+        # pika ends the generator when the broker cancels the consumer. Whatever was delivered
+        # and not yet acknowledged goes back to the queue (if it still exists) when the
+        # connection closes; the next session declares the topology again and consumes anew.
+        raise ConsumerCancelled(f"the broker cancelled the consumer of {self.topology.queue}")
 
     # --- one batch -----------------------------------------------------------------------
 
@@ -156,11 +180,9 @@ class Consumer:
         changes: list[tuple[Delivery, Change]] = []
         for delivery in batch:
             try:
-                changes.append((delivery, prepare(decode(delivery.body))))
-            except PermanentFailure as exc:
-                failures[delivery.tag] = self._dead(delivery, exc, PERMANENT)
+                changes.append((delivery, validate(delivery)))
             except Exception as exc:
-                failures[delivery.tag] = self._transient(delivery, exc)
+                failures[delivery.tag] = self._failure(delivery, exc, validating=True)
         if changes:
             failures.update(self._apply(changes))
         for delivery in batch:
@@ -184,14 +206,14 @@ class Consumer:
         except Exception as exc:
             if len(changes) == 1:
                 delivery = changes[0][0]
-                return {delivery.tag: self._transient(delivery, exc)}
+                return {delivery.tag: self._failure(delivery, exc)}
             logger.info("a batch of %s failed (%r); applying one by one", len(changes), exc)
         failures = {}
         for delivery, change in changes:
             try:
                 self._apply_in_transaction([(delivery, change)])
             except Exception as exc:
-                failures[delivery.tag] = self._transient(delivery, exc)
+                failures[delivery.tag] = self._failure(delivery, exc)
         return failures
 
     def _apply_in_transaction(self, changes: list[tuple[Delivery, Change]]) -> None:
@@ -218,38 +240,42 @@ class Consumer:
 
     # --- failures ------------------------------------------------------------------------
 
-    def _transient(self, delivery: Delivery, exc: BaseException) -> Failure:
-        done = retries_of(delivery.properties)
-        if done >= self.topology.policy.max_retries:
-            return self._dead(delivery, exc, EXHAUSTED)
-        retry = done + 1
-        delay = self.topology.policy.delay(retry, self.rng)
+    def _failure(self, delivery: Delivery, exc: BaseException, validating: bool = False) -> Failure:
+        retries = retries_of(delivery.properties)
+        decision = classify(exc, retries, self.topology.policy, validating=validating, rng=self.rng)
+        if isinstance(decision, DeadLetter):
+            self.stats["dead_lettered"] += 1
+            metrics.EVENTS_DEAD.labels(decision.reason).inc()
+            return Failure(
+                queue=self.topology.dead_letter_queue,
+                properties=failed_properties(
+                    delivery.properties,
+                    delivery.routing_key,
+                    exc,
+                    retries=retries,
+                    dead_reason=decision.reason,
+                ),
+                description=f"dead-lettered ({decision.reason}) after {type(exc).__name__}: {exc}",
+            )
         self.stats["retried"] += 1
         metrics.EVENTS_RETRIED.inc()
         return Failure(
-            queue=self.topology.retry_queue_for(retry),
+            queue=self.topology.retry_queue_for(decision.retry),
             properties=failed_properties(
                 delivery.properties,
                 delivery.routing_key,
                 exc,
-                retries=retry,
-                expiration_ms=int(delay * 1000),
+                retries=decision.retry,
+                expiration_ms=int(decision.delay * 1000),
             ),
-            description=f"retry {retry}/{self.topology.policy.max_retries} in {delay:.2f}s "
-            f"after {type(exc).__name__}: {exc}",
+            description=f"retry {decision.retry}/{self.topology.policy.max_retries} in "
+            f"{decision.delay:.2f}s after {type(exc).__name__}: {exc}",
         )
 
-    def _dead(self, delivery: Delivery, exc: BaseException, reason: str) -> Failure:
-        self.stats["dead_lettered"] += 1
-        metrics.EVENTS_DEAD.labels(reason).inc()
-        return Failure(
-            queue=self.topology.dead_letter_queue,
-            properties=failed_properties(
-                delivery.properties,
-                delivery.routing_key,
-                exc,
-                retries=retries_of(delivery.properties),
-                dead_reason=reason,
-            ),
-            description=f"dead-lettered ({reason}) after {type(exc).__name__}: {exc}",
-        )
+
+def validate(delivery: Delivery) -> Change:
+    """The delivery as a change ready to apply; raises when it can never be applied as it is."""
+    reason = amqp_properties.undecodable(delivery.properties)
+    if reason:
+        raise UndecodableMessage(f"AMQP properties not decodable: {reason}")
+    return prepare(decode(delivery.body))

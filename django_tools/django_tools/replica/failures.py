@@ -8,12 +8,18 @@ dead-lettered.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from pika import BasicProperties
+
+from django_tools.amqp_properties import undecodable
+from django_tools.replica.events import PermanentFailure
+from django_tools.replica.policy import RetryPolicy
 
 RETRIES = "x-cqrs-retries"
 ERROR_CLASS = "x-cqrs-error-class"
@@ -22,7 +28,10 @@ FIRST_FAILURE = "x-cqrs-first-failure"
 LAST_FAILURE = "x-cqrs-last-failure"
 ORIGINAL_ROUTING_KEY = "x-cqrs-original-routing-key"
 DEAD_REASON = "x-cqrs-dead-reason"
+#: The encoded properties of a message whose headers could not be decoded (raw bytes).
+UNDECODABLE_PROPERTIES = "x-cqrs-undecodable-properties"
 OUR_HEADERS = (
+    UNDECODABLE_PROPERTIES,
     RETRIES,
     ERROR_CLASS,
     ERROR,
@@ -35,6 +44,63 @@ OUR_HEADERS = (
 #: Why a message is in the dead-letter queue.
 PERMANENT = "permanent"  # can never be applied as it is
 EXHAUSTED = "retries-exhausted"  # kept failing for a transient reason
+UNDECODABLE = "undecodable"  # its AMQP properties could not be decoded; the body is kept
+
+
+class UndecodableMessage(PermanentFailure):
+    """The message's AMQP properties (its headers) could not be decoded."""
+
+
+# --- the one place where a failure is classified ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Try again: retry number `retry` (1-based), after `delay` seconds."""
+
+    retry: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Give up: to the dead-letter queue, with `reason`."""
+
+    reason: str
+
+
+def classify(
+    error: BaseException,
+    retries: int,
+    policy: RetryPolicy,
+    *,
+    validating: bool = False,
+    rng: random.Random | None = None,
+) -> Retry | DeadLetter:
+    """What to do with a message that failed with `error` after `retries` retries.
+
+    - `PermanentFailure` (undecodable, not a django-cqrs event, invalid data, unknown CQRS_ID,
+      expired): dead letter at once; retrying cannot change the outcome.
+    - Any other error while *validating* (`validating=True`: decoding the body and checking it
+      against the replica model, no database involved) is permanent too: validation is a pure
+      function of the message, a `TypeError` there fails again on every retry. Except a
+      misconfigured replica model (`ImproperlyConfigured`), which a deploy fixes.
+    - Anything else (database errors, lock timeouts, lost connections, unknown errors while
+      applying): retried with backoff, dead-lettered as `retries-exhausted` after the last retry.
+    """
+    if isinstance(error, UndecodableMessage):
+        return DeadLetter(UNDECODABLE)
+    if isinstance(error, PermanentFailure):
+        return DeadLetter(PERMANENT)
+    if validating and not isinstance(error, ImproperlyConfigured):
+        return DeadLetter(PERMANENT)
+    if retries >= policy.max_retries:
+        return DeadLetter(EXHAUSTED)
+    return Retry(retries + 1, policy.delay(retries + 1, rng))
+
+
+# --- the headers a failed copy carries ----------------------------------------------------
+
 
 MAX_ERROR_LENGTH = 2000
 
@@ -43,7 +109,7 @@ def retries_of(properties: BasicProperties | None) -> int:
     headers = (properties.headers if properties else None) or {}
     try:
         return max(0, int(headers.get(RETRIES, 0)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
@@ -57,6 +123,8 @@ def failed_properties(
 ) -> BasicProperties:
     """The properties of the copy that goes to a retry queue or the dead-letter queue."""
     headers = dict((properties.headers if properties else None) or {})
+    if undecodable(properties):
+        headers[UNDECODABLE_PROPERTIES] = properties.raw
     now = timezone.now().isoformat()
     headers.setdefault(FIRST_FAILURE, now)
     headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
@@ -137,6 +205,10 @@ class FailureReport:
 
 
 def _text(value: Any) -> str | None:
+    """A header value as text, whatever its type: a dead letter with a header that is not
+    UTF-8 (or not a string at all) must never make the others unreadable."""
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return str(value)

@@ -33,3 +33,15 @@ def rows_page(cqrs_id: str, after: Any, limit: int) -> dict[str, Any]:
         for values in qs.values(pk_name, *fields)[:limit]
     ]
     return {"cqrs_id": cqrs_id, "fields": fields, "rows": rows}
+
+
+def tombstones(cqrs_id: str, pks: list[str]) -> dict[str, Any]:
+    """The replica's tombstones among `pks`: `[pk, revision]` each (reconciliation asks, to
+    repair a row the replica believes deleted while the master still has it)."""
+    from django_tools.replica.models import Tombstone
+
+    replica_model(cqrs_id)  # an unknown CQRS_ID is an error, as for the rows
+    found = Tombstone.objects.filter(cqrs_id=cqrs_id, instance_pk__in=pks).values_list(
+        "instance_pk", "cqrs_revision"
+    )
+    return {"cqrs_id": cqrs_id, "tombstones": [[pk, revision] for pk, revision in found]}

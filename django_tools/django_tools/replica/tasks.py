@@ -44,27 +44,27 @@ def apply_event(self, body: str) -> str:
 
     from django_tools.replica.apply import apply_changes, prepare
     from django_tools.replica.consumer import log_traced
-    from django_tools.replica.events import PermanentFailure, decode
-    from django_tools.replica.failures import EXHAUSTED, PERMANENT
+    from django_tools.replica.events import decode
+    from django_tools.replica.failures import DeadLetter, classify
 
     metrics.EVENTS_CONSUMED.inc()
-    payload = body.encode()
+    # The relay sends the body as a string; anything else on this queue is kept as it came.
+    payload = body.encode() if isinstance(body, str) else repr(body).encode()
+    policy = Topology.from_settings().policy
+    retries = self.request.retries
+    validating = True
     try:
         change = prepare(decode(payload))
-    except PermanentFailure as exc:
-        _dead_letter(payload, exc, PERMANENT, self.request.retries)
-        return "dead_lettered"
-    policy = Topology.from_settings().policy
-    try:
+        validating = False
         with transaction.atomic():
             (outcome,) = apply_changes([change])
     except Exception as exc:
-        retries = self.request.retries
-        if retries >= policy.max_retries:
-            _dead_letter(payload, exc, EXHAUSTED, retries)
+        decision = classify(exc, retries, policy, validating=validating)
+        if isinstance(decision, DeadLetter):
+            _dead_letter(payload, exc, decision.reason, retries)
             return "dead_lettered"
         metrics.EVENTS_RETRIED.inc()
-        raise self.retry(exc=exc, countdown=policy.delay(retries + 1), max_retries=None) from exc
+        raise self.retry(exc=exc, countdown=decision.delay, max_retries=None) from exc
     metrics.EVENTS_APPLIED.labels(change.event.cqrs_id, outcome).inc()
     log_traced(change, outcome)
     return outcome

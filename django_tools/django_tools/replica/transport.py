@@ -3,6 +3,7 @@ its worker processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -26,6 +27,7 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             # cqrs_consume stops its workers with SIGINT: finish the batch in hand, then leave.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
+            _stop_when_orphaned(stop)
         replica = settings.CQRS.get("replica", {})
         consumer = Consumer(
             Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
@@ -35,3 +37,23 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             stop=stop,
         )
         consumer.run()
+
+
+#: Set by `cqrs_consume` to its own pid before it starts its workers.
+PARENT_PID_ENV = "CQRS_CONSUME_PARENT_PID"
+
+
+def _stop_when_orphaned(stop: threading.Event, every: float = 1.0) -> None:
+    """A worker of `cqrs_consume` whose parent died (`kill -9`) stops too: the parent's
+    replacement starts workers of its own, and an orphan would go on consuming unsupervised."""
+    # The pid the supervising parent wrote before starting us: reading our own parent pid here
+    # would be too late when the parent died while this worker was still starting.
+    parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            if stop.wait(every):
+                return
+        stop.set()
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

@@ -1,0 +1,113 @@
+"""`cqrs_consume -w N`: django-cqrs's command, with its workers supervised.
+
+Stock django-cqrs starts N worker processes and then only waits for a signal: a worker that dies
+(a bug, an out-of-memory kill, `kill -9`) leaves the parent running with nobody consuming, and a
+process supervisor that watches the parent sees nothing wrong. Here the parent checks its
+workers every second and starts a new one in place of each that died. A worker that keeps dying
+(more than `MAX_DEATHS` in `DEATH_WINDOW` seconds: it cannot start, it is not a passing fault)
+takes the parent down with a non-zero exit, so the supervisor sees the failure.
+
+Workers stop themselves when their parent dies (see `ReliableRabbitMQTransport.consume`), so a
+`kill -9` of the parent never leaves orphans consuming beside its replacement.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from dj_cqrs.management.commands.cqrs_consume import Command as StockCommand
+from dj_cqrs.management.commands.cqrs_consume import WorkersManager, consume
+from watchfiles.run import start_process
+
+from django_tools.replica.transport import PARENT_PID_ENV
+
+logger = logging.getLogger("django_tools.replica")
+
+MAX_DEATHS = 5
+DEATH_WINDOW = 60.0
+CHECK_EVERY = 1.0
+
+
+class SupervisedWorkers(WorkersManager):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deaths: deque[float] = deque()
+        self.failed = False
+
+    def start(self) -> None:
+        # Workers compare their parent with this pid and stop once they are orphans.
+        os.environ[PARENT_PID_ENV] = str(os.getpid())
+        super().start()
+
+    def run(self) -> None:
+        if self.reload:  # development mode: the stock file watcher restarts everything anyway
+            return super().run()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_signal)
+        self.start()
+        while not self.stop_event.wait(CHECK_EVERY):
+            self.replace_dead_workers()
+        self.terminate()
+        return None
+
+    def replace_dead_workers(self) -> None:
+        for index, process in enumerate(self.pool):
+            if process.is_alive():
+                continue
+            now = time.monotonic()
+            self.deaths.append(now)
+            while self.deaths and now - self.deaths[0] > DEATH_WINDOW:
+                self.deaths.popleft()
+            if len(self.deaths) > MAX_DEATHS:
+                logger.error(
+                    "consumer workers died %s times in %.0fs (last: pid %s, exit code %s): "
+                    "stopping, so that the supervisor sees it",
+                    len(self.deaths), DEATH_WINDOW, process.pid, process.exitcode,
+                )  # fmt: skip
+                self.failed = True
+                self.stop_event.set()
+                return
+            replacement = start_process(consume, "function", (), self.consume_kwargs)
+            self.pool[index] = replacement
+            logger.error(
+                "consumer worker pid %s died (exit code %s); started pid %s in its place",
+                process.pid, process.exitcode, replacement.pid,
+            )  # fmt: skip
+
+
+class Command(StockCommand):
+    help = (
+        "Start N consumer workers (django-cqrs's command); a worker that dies is replaced, one "
+        "that keeps dying stops the command with a non-zero exit."
+    )
+
+    def handle(
+        self,
+        *args,
+        workers=1,
+        cqrs_id=None,
+        reload=False,
+        ignore_paths=None,
+        sigint_timeout=5,
+        sigkill_timeout=1,
+        **options,
+    ):
+        manager = SupervisedWorkers(
+            workers=workers,
+            consume_kwargs=self.get_consume_kwargs(cqrs_id),
+            reload=reload,
+            ignore_paths=[Path(p).resolve() for p in ignore_paths.split(",")]
+            if ignore_paths
+            else None,
+            sigint_timeout=sigint_timeout,
+            sigkill_timeout=sigkill_timeout,
+        )
+        manager.run()
+        if manager.failed:
+            sys.exit(1)
