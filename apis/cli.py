@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+#: `apis chaos --faults` choices (apis_lab.chaos.faults.FAULTS, listed without importing it).
+FAULT_NAMES = (
+    "broker-restart", "connections-closed", "kill-relay", "kill-consumer",
+    "kill-consumer-worker", "kill-web-worker", "kill-celery", "queue-deleted", "redis-down",
+    "poison", "db-lock",
+)  # fmt: skip
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -42,6 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--dry-run", action="store_true", help="report, send nothing")
     reconcile.add_argument("--json", action="store_true", help="one JSON report per line")
     reconcile.add_argument("--chunk", type=int, help="rows compared per page (1000)")
+
+    chaos = commands.add_parser(
+        "chaos",
+        help="the seeded fault suite against the real processes",
+        description="Start a RabbitMQ node, a Redis server and databases of its own, run the "
+        "whole ecosystem on them under a REST workload, and inject a seeded schedule of faults "
+        "(broker restart, connections closed, kill -9 of each process, queue deleted, Redis "
+        "down, poison messages, a locked replica table). After every heal it checks that the "
+        "replica converges to the master, nothing acknowledged is lost, the dead-letter queue "
+        "holds only the injected poison and every process is alive. Exits 1 when an invariant "
+        "broke.",
+    )
+    chaos.add_argument("--duration", type=float, default=120.0, help="seconds of faults (120)")
+    chaos.add_argument("--seed", type=int, help="the schedule's seed (default: a random one)")
+    chaos.add_argument("--json", action="store_true", help="last line: one JSON object")
+    chaos.add_argument("--rounds", type=int, help="stop after this many rounds of every fault kind")
+    chaos.add_argument(
+        "--faults", help=f"comma-separated fault kinds (default all: {', '.join(FAULT_NAMES)})"
+    )
+    chaos.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    chaos.add_argument("--rate", type=float, default=30.0, help="REST writes per second (30)")
+    chaos.add_argument(
+        "--converge-timeout", type=float, default=90.0,
+        help="seconds the replica has to converge after each heal (90)",
+    )  # fmt: skip
+    chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
     bench = commands.add_parser(
         "bench",
@@ -87,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             PRODUTOS.manage(*command), cwd=PRODUTOS.directory, env=PRODUTOS.env()
         )
         sys.exit(result.returncode)
+    if args.command == "chaos":
+        from apis_lab.chaos.cli import main as chaos_main
+
+        sys.exit(chaos_main(args, build_parser()))
     if args.command == "bench":
         from apis.bench import BenchOptions
         from apis.bench import main as bench_main

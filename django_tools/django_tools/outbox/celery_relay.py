@@ -10,9 +10,9 @@ producer waits for each confirm: this relay does not pipeline.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError
 
 from django_tools.observability import metrics
 from django_tools.outbox.relay import RelayLock, RelayStats, fetch_unpublished, mark_published
+from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
 
@@ -56,30 +57,37 @@ class CeleryRelay:
             while not self.stop.is_set() and not lock.try_acquire():
                 logger.info("another relay is publishing; standing by until it stops")
                 self.stop.wait(1.0)
-            pause, backoff = self.poll_min, 0.5
-            while not self.stop.is_set():
-                try:
-                    sent = self._batch()
-                except OperationalError as exc:  # the broker went away
-                    logger.warning("cannot send tasks (%r); retrying in %.1fs", exc, backoff)
-                    self.stats.reconnects += 1
-                    self.stop.wait(min(backoff, 5.0) * random.uniform(0.5, 1.0))
-                    backoff *= 2
-                    continue
-                except DatabaseError as exc:
-                    logger.warning("outbox unreadable (%r); retrying", exc)
-                    connections["default"].close()
-                    self.stop.wait(1.0)
-                    continue
-                backoff = 0.5
-                if sent:
-                    pause = self.poll_min
-                else:
-                    self.stop.wait(pause)
-                    pause = min(self.poll_max, pause * 2)
+            keep_running(
+                self._session,
+                stop=self.stop,
+                retry_on=(OperationalError,),  # the broker went away
+                logger=logger,
+                what="Celery broker connection",
+                on_retry=lambda _exc: self._count_reconnect(),
+            )
         finally:
             lock.release()
             connections.close_all()  # this thread's, on the way out
+
+    def _count_reconnect(self) -> None:
+        self.stats.reconnects += 1
+
+    def _session(self, connected: Callable[[], None]) -> None:
+        pause = self.poll_min
+        while not self.stop.is_set():
+            try:
+                sent = self._batch()
+            except DatabaseError as exc:
+                logger.warning("outbox unreadable (%r); retrying", exc)
+                connections["default"].close()
+                self.stop.wait(1.0)
+                continue
+            connected()  # the broker took (or had nothing to take) a batch
+            if sent:
+                pause = self.poll_min
+            else:
+                self.stop.wait(pause)
+                pause = min(self.poll_max, pause * 2)
 
     def _batch(self) -> int:
         rows = fetch_unpublished(self.batch_size)

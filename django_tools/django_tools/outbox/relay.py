@@ -24,9 +24,9 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +38,15 @@ from pika.adapters.select_connection import SelectConnection
 
 from django_tools.observability import metrics
 from django_tools.outbox.models import OutboxEvent
+from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
 
 LOCK_NAME = "django_tools.outbox.relay"
+
+
+class ConnectionLost(Exception):
+    """The relay's connection ended (broker gone, channel closed, confirms late, lock lost)."""
 
 
 def fetch_unpublished(limit: int) -> list[tuple[int, str, str, str]]:
@@ -162,6 +167,8 @@ class Relay:
         self._idle_pause = poll_min
         self._confirm_timer = None
         self._lock: RelayLock | None = None
+        self._closed_by: str | None = None  # why the current connection ended
+        self._connected: Callable[[], None] = lambda: None
         self._lock_checked = time.monotonic()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -171,26 +178,34 @@ class Relay:
         self._lock = RelayLock()
         try:
             self._wait_for_lock()
-            backoff = 0.5
-            while not self.stop.is_set():
-                started = time.monotonic()
-                self._run_connection()
-                if self.stop.is_set():
-                    break
-                if time.monotonic() - started > 30:
-                    backoff = 0.5  # it was a working connection, not a failing one
-                self.stats.reconnects += 1
-                pause = min(backoff, 5.0) * random.uniform(0.5, 1.0)
-                logger.warning("broker connection lost; reconnecting in %.1fs", pause)
-                self.stop.wait(pause)
-                backoff *= 2
-                if not self._lock.still_held():
-                    logger.warning("lost the relay lock; waiting to take it again")
-                    self._lock.release()
-                    self._wait_for_lock()
+            keep_running(
+                self._session,
+                stop=self.stop,
+                retry_on=(ConnectionLost,),
+                logger=logger,
+                what="broker connection",
+                on_retry=lambda _exc: self._count_reconnect(),
+            )
         finally:
             self._lock.release()
             connections.close_all()  # this thread's, on the way out
+
+    def _count_reconnect(self) -> None:
+        self.stats.reconnects += 1
+
+    def _session(self, connected: Callable[[], None]) -> None:
+        """One connection, publishing until it closes; raises ConnectionLost unless stopped."""
+        self._connected = connected
+        if not self._lock.still_held():
+            logger.warning("lost the relay lock; waiting to take it again")
+            self._lock.release()
+            self._wait_for_lock()
+            if self.stop.is_set():
+                return
+        self._closed_by = None
+        self._run_connection()
+        if not self.stop.is_set():
+            raise ConnectionLost(self._closed_by or "connection closed")
 
     def request_stop(self) -> None:
         """Ask the relay to finish the batch in flight and leave (safe from a signal handler)."""
@@ -235,12 +250,11 @@ class Relay:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, connection: SelectConnection, error: BaseException) -> None:
-        logger.warning("cannot connect to the broker: %r", error)
+        self._closed_by = f"cannot connect: {error!r}"
         connection.ioloop.stop()
 
     def _on_close(self, connection: SelectConnection, reason: BaseException) -> None:
-        if not self.stop.is_set():
-            logger.warning("broker connection closed: %r", reason)
+        self._closed_by = self._closed_by or repr(reason)
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel) -> None:
@@ -255,13 +269,16 @@ class Relay:
             exchange_type="topic",
             durable=True,
             callback=lambda _frame: channel.confirm_delivery(
-                self._on_confirm, callback=lambda _frame: self._schedule(0)
+                self._on_confirm, callback=lambda _frame: self._on_ready()
             ),
         )
 
+    def _on_ready(self) -> None:
+        self._connected()
+        self._schedule(0)
+
     def _on_channel_close(self, channel, reason: BaseException) -> None:
-        if not self.stop.is_set():
-            logger.warning("channel closed: %r", reason)
+        self._closed_by = f"channel closed: {reason!r}"
         self._maybe_close(force=True)
 
     def _maybe_close(self, force: bool = False) -> None:
@@ -290,7 +307,7 @@ class Relay:
         if time.monotonic() - self._lock_checked > 5:
             self._lock_checked = time.monotonic()
             if not self._lock.still_held():
-                logger.warning("relay lock lost; stopping publishing")
+                self._closed_by = "relay lock lost"
                 self._maybe_close(force=True)
                 return
         try:
@@ -373,7 +390,7 @@ class Relay:
             self._schedule(0)
 
     def _on_confirm_timeout(self) -> None:
-        logger.warning("no publisher confirms after %.0fs; reconnecting", self.confirm_timeout)
+        self._closed_by = f"no publisher confirms after {self.confirm_timeout:.0f}s"
         self._batch = None
         self._maybe_close(force=True)
 

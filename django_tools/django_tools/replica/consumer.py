@@ -29,16 +29,17 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
 from django.db import close_old_connections, transaction
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
-from tenacity import Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from django_tools import amqp_properties
 from django_tools.observability import metrics
+from django_tools.reconnect import keep_running
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
 from django_tools.replica.events import decode
 from django_tools.replica.failures import (
@@ -114,24 +115,17 @@ class Consumer:
     # --- connection ----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Consume until `stop` is set, reconnecting with backoff when the broker goes away."""
-        retrying = Retrying(
-            retry=retry_if_exception_type((AMQPError, OSError)),  # ConsumerCancelled included
-            wait=wait_exponential_jitter(multiplier=0.5, max=5),
-            stop=stop_when_event_set(self.stop),
-            sleep=self.stop.wait,
-            before_sleep=lambda state: logger.warning(
-                "AMQP connection lost (%r); reconnecting", state.outcome.exception()
-            ),
-            reraise=True,
+        """Consume until `stop` is set, reconnecting with backoff when the broker goes away or
+        cancels the consumer."""
+        keep_running(
+            self._session,
+            stop=self.stop,
+            retry_on=(AMQPError, OSError),  # ConsumerCancelled included
+            logger=logger,
+            what="AMQP connection",
         )
-        try:
-            retrying(self._session)
-        except (AMQPError, OSError):
-            if not self.stop.is_set():
-                raise
 
-    def _session(self) -> None:
+    def _session(self, connected: Callable[[], None]) -> None:
         params = pika.URLParameters(self.url)
         params.connection_attempts = 1
         params.blocked_connection_timeout = 60
@@ -141,6 +135,7 @@ class Consumer:
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.confirm_delivery()
             self.topology.declare(channel)
+            connected()
             logger.info(
                 "consuming %s (prefetch %s, batches of up to %s)",
                 self.topology.queue,

@@ -1,0 +1,182 @@
+"""RabbitMQ nodes of the lab's own, started from the installed rabbitmq-server.
+
+A fault suite stops, restarts and cuts its broker; doing that to the machine's (or a
+developer's) shared RabbitMQ would break everything else using it. A `RabbitNode` has its own
+node name, ports, data and log folders and Erlang cookie, runs as the current user from the
+package's own scripts (not the Debian wrapper, which switches to the `rabbitmq` user), and is
+stopped and deleted afterwards. The machine's default node is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Where the server's own scripts are (Debian/Ubuntu package first, then PATH).
+SBIN_CANDIDATES = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
+START_TIMEOUT = 90.0
+
+
+class BrokerUnavailable(Exception):
+    """No rabbitmq-server installed, or the node would not start; the message says why."""
+
+
+def _sbin(name: str) -> str:
+    for folder in SBIN_CANDIDATES:
+        path = Path(folder) / name
+        if path.exists():
+            return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise BrokerUnavailable(
+            f"`{name}` is not installed: the lab starts RabbitMQ nodes of its own from the "
+            "installed rabbitmq-server (apt-get install rabbitmq-server)"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RabbitNode:
+    """One RabbitMQ node of the lab's own on 127.0.0.1."""
+
+    name: str = field(default_factory=lambda: f"apislab{secrets.token_hex(3)}")
+    port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    cookie: str = field(default_factory=lambda: secrets.token_hex(16))
+    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="apis-rabbit-")))
+    user: str = "guest"
+    password: str = "guest"
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}/"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / "log" / f"{self.node}.log"
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
+        env.update(
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(self.base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.base / "log"),
+            RABBITMQ_PID_FILE=str(self.base / "pid"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=f"-setcookie {self.cookie}",
+            HOME=str(self.base),
+        )
+        return env
+
+    def start(self, timeout: float = START_TIMEOUT) -> RabbitNode:
+        for folder in ("mnesia", "log"):
+            (self.base / folder).mkdir(parents=True, exist_ok=True)
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            # A node of tests: disk alarms must not block publishers on a busy CI disk.
+            "disk_free_limit.absolute = 1MB\n"
+        )
+        subprocess.run(
+            [_sbin("rabbitmq-server"), "-detached"],
+            env=self._env(), cwd=self.base, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        self.await_startup(timeout)
+        return self
+
+    def await_startup(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.ctl("await_startup", "--timeout", "10", check=False, timeout=20)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"RabbitMQ node {self.node} did not start within {timeout:.0f}s: "
+                    f"{result.stderr.strip()[-300:]} (log: {self.log_file})"
+                )
+            time.sleep(0.5)
+
+    def ctl(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        """`rabbitmqctl -n <this node> args`."""
+        result = subprocess.run(
+            [_sbin("rabbitmqctl"), "--erlang-cookie", self.cookie, "-n", self.node, *args],
+            env=self._env(), capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise BrokerUnavailable(
+                f"rabbitmqctl {' '.join(args)} on {self.node} failed: "
+                f"{(result.stdout + result.stderr).strip()[-500:]}"
+            )
+        return result
+
+    # --- faults --------------------------------------------------------------------------
+
+    def stop_app(self) -> None:
+        """The broker goes away (connections dropped, new ones refused); the node stays."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        self.await_startup()
+
+    def close_all_connections(self, reason: str = "closed by the lab") -> None:
+        """Every client connection closed by the broker, as a failover or an operator does."""
+        self.ctl("close_all_connections", "--global", reason)
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.base / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    # --- the end -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the node (SIGKILL to its VM if it does not stop) and delete its folders."""
+        pid = self.pid()
+        with contextlib.suppress(subprocess.TimeoutExpired, BrokerUnavailable):
+            self.ctl("stop", check=False, timeout=30)
+        if pid is not None:
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

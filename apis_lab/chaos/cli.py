@@ -1,0 +1,46 @@
+"""`apis chaos`: options in, report out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from apis_lab.broker import BrokerUnavailable
+from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
+from apis_lab.chaos.runner import ChaosOptions, run
+from apis_lab.ecosystem import EcosystemError
+from apis_lab.redis_server import RedisUnavailable
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    kinds = tuple(FAULTS)
+    if args.faults:
+        kinds = tuple(name.strip() for name in args.faults.split(",") if name.strip())
+        unknown = [name for name in kinds if name not in FAULTS and name not in SELF_TEST_FAULTS]
+        if unknown or not kinds:
+            parser.error(f"unknown fault kinds {unknown}: choose from {', '.join(FAULTS)}")
+    if min(args.duration, args.rate, args.converge_timeout) <= 0 or (args.rounds or 1) < 1:
+        parser.error("--duration, --rate and --converge-timeout must be positive, --rounds >= 1")
+    options = ChaosOptions(
+        duration=args.duration,
+        seed=args.seed,
+        rounds=args.rounds,
+        faults=kinds,
+        database=args.database,
+        rate=args.rate,
+        converge_timeout=args.converge_timeout,
+        keep=args.keep,
+    )
+    progress = sys.stderr if args.json else sys.stdout
+    try:
+        report = run(options, say=lambda line: print(line, file=progress, flush=True))
+    except (BrokerUnavailable, RedisUnavailable, EcosystemError) as exc:
+        print(f"apis chaos: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(report.summary(), file=progress, flush=True)
+    if args.json:
+        print(json.dumps(report.as_dict()), flush=True)
+    return 0 if report.invariants_held and report.lost == 0 else 1

@@ -1,0 +1,188 @@
+"""The whole ecosystem as `apis up` runs it — both APIs under gunicorn, the relay, the consumer,
+each service's Celery worker and beat — but each process supervised by the lab, on a broker,
+Redis and databases the lab owns."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pika
+
+from apis.runtime import Databases, ServiceDatabase
+from apis.up import UpOptions, processes
+from apis.workspace import FEED, PRODUTOS
+from apis_lab.broker import free_port
+from apis_lab.processes import Supervised
+
+API_KEY = "lab-key"
+READY_TIMEOUT = 90.0
+
+
+class EcosystemError(Exception):
+    """The ecosystem did not start; the message says which part and where its log is."""
+
+
+@dataclass
+class Ecosystem:
+    work: Path
+    rabbitmq_url: str
+    redis_url: str
+    databases: Databases
+    consumers: int = 1
+    web_workers: int = 2
+    extra_env: dict[str, str] = field(default_factory=dict)
+    produtos_port: int = field(default_factory=free_port)
+    feed_port: int = field(default_factory=free_port)
+    exchange: str = field(default_factory=lambda: f"lab_cqrs_{uuid.uuid4().hex[:8]}")
+    queue: str = field(default_factory=lambda: f"lab_feed_{uuid.uuid4().hex[:8]}")
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    database_urls: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, Supervised] = field(default_factory=dict)
+
+    @property
+    def produtos_url(self) -> str:
+        return f"http://127.0.0.1:{self.produtos_port}"
+
+    @property
+    def feed_url(self) -> str:
+        return f"http://127.0.0.1:{self.feed_port}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"dead_letter_{self.queue}"
+
+    def database(self, service: str) -> ServiceDatabase:
+        return ServiceDatabase(self.database_urls[service])
+
+    # --- start ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Databases migrated and the broker topology declared, as `apis up` does first."""
+        metrics_root = Path(tempfile.mkdtemp(prefix="metrics-", dir=self.work))
+        for service in (PRODUTOS, FEED):
+            self.database_urls[service.name] = self.databases.url_for(service.name)
+            empty_env_file = self.work / f".env.{service.name}.none"
+            empty_env_file.write_text("")
+            metrics_dir = metrics_root / service.name
+            metrics_dir.mkdir()
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("DATABASE_URL", "PRODUTOS_API_KEY", "DJANGO_SETTINGS_MODULE")
+            }
+            env.update(
+                {f"{service.name.upper()}_ENV_FILE": str(empty_env_file)},
+                DATABASE_URL=self.database_urls[service.name],
+                RABBITMQ_URL=self.rabbitmq_url,
+                REDIS_URL=self.redis_url,
+                CQRS_EXCHANGE=self.exchange,
+                CQRS_QUEUE=self.queue,
+                CELERY_QUEUE_PREFIX=f"{self.queue}.",
+                PRODUTOS_API_KEY=API_KEY,
+                FEED_URL=self.feed_url,
+                PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                PYTHONUNBUFFERED="1",
+            )
+            env.update(self.extra_env)
+            self.envs[service.name] = env
+        for service, args in (
+            (PRODUTOS, ["migrate"]),
+            (FEED, ["migrate"]),
+            (FEED, ["cqrs_declare"]),
+        ):
+            result = subprocess.run(
+                service.manage(*args, *(["--noinput"] if args == ["migrate"] else [])),
+                cwd=service.directory, env=self.envs[service.name], capture_output=True,
+                text=True, timeout=180,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise EcosystemError(
+                    f"{service.name} {' '.join(args)} failed: {result.stderr.strip()[-800:]}"
+                )
+
+    def start(self) -> Ecosystem:
+        self.prepare()
+        state_dir = tempfile.mkdtemp(prefix="beat-", dir=self.work)
+        options = UpOptions(
+            host="127.0.0.1",
+            produtos_port=self.produtos_port,
+            feed_port=self.feed_port,
+            web_workers=self.web_workers,
+            consumers=self.consumers,
+        )
+        commands = processes(options, state_dir, "cqrs", envs=self.envs)
+        for name, (command, service) in commands.items():
+            self.processes[name] = Supervised(
+                name=name,
+                argv=shlex.split(command),
+                cwd=service.directory,
+                env=self.envs[service.name],
+                log=self.work / f"{name}.log",
+            ).start()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {"produtos": self.produtos_url, "feed": self.feed_url}
+        while pending:
+            for name, base in list(pending.items()):
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(f"{base}/health", timeout=3) as response,
+                ):
+                    if response.status == 200:
+                        del pending[name]
+            dead = [p.name for p in self.processes.values() if not p.alive()]
+            if dead or time.monotonic() > deadline:
+                what = f"{', '.join(dead)} died" if dead else f"{', '.join(pending)} not healthy"
+                logs = "\n".join(f"--- {n}:\n{self.processes[n].tail(15)}" for n in dead or pending)
+                raise EcosystemError(f"the ecosystem did not start ({what}):\n{logs}")
+            time.sleep(0.2)
+
+    # --- what the broker says -------------------------------------------------------------
+
+    def queue_state(self, queue: str | None = None) -> tuple[int, int] | None:
+        """(messages, consumers) of a queue, or None when the broker cannot tell."""
+        try:
+            connection = pika.BlockingConnection(_params(self.rabbitmq_url))
+        except Exception:
+            return None
+        try:
+            method = connection.channel().queue_declare(queue or self.queue, passive=True).method
+            return method.message_count, method.consumer_count
+        except Exception:
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def manage(self, service: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        target = PRODUTOS if service == PRODUTOS.name else FEED
+        return subprocess.run(
+            [sys.executable, str(target.directory / "manage.py"), *args],
+            cwd=target.directory, env=self.envs[service], capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+
+def _params(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = params.stack_timeout = 5
+    params.blocked_connection_timeout = 5
+    return params

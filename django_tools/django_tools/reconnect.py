@@ -1,0 +1,54 @@
+"""One reconnect backoff for every long-lived broker session (the relays, the consumer).
+
+A session (connect, then work until something breaks) is run again and again until `stop` is
+set. Between failed attempts to connect the pause grows exponentially with jitter (tenacity's
+`wait_exponential_jitter`: 0.5 s, 1 s, 2 s, 4 s, then `maximum`, each plus up to `jitter`). A
+session calls `connected()` once it is connected and working: the next fault is then retried
+as quickly as the first one ever, not with the cap an earlier outage reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from tenacity import RetryCallState, wait_exponential_jitter
+
+
+def keep_running(
+    session: Callable[[Callable[[], None]], None],
+    *,
+    stop: threading.Event,
+    retry_on: tuple[type[BaseException], ...],
+    logger: logging.Logger,
+    what: str,
+    initial: float = 0.5,
+    maximum: float = 5.0,
+    jitter: float = 0.25,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run `session(connected)` until `stop` is set; a session that raises one of `retry_on` is
+    run again after the backoff, anything else propagates. A session that returns is done."""
+    wait = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=jitter)
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    failures = [0]  # consecutive attempts that never got connected
+
+    def connected() -> None:
+        failures[0] = 0
+
+    while not stop.is_set():
+        try:
+            session(connected)
+            return
+        except retry_on as exc:
+            if stop.is_set():
+                return
+            failures[0] += 1
+            attempt = failures[0]
+            state.attempt_number = attempt
+            pause = wait(state)
+            if on_retry is not None:
+                on_retry(exc)
+            logger.warning("%s lost (%r); again in %.1fs", what, exc, pause)
+            stop.wait(pause)
