@@ -117,16 +117,17 @@ def delete_feed_queues(rabbitmq_url: str, env: dict[str, str], policy: RetryPoli
     )
 
 
-def create_products(env: dict[str, str], count: int, updates: int = 0) -> None:
+def create_products(env: dict[str, str], count: int, updates: int = 0, start: int = 0) -> None:
     """`count` products through the master's ORM (so each change has its outbox row), then
-    `updates` rounds of one update per product, interleaving the products' events."""
+    `updates` rounds of one update per product, interleaving the products' events. SKUs are
+    numbered from `start`."""
     script = f"""
 from decimal import Decimal
 from produto.models import Produto
-for start in range(0, {count}, 500):
+for first in range({start}, {start + count}, 500):
     Produto.cqrs.bulk_create([
         Produto(sku=f"BULK-{{n}}", nome=f"Produto {{n}}", preco=Decimal(n % 100))
-        for n in range(start, min(start + 500, {count}))
+        for n in range(first, min(first + 500, {start + count}))
     ])
 ids = list(Produto.objects.order_by("id").values_list("id", flat=True))
 for round_ in range({updates}):

@@ -84,6 +84,18 @@ def test_writes_during_a_broker_outage_all_succeed_and_all_reach_the_feed(
             )
             converged = time.monotonic() - restored
             assert sorted(item["id"] for item in listed["items"]) == sorted(ids)
+
+            # And the pipeline keeps working: writes after the outage arrive too (a relay that
+            # kept the old channel's confirm tags stalled here), and the backlog drains to 0.
+            after_ids, _ = post_products(produtos, "AFTER", 200)
+
+            def after_on_the_feed():
+                listed = feed.get("/api/feed/", params={"q": "AFTER-", "limit": 1000}).json()
+                return sorted(item["id"] for item in listed["items"]) == sorted(after_ids)
+
+            wait_until(after_on_the_feed, 60, interval=0.1, what="the writes after the outage")
+            wait_until(lambda: produtos.get("/api/outbox/status").json()["backlog"] == 0, 30,
+                       what="the outbox backlog to drain")  # fmt: skip
             print(
                 f"\nwrite latency broker up: {ms(up)}; broker down: {ms(down)}; "
                 f"feed converged {converged:.1f}s after a 5 s outage ended"
@@ -164,6 +176,12 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_its_duplicates_are_ignored(p
     assert all(revision == 0 for revision, _, _ in pipeline.feed.rows().values())
     dead = pipeline.feed.scalar("SELECT COUNT(*) FROM cqrs_replica_tombstone")
     assert dead == 0
+    # The restarted relay goes on with what is written after it came back.
+    create_products(pipeline.env, 200, start=3000)
+    wait_until(
+        lambda: len(pipeline.feed.rows()) == 3200 and pipeline.published() == 3200, 60,
+        interval=0.2, what="the writes after the restart",
+    )  # fmt: skip
     print(
         f"\nrelay killed after {at_kill} of 3000 confirmed; all 3000 on the replica after restart"
     )
