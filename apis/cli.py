@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "reconcile":
         import subprocess
 
-        from apis.workspace import PRODUTOS
+        from apis_lab.services import PRODUTOS
 
         command = ["cqrs_reconcile"]
         if args.replica_url:
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(chaos_main(args, build_parser()))
     if args.command == "bench":
-        from apis.bench import BenchOptions
-        from apis.bench import main as bench_main
+        from apis_lab.bench import BenchOptions
+        from apis_lab.bench import main as bench_main
 
         if args.n < 1 or args.batch < 1 or args.burst < 0 or args.steady_rate < 0:
             build_parser().error("-n and --batch must be at least 1, --burst/--steady-rate >= 0")

@@ -18,13 +18,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 
 from honcho.manager import Manager
 
-from apis.workspace import FEED, PRODUTOS, SERVICES, Service
+from apis_lab.services import FEED, PRODUTOS, SERVICES, Service, processes
+from apis_lab.services import EcosystemOptions as UpOptions
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
-from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
+from django_tools.env import (
+    DEFAULT_RABBITMQ_URL,
+    DEFAULT_REDIS_URL,
+    ImproperlyConfiguredEnv,
+    parse_replication_mode,
+    redact_url,
+)
 
 START_HINT = "start the infrastructure with `docker compose up -d`"
 READY_TIMEOUT = 60.0
@@ -32,15 +38,6 @@ READY_TIMEOUT = 60.0
 
 class Abort(Exception):
     """A start-up problem, explained in one line."""
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    host: str = "127.0.0.1"
-    produtos_port: int = PRODUTOS.default_port
-    feed_port: int = FEED.default_port
-    web_workers: int = 2
-    consumers: int = 1
 
 
 def check_infrastructure(services: tuple[Service, ...] = SERVICES) -> None:
@@ -100,75 +97,17 @@ def declare_broker_topology() -> None:
         raise Abort(f"declaring the replica's queues failed: {result.stderr.strip()[-500:]}")
 
 
-def gunicorn(service: Service, host: str, port: int, workers: int) -> str:
-    return shlex.join(
-        [
-            sys.executable, "-m", "gunicorn", f"{service.project}.wsgi:application",
-            "--chdir", str(service.directory),
-            "--bind", f"{host}:{port}",
-            "--workers", str(workers),
-            "--graceful-timeout", "5",
-            "--access-logfile", "-",
-            "--no-control-socket",
-            "--preload",
-        ]
-    )  # fmt: skip
-
-
 def replication_mode() -> str:
-    """REPLICATION_MODE as both services see it; they must agree."""
-    modes = {s.name: (s.env().get("REPLICATION_MODE") or "cqrs").lower() for s in SERVICES}
+    """REPLICATION_MODE as both services see it (their env files included); they must agree."""
+    modes = {}
+    for service in SERVICES:
+        try:
+            modes[service.name] = parse_replication_mode(service.env().get("REPLICATION_MODE"))
+        except ImproperlyConfiguredEnv as exc:
+            raise Abort(f"{exc} ({service.name})") from exc
     if len(set(modes.values())) != 1:
         raise Abort(f"the services disagree on REPLICATION_MODE ({modes}): set the same in both")
-    mode = modes[PRODUTOS.name]
-    if mode not in ("cqrs", "celery"):
-        raise Abort(f"REPLICATION_MODE={mode!r}: use cqrs or celery")
-    return mode
-
-
-def celery(
-    service: Service, role: str, state_dir: str, concurrency: int = 1, env: dict | None = None
-) -> str:
-    """A service's Celery worker (its own queue) or beat (its schedule file in `state_dir`)."""
-    command = [sys.executable, "-m", "celery", "-A", service.project, role, "-l", "INFO"]
-    if role == "worker":
-        prefix = (service.env() if env is None else env).get("CELERY_QUEUE_PREFIX", "")
-        queue = f"{prefix}{service.name}.tasks"
-        command += ["--concurrency", str(concurrency), "-n", f"{service.name}@%h", "-Q", queue]
-    else:
-        command += ["--schedule", f"{state_dir}/beat-{service.name}"]
-    return shlex.join(command)
-
-
-def processes(
-    options: UpOptions, state_dir: str, mode: str, envs: dict[str, dict] | None = None
-) -> dict[str, tuple[str, Service]]:
-    """Name → (shell command, service whose folder and environment it runs in). In celery mode
-    the feed's Celery worker applies the changes, and there is no django-cqrs consumer.
-    `envs` (service name → environment) when the processes will not run with the services'
-    own environment (the fault suite's lab)."""
-    envs = envs or {}
-    consume = shlex.join(FEED.manage("cqrs_consume", "-w", str(options.consumers)))
-    feed_worker_concurrency = options.consumers if mode == "celery" else 1
-    return {
-        "produtos": (
-            gunicorn(PRODUTOS, options.host, options.produtos_port, options.web_workers),
-            PRODUTOS,
-        ),
-        "feed": (gunicorn(FEED, options.host, options.feed_port, options.web_workers), FEED),
-        "relay": (shlex.join(PRODUTOS.manage("outbox_relay")), PRODUTOS),
-        **({"consumer": (consume, FEED)} if mode == "cqrs" else {}),
-        "produtos-worker": (
-            celery(PRODUTOS, "worker", state_dir, env=envs.get(PRODUTOS.name)),
-            PRODUTOS,
-        ),
-        "produtos-beat": (celery(PRODUTOS, "beat", state_dir), PRODUTOS),
-        "feed-worker": (
-            celery(FEED, "worker", state_dir, feed_worker_concurrency, env=envs.get(FEED.name)),
-            FEED,
-        ),
-        "feed-beat": (celery(FEED, "beat", state_dir), FEED),
-    }
+    return modes[PRODUTOS.name]
 
 
 def _healthy(url: str) -> tuple[bool, str]:
@@ -249,7 +188,9 @@ def up(options: UpOptions) -> int:
         # The master's reconciliation reads this lab's replica unless told otherwise.
         env.setdefault("FEED_URL", f"http://127.0.0.1:{options.feed_port}")
         # honcho runs commands through a shell; exec hands the pid over to the real process.
-        manager.add_process(name, f"exec {command}", env=env, cwd=str(service.directory))
+        manager.add_process(
+            name, f"exec {shlex.join(command)}", env=env, cwd=str(service.directory)
+        )
     stop = threading.Event()
     watcher = threading.Thread(target=announce_when_ready, args=(options, stop), daemon=True)
     watcher.start()

@@ -14,12 +14,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pika
+
+from apis_lab.net import free_port
+from django_tools.replica.policy import RetryPolicy
+from django_tools.replica.topology import Topology
 
 #: Where the server's own scripts are (Debian/Ubuntu package first, then PATH).
 SBIN_CANDIDATES = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
@@ -42,12 +47,6 @@ def _sbin(name: str) -> str:
             "installed rabbitmq-server (apt-get install rabbitmq-server)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -180,3 +179,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:
+    """A replica's queue, dead-letter queue and retry queues (to delete them afterwards), as its
+    topology names them."""
+    return Topology.named(queue, policy or RetryPolicy()).queues()
+
+
+def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    for queue in queues:
+        channel.queue_delete(queue)
+    channel.exchange_delete(exchange)
+    connection.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -18,11 +17,10 @@ from pathlib import Path
 
 import pika
 
-from apis.runtime import Databases, ServiceDatabase
-from apis.up import UpOptions, processes
-from apis.workspace import FEED, PRODUTOS
-from apis_lab.broker import free_port
+from apis_lab.databases import Databases, ServiceDatabase
+from apis_lab.net import free_port
 from apis_lab.processes import Supervised
+from apis_lab.services import FEED, PRODUTOS, EcosystemOptions, processes
 
 API_KEY = "lab-key"
 READY_TIMEOUT = 90.0
@@ -113,7 +111,7 @@ class Ecosystem:
     def start(self) -> Ecosystem:
         self.prepare()
         state_dir = tempfile.mkdtemp(prefix="beat-", dir=self.work)
-        options = UpOptions(
+        options = EcosystemOptions(
             host="127.0.0.1",
             produtos_port=self.produtos_port,
             feed_port=self.feed_port,
@@ -124,7 +122,7 @@ class Ecosystem:
         for name, (command, service) in commands.items():
             self.processes[name] = Supervised(
                 name=name,
-                argv=shlex.split(command),
+                argv=command,
                 cwd=service.directory,
                 env=self.envs[service.name],
                 log=self.work / f"{name}.log",

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,3 +121,59 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
         if time.monotonic() > deadline:
             return None
         time.sleep(interval)
+
+
+class ManageProcess:
+    """`manage.py <args>` of a service, in a process group of its own (so that a SIGKILL
+    takes its workers too)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        command: list[str] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.argv = command or [sys.executable, "manage.py", *args]
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def module(
+        cls, directory: Path, settings: str, module: str, args: list[str], env: dict, log: Path
+    ) -> ManageProcess:
+        """`python -m module args` under a service's Django settings, instead of manage.py."""
+        env = {**env, "DJANGO_SETTINGS_MODULE": settings}
+        return cls(directory, [], env, log, command=[sys.executable, "-m", module, *args])
+
+    def start(self) -> ManageProcess:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.directory,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL to the whole group at once: nothing gets to clean up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if self.process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)

@@ -11,27 +11,42 @@ from pathlib import Path
 import pika
 import pytest
 
-from apis import runtime
-from apis.runtime import (  # noqa: F401 - re-exported for the tests
+from apis_lab import databases, lab
+from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.databases import Databases
+from apis_lab.lab import (  # noqa: F401 - re-exported for the tests
     APIS,
-    FEED_DIR,
-    PRODUTOS_DIR,
-    Databases,
     Lab,
     LabError,
-    ManageProcess,
-    ServiceDatabase,
-    delete_broker_objects,
-    free_port,
-    replica_queues,
     run_manage,
     service_environment,
 )
+from apis_lab.net import free_port  # noqa: F401 - re-exported for the tests
+from apis_lab.processes import ManageProcess
+from apis_lab.services import FEED, PRODUTOS
 from django_tools.replica.policy import RetryPolicy
 from django_tools.testing import wait_until  # noqa: F401 - re-exported for the tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PRODUTOS_DIR, FEED_DIR = PRODUTOS.directory, FEED.directory
 API_KEY = "e2e-key"
+
+
+class ServiceDatabase(databases.ServiceDatabase):
+    """Plain SQL on a service's database, plus what these tests know of the feed's tables."""
+
+    def rows(self) -> dict[int, tuple]:
+        """The feed's replica rows: id → (revision, nome, estoque)."""
+        return {
+            row[0]: tuple(row[1:])
+            for row in self.fetchall(
+                "SELECT id, cqrs_revision, nome, estoque FROM feed_produtomirror"
+            )
+        }
+
+    def locked(self, table: str = "feed_produtomirror"):
+        """The replica's table held, so that every write to it waits or fails for a while."""
+        return super().locked(table)
 
 
 # --- the feed consumer alone, as processes the tests may kill ------------------------------
@@ -142,7 +157,7 @@ def start_lab(
     tmp: Path, rabbitmq_url: str, databases: Databases, *extra_args: str, **extra_env: str
 ) -> Lab:
     try:
-        return runtime.start_lab(
+        return lab.start_lab(
             tmp, rabbitmq_url, databases, *extra_args, api_key=API_KEY, extra_env=extra_env
         )
     except LabError as exc:

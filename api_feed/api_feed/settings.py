@@ -1,47 +1,56 @@
-"""Settings of api_feed, the replica: consumes Produto events into ProdutoMirror."""
+"""Settings of api_feed, the replica: consumes Produto events into ProdutoMirror.
+
+The shared settings come from django_tools.settings (one module per concern); what follows them
+is this service's own.
+"""
 
 from pathlib import Path
 
-from django_tools import cqrs
-from django_tools.celery import celery_settings
 from django_tools.env import env_float, load_service_env
-from django_tools.settings import common_settings, django_apps
 
+SERVICE_NAME = "feed"
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
+load_service_env(SERVICE_NAME, REPO_ROOT)  # .env.feed, before anything reads the environment
 
-load_service_env("feed", REPO_ROOT)
-_common = common_settings(service="feed", base_dir=BASE_DIR, repo_root=REPO_ROOT)
-globals().update(_common)
+from django_tools.settings.base import *  # noqa: E402, F403
+from django_tools.settings.celery import *  # noqa: E402, F403
+from django_tools.settings.cqrs import *  # noqa: E402, F403
+from django_tools.settings.logging import *  # noqa: E402, F403
 
-INSTALLED_APPS = django_apps("feed", cqrs_extensions=("django_tools.replica",))
+# django_tools.replica before dj_cqrs: its cqrs_consume and cqrs_dead_letters replace the stock
+# commands of the same name.
+INSTALLED_APPS = [*DJANGO_APPS, "django_tools.replica", "dj_cqrs", "django_tools", "feed"]  # noqa: F405
 ROOT_URLCONF = "api_feed.urls"
 WSGI_APPLICATION = "api_feed.wsgi.application"
+DATABASES = database_settings(SERVICE_NAME, REPO_ROOT)  # noqa: F405
 
-CQRS = cqrs.replica_settings(_common["RABBITMQ_URL"], default_queue="api_feed")
+CQRS = {
+    "transport": CQRS_TRANSPORT or REPLICA_TRANSPORT,  # noqa: F405
+    "url": RABBITMQ_URL,  # noqa: F405
+    "exchange": CQRS_EXCHANGE,  # noqa: F405
+    "queue": CQRS_QUEUE or "api_feed",  # noqa: F405
+    "replica": CQRS_REPLICA_OPTIONS,  # noqa: F405
+}
 
 # Responses of the feed, in Redis (feed/cache.py); a Redis that does not answer within a quarter
 # second is skipped, not waited for.
+FEED_CACHE_TTL = env_float("FEED_CACHE_TTL", 60.0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": _common["REDIS_URL"],
+        "LOCATION": REDIS_URL,  # noqa: F405
         "KEY_PREFIX": "api_feed",
-        "TIMEOUT": env_float("FEED_CACHE_TTL", 60.0),
+        "TIMEOUT": FEED_CACHE_TTL,
         "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
     }
 }
 
-globals().update(
-    celery_settings(
-        "feed",
-        _common["RABBITMQ_URL"],
-        _common["REDIS_URL"],
-        beat_schedule={
-            "dead-letter-report": {
-                "task": "replica.dead_letter_report",
-                "schedule": env_float("DEAD_LETTER_REPORT_EVERY", 60.0),
-            },
-        },
-    )
-)
+CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+DEAD_LETTER_REPORT_EVERY = env_float("DEAD_LETTER_REPORT_EVERY", 60.0)
+CELERY_BEAT_SCHEDULE = {
+    "dead-letter-report": {
+        "task": "replica.dead_letter_report",
+        "schedule": DEAD_LETTER_REPORT_EVERY,
+    },
+}

@@ -4,7 +4,7 @@ from dj_cqrs.mixins import ReplicaMixin
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from django_tools.replica.apply import ConvergentReplicaManager
+from django_tools.replica.managers import ConvergentReplicaManager
 
 
 class ProdutoMirror(ReplicaMixin):

@@ -7,7 +7,8 @@ import pytest
 from dj_cqrs.constants import SignalType
 from django.db import transaction
 
-from django_tools.replica import apply, events
+from django_tools.replica import apply
+from django_tools.replica import messages as events
 from django_tools.replica.models import Tombstone
 from feed.models import ProdutoMirror
 

@@ -8,7 +8,8 @@ from dj_cqrs.constants import SignalType
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from django_tools.replica import apply, events
+from django_tools.replica import apply
+from django_tools.replica import messages as events
 from django_tools.replica.models import ReplicaState
 from feed.models import ProdutoMirror
 

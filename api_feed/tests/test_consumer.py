@@ -193,7 +193,7 @@ def test_headers_of_a_failed_message_name_the_error_class(
     with amqp_channel(rabbitmq_url) as channel:
         _, properties, body = channel.basic_get(topology.dead_letter_queue, auto_ack=True)
     assert body == b"nope"  # the body is kept as it was
-    assert properties.headers[ERROR_CLASS] == "django_tools.replica.events.InvalidMessage"
+    assert properties.headers[ERROR_CLASS] == "django_tools.replica.messages.InvalidMessage"
     assert properties.delivery_mode == 2
 
 

@@ -11,7 +11,8 @@ from feed_testkit import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from django_tools.replica import apply, events
+from django_tools.replica import apply
+from django_tools.replica import messages as events
 from feed.models import ProdutoMirror
 
 NAMES = st.text(alphabet="abcdefghij ", min_size=1, max_size=12).filter(str.strip)

@@ -104,7 +104,7 @@ def test_metrics_report_what_the_consumer_did(
 def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
     consumers, publish, rabbitmq_url, topology, caplog
 ):
-    from django_tools.observability import metrics
+    from django_tools.replica import metrics
     from django_tools.replica.tasks import dead_letter_report
 
     assert dead_letter_report.apply().get() == 0

@@ -1,44 +1,46 @@
-"""Settings of api_produtos, the master: owns Produto and publishes its changes."""
+"""Settings of api_produtos, the master: owns Produto and publishes its changes.
+
+The shared settings come from django_tools.settings (one module per concern); what follows them
+is this service's own.
+"""
 
 from pathlib import Path
 
-from django_tools import cqrs
-from django_tools.celery import celery_settings
 from django_tools.env import env_str, load_service_env
-from django_tools.settings import common_settings, django_apps
 
+SERVICE_NAME = "produtos"
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
+load_service_env(SERVICE_NAME, REPO_ROOT)  # .env.produtos, before anything reads the environment
 
-load_service_env("produtos", REPO_ROOT)
-_common = common_settings(service="produtos", base_dir=BASE_DIR, repo_root=REPO_ROOT)
-globals().update(_common)
+from django_tools.settings.base import *  # noqa: E402, F403
+from django_tools.settings.celery import *  # noqa: E402, F403
+from django_tools.settings.cqrs import *  # noqa: E402, F403
+from django_tools.settings.logging import *  # noqa: E402, F403
 
-INSTALLED_APPS = django_apps("produto", "django_tools.outbox")
+INSTALLED_APPS = [*DJANGO_APPS, "dj_cqrs", "django_tools", "produto", "django_tools.outbox"]  # noqa: F405
 ROOT_URLCONF = "api_produtos.urls"
 WSGI_APPLICATION = "api_produtos.wsgi.application"
+DATABASES = database_settings(SERVICE_NAME, REPO_ROOT)  # noqa: F405
 
-CQRS = cqrs.master_settings(_common["RABBITMQ_URL"])
-OUTBOX = cqrs.outbox_settings()
-RECONCILE = cqrs.reconcile_settings()
+CQRS = {
+    # Writes go to the outbox in their own transaction; the relay publishes them.
+    "transport": CQRS_TRANSPORT or OUTBOX_TRANSPORT,  # noqa: F405
+    "url": RABBITMQ_URL,  # noqa: F405
+    "exchange": CQRS_EXCHANGE,  # noqa: F405
+    "master": CQRS_MASTER_OPTIONS,  # noqa: F405
+}
 
-globals().update(
-    celery_settings(
-        "produtos",
-        _common["RABBITMQ_URL"],
-        _common["REDIS_URL"],
-        beat_schedule={
-            "reconcile-replica": {
-                "task": "outbox.reconcile_replica",
-                "schedule": RECONCILE["interval_seconds"],
-            },
-            "prune-outbox": {
-                "task": "outbox.prune",
-                "schedule": float(OUTBOX["prune_every_seconds"]),
-            },
-        },
-    )
-)
+#: The replica this master reconciles with: api_feed on this machine unless told otherwise.
+RECONCILE_REPLICA_URL = env_str("FEED_URL") or "http://127.0.0.1:8000"
+#: REPLICATION_MODE=celery: the replica's Celery queue, where the relay sends the changes.
+REPLICA_TASK_QUEUE = env_str("REPLICA_TASK_QUEUE") or f"{CELERY_QUEUE_PREFIX}feed.tasks"  # noqa: F405
+
+CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-replica": {"task": "outbox.reconcile_replica", "schedule": RECONCILE_INTERVAL},  # noqa: F405
+    "prune-outbox": {"task": "outbox.prune", "schedule": float(OUTBOX_PRUNE_EVERY)},  # noqa: F405
+}
 
 #: Key every write must send as `X-API-Key`. Unset: writes are open (local lab use) and the
 #: service says so in its log at start-up.

@@ -174,7 +174,7 @@ def test_rest_writes_never_touch_the_broker(client, settings):
 def test_the_beat_prune_task_removes_what_was_published_long_ago(settings):
     from django_tools.outbox.tasks import prune_outbox
 
-    settings.OUTBOX = {**settings.OUTBOX, "retention_seconds": 3600}
+    settings.OUTBOX_RETENTION = 3600
     make(sku="OLD")
     make(sku="NEW")
     OutboxEvent.objects.filter(body__contains='"OLD"').update(

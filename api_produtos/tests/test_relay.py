@@ -9,7 +9,8 @@ import pytest
 from django.db import connections, transaction
 
 from django_tools.outbox.models import OutboxEvent
-from django_tools.outbox.relay import Relay, RelayLock
+from django_tools.outbox.relays.amqp import AmqpRelay as Relay
+from django_tools.outbox.relays.lock import RelayLock
 from django_tools.testing import STOCK_PAYLOAD_KEYS, wait_until
 from produto import services
 
@@ -141,7 +142,7 @@ def test_the_celery_relay_sends_one_apply_task_per_change_and_marks_them(rabbitm
     from celery import current_app
 
     from django_tools.connectivity import amqp_channel
-    from django_tools.outbox.celery_relay import CeleryRelay
+    from django_tools.outbox.relays.celery import CeleryRelay
 
     queue = f"test_celery_{uuid.uuid4().hex[:8]}"
     produto = make("CEL-1")

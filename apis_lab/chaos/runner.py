@@ -41,10 +41,10 @@ from pathlib import Path
 
 import pika
 
-from apis.runtime import Databases
 from apis_lab.broker import RabbitNode
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Injected
 from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Workload
+from apis_lab.databases import Databases
 from apis_lab.ecosystem import API_KEY, Ecosystem
 from apis_lab.processes import wait_for
 from apis_lab.redis_server import RedisServer

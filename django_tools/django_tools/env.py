@@ -48,6 +48,17 @@ def read_service_env(service: str, repo_root: Path) -> dict[str, str]:
     return values
 
 
+REPLICATION_MODES = ("cqrs", "celery")
+
+
+def parse_replication_mode(value: str | None) -> str:
+    """REPLICATION_MODE: `cqrs` (django-cqrs messages, the default) or `celery` (a task each)."""
+    mode = (value or "cqrs").strip().lower()
+    if mode not in REPLICATION_MODES:
+        raise ImproperlyConfiguredEnv(f"REPLICATION_MODE={value!r}: use cqrs or celery")
+    return mode
+
+
 def env_str(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
     return (os.environ if environ is None else environ).get(name, default)
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 from django.test import RequestFactory
 
-from django_tools.observability import correlation, metrics
+from django_tools.observability import correlation
 from django_tools.observability.logs import JsonFormatter
 
 
@@ -71,7 +71,10 @@ def test_json_lines():
 
 @pytest.mark.django_db
 def test_metrics_view_shows_counters_and_http_metrics(client):
-    metrics.OUTBOX_WRITTEN.labels("produto", "SAVE").inc()
+    from django_tools.outbox.metrics import OUTBOX_WRITTEN
+    from django_tools.replica import metrics as replica_metrics  # noqa: F401 - registers them
+
+    OUTBOX_WRITTEN.labels("produto", "SAVE").inc()
     client.get("/health")
     body = client.get("/metrics").content.decode()
     assert 'cqrs_outbox_events_written_total{cqrs_id="produto",signal_type="SAVE"}' in body

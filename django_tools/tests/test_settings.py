@@ -1,9 +1,28 @@
-from django_tools.settings import common_settings, database_settings
+"""The shared settings modules read the environment when imported: each test reloads them
+under the environment it sets."""
+
+import importlib
+
+import pytest
+
+from django_tools.env import ImproperlyConfiguredEnv
+
+
+def load(module: str):
+    return importlib.reload(importlib.import_module(f"django_tools.settings.{module}"))
+
+
+@pytest.fixture(autouse=True)
+def restore_modules(monkeypatch):
+    yield
+    monkeypatch.undo()  # the environment first, then the modules as it makes them
+    for module in ("base", "cqrs", "celery", "logging"):
+        load(module)
 
 
 def test_sqlite_under_var_is_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    db = database_settings("svc", tmp_path)["default"]
+    db = load("base").database_settings("svc", tmp_path)["default"]
     assert db["ENGINE"] == "django.db.backends.sqlite3"
     assert db["NAME"] == str(tmp_path / "var" / "svc.sqlite3")
     assert (tmp_path / "var").is_dir()
@@ -12,30 +31,49 @@ def test_sqlite_under_var_is_the_default(tmp_path, monkeypatch):
 
 def test_postgres_from_database_url_keeps_service_test_databases_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@127.0.0.1:5432/lab")
-    db = database_settings("feed", tmp_path)["default"]
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT", "1234")
+    db = load("base").database_settings("feed", tmp_path)["default"]
     assert (db["ENGINE"], db["NAME"], db["HOST"]) == (
         "django.db.backends.postgresql",
         "lab",
         "127.0.0.1",
     )
     assert db["TEST"]["NAME"] == "test_feed"
+    assert db["OPTIONS"]["options"] == "-c statement_timeout=1234"
 
 
-def test_defaults_are_safe_for_local_use(tmp_path, monkeypatch):
+def test_defaults_are_safe_for_local_use(monkeypatch):
     for name in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "RABBITMQ_URL", "REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
-    settings = common_settings(service="svc", base_dir=tmp_path, repo_root=tmp_path)
-    assert settings["DEBUG"] is False
-    assert "localhost" in settings["ALLOWED_HOSTS"]
-    assert settings["RABBITMQ_URL"] == "amqp://admin:admin@localhost:5672/"
-    assert settings["REDIS_URL"] == "redis://localhost:6379/0"
+    base = load("base")
+    assert base.DEBUG is False
+    assert "localhost" in base.ALLOWED_HOSTS
+    assert base.RABBITMQ_URL == "amqp://admin:admin@localhost:5672/"
+    assert base.REDIS_URL == "redis://localhost:6379/0"
+    assert base.REPLICATION_MODE == "cqrs"
+    assert load("cqrs").CQRS_EXCHANGE == "cqrs"
 
 
-def test_environment_overrides(tmp_path, monkeypatch):
+def test_environment_overrides(monkeypatch):
     monkeypatch.setenv("DEBUG", "true")
     monkeypatch.setenv("ALLOWED_HOSTS", "api.local")
     monkeypatch.setenv("RABBITMQ_URL", "amqp://u:p@broker:5672/")
-    settings = common_settings(service="svc", base_dir=tmp_path, repo_root=tmp_path)
-    assert settings["DEBUG"] is True
-    assert settings["ALLOWED_HOSTS"] == ["api.local"]
-    assert settings["RABBITMQ_URL"] == "amqp://u:p@broker:5672/"
+    monkeypatch.setenv("REPLICATION_MODE", "Celery")
+    monkeypatch.setenv("CQRS_MAX_RETRIES", "3")
+    base = load("base")
+    assert base.DEBUG is True
+    assert base.ALLOWED_HOSTS == ["api.local"]
+    assert base.RABBITMQ_URL == "amqp://u:p@broker:5672/"
+    assert base.REPLICATION_MODE == "celery"
+    assert load("celery").CELERY_BROKER_URL == "amqp://u:p@broker:5672/"
+    assert load("cqrs").CQRS_REPLICA_OPTIONS["CQRS_MAX_RETRIES"] == 3
+
+
+def test_a_value_that_cannot_be_used_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("REPLICATION_MODE", "kafka")
+    with pytest.raises(ImproperlyConfiguredEnv, match="REPLICATION_MODE='kafka': use cqrs"):
+        load("base")
+    monkeypatch.delenv("REPLICATION_MODE")
+    monkeypatch.setenv("CQRS_PREFETCH", "lots")
+    with pytest.raises(ImproperlyConfiguredEnv, match="CQRS_PREFETCH='lots' is not an integer"):
+        load("cqrs")

@@ -1,4 +1,6 @@
-"""Prometheus metrics of both services (prometheus-client).
+"""Prometheus plumbing of both services (prometheus-client): the `/metrics` view, the HTTP
+metrics, and the registry of scrape-time collectors. The outbox's and the replica's own metrics
+live in `outbox/metrics.py` and `replica/metrics.py`.
 
 Under `apis up` every process of a service (gunicorn workers, the relay, the consumer) writes its
 samples to the service's `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` adds them up, so counters
@@ -19,7 +21,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -29,44 +30,6 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
-# master
-OUTBOX_WRITTEN = Counter(
-    "cqrs_outbox_events_written", "Events written to the outbox", ["cqrs_id", "signal_type"]
-)
-OUTBOX_PUBLISHED = Counter(
-    "cqrs_outbox_events_published", "Outbox events the broker confirmed (relay)"
-)
-# replica
-EVENTS_CONSUMED = Counter("cqrs_events_consumed", "Messages received by the consumer")
-EVENTS_APPLIED = Counter(
-    "cqrs_events_applied",
-    "Events handled by the replica, by outcome: applied, or ignored as duplicate, stale or "
-    "deleted_before (a save older than the delete)",
-    ["cqrs_id", "outcome"],
-)
-EVENTS_RETRIED = Counter("cqrs_events_retried", "Messages sent to a retry queue")
-EVENTS_DEAD = Counter(
-    "cqrs_events_dead_lettered", "Messages sent to the dead-letter queue", ["reason"]
-)
-APPLY_SECONDS = Histogram(
-    "cqrs_apply_batch_seconds",
-    "Time to apply one batch in one transaction",
-    buckets=LATENCY_BUCKETS,
-)
-REPLICATION_LAG = Histogram(
-    "cqrs_replication_lag_seconds",
-    "Replica apply time minus the master's change time (cqrs_updated), per applied save",
-    buckets=LAG_BUCKETS,
-)
-DEAD_LETTER_REPORTS = Counter(
-    "cqrs_dead_letter_reports", "Dead-letter reports that found the dead-letter queue not empty"
-)
-DEAD_LETTERS_REPORTED = Gauge(
-    "cqrs_dead_letters_reported",
-    "Dead letters counted by the last dead-letter report",
-    multiprocess_mode="mostrecent",
-)
-# both
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests by route and status", ["method", "route", "status"]
 )

@@ -1,8 +1,9 @@
-"""Transactional outbox for django-cqrs masters.
+"""Transactional outbox for django-cqrs masters (a Django app: add `django_tools.outbox`).
 
-Every change of a master model writes its django-cqrs event into the `OutboxEvent` table in the
-same database transaction as the change (`events.enqueue`, called by `signals.OutboxSignals`). A
-relay process (`manage.py outbox_relay`, see `relay`) publishes the table to RabbitMQ with
-publisher confirms and marks rows published only once the broker has them. A write never talks
-to the broker, and a committed change is never without its event.
+- a change of a master model becomes an event in `writer.enqueue`, called by
+  `signals.OutboxSignals` in the same database transaction as the change: a committed change is
+  never without its event, and a write never talks to the broker;
+- a relay (`manage.py outbox_relay`, `relays/`) sends the rows and marks them published only
+  once the broker has them;
+- `reconcile` compares the master with a replica and repairs through the same outbox.
 """

@@ -1,13 +1,22 @@
-"""Scrape-time gauges of the master: the outbox backlog, read from the database."""
+"""The master's metrics: events written to the outbox and published (counters, summed across
+processes), and the backlog read from the database at scrape time."""
 
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from django_tools.outbox.selectors import outbox_backlog
+OUTBOX_WRITTEN = Counter(
+    "cqrs_outbox_events_written", "Events written to the outbox", ["cqrs_id", "signal_type"]
+)
+OUTBOX_PUBLISHED = Counter(
+    "cqrs_outbox_events_published", "Outbox events the broker confirmed (relay)"
+)
 
 
 class OutboxBacklogCollector(Collector):
     def collect(self):
+        from django_tools.outbox.selectors import outbox_backlog
+
         backlog = outbox_backlog()
         pending = GaugeMetricFamily("cqrs_outbox_backlog", "Outbox events not yet published")
         pending.add_metric([], backlog.count)

@@ -41,8 +41,8 @@ from django.db import models, router, transaction
 from django.utils import timezone
 
 from django_tools.checksum import row_checksum
-from django_tools.outbox.events import enqueue
 from django_tools.outbox.signals import OutboxSignals
+from django_tools.outbox.writer import enqueue
 
 logger = logging.getLogger("django_tools.reconcile")
 
@@ -356,7 +356,7 @@ def _write_repairs(
         )
     payloads = []
     for instance in model._default_manager.filter(pk__in=to_sync).select_for_update():
-        payload = OutboxSignals._save_payload(
+        payload = OutboxSignals.save_payload(
             model, instance, {"using": using, "sync": True, "queue": queue}
         )
         if payload is not None:

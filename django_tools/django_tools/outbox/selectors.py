@@ -29,3 +29,12 @@ def outbox_backlog() -> Backlog:
     oldest = pending.aggregate(oldest=Min("created_at"))["oldest"]
     last = OutboxEvent.objects.aggregate(last=Max("published_at"))["last"]
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
+
+
+def unpublished_rows(limit: int) -> list[tuple[int, str, str, str]]:
+    """The oldest unpublished rows, what a relay sends: (id, routing key, body, correlation id)."""
+    return list(
+        OutboxEvent.objects.filter(published_at__isnull=True)
+        .order_by("id")
+        .values_list("id", "routing_key", "body", "correlation_id")[:limit]
+    )

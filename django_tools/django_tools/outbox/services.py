@@ -1,4 +1,5 @@
-"""Writes on the outbox other than the relay's: pruning what was published long enough ago."""
+"""Writes on the outbox after a change wrote its row (that is `writer.enqueue`): marking rows
+published (the relays) and pruning what was published long enough ago (beat)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from django.utils import timezone
 from django_tools.outbox.models import OutboxEvent
 
 PRUNE_CHUNK = 5000
+
+
+def mark_published(ids: list[int]) -> None:
+    """The broker confirmed these rows: they will not be sent again."""
+    OutboxEvent.objects.filter(id__in=ids).update(published_at=timezone.now())
 
 
 def prune_published(*, older_than: timedelta, chunk: int = PRUNE_CHUNK) -> int:

@@ -16,7 +16,7 @@ from dj_cqrs.utils import get_message_expiration_dt
 from django.db import models
 from django.utils.timezone import now
 
-from django_tools.outbox.events import enqueue
+from django_tools.outbox.writer import enqueue
 
 
 def _disconnect(handlers: type[MasterSignals], model: type[models.Model]) -> None:
@@ -45,7 +45,7 @@ class OutboxSignals(MasterSignals):
 
     @classmethod
     def post_save(cls, sender, **kwargs) -> None:
-        payload = cls._save_payload(sender, kwargs["instance"], kwargs)
+        payload = cls.save_payload(sender, kwargs["instance"], kwargs)
         if payload is not None:
             enqueue([payload], kwargs["using"])
             # django-cqrs bumps the revision only on the first save of an instance in a
@@ -58,14 +58,16 @@ class OutboxSignals(MasterSignals):
         """After `cqrs.bulk_create` / `cqrs.bulk_update`: one INSERT for all their events."""
         payloads = []
         for instance in kwargs["instances"]:
-            payload = cls._save_payload(sender, instance, {"using": kwargs["using"]})
+            payload = cls.save_payload(sender, instance, {"using": kwargs["using"]})
             if payload is not None:
                 payloads.append(payload)
         if payloads:
             enqueue(payloads, kwargs["using"])
 
     @classmethod
-    def _save_payload(cls, sender, instance, kwargs) -> TransportPayload | None:
+    def save_payload(cls, sender, instance, kwargs) -> TransportPayload | None:
+        """The event of a save of `instance` (a SYNC with `sync=True`, for one replica's
+        `queue`), as django-cqrs would build it; None when it produces no event."""
         if not sender.CQRS_PRODUCE:
             return None
         update_fields = kwargs.get("update_fields")

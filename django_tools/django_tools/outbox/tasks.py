@@ -14,15 +14,14 @@ from django_tools.outbox.services import prune_published
 
 @shared_task(name="outbox.reconcile_replica")
 def reconcile_replica(dry_run: bool = False) -> list[dict]:
-    """Reconcile every master model with the replica at RECONCILE["replica_url"]."""
-    conf = settings.RECONCILE
-    reader = HttpReplicaReader(conf["replica_url"])
+    """Reconcile every master model with the replica at RECONCILE_REPLICA_URL."""
+    reader = HttpReplicaReader(settings.RECONCILE_REPLICA_URL)
     return [
-        reconcile(model, reader, chunk=conf["chunk"], dry_run=dry_run).as_dict()
+        reconcile(model, reader, chunk=settings.RECONCILE_CHUNK, dry_run=dry_run).as_dict()
         for model in MasterRegistry.models.values()
     ]
 
 
 @shared_task(name="outbox.prune")
 def prune_outbox() -> int:
-    return prune_published(older_than=timedelta(seconds=settings.OUTBOX["retention_seconds"]))
+    return prune_published(older_than=timedelta(seconds=settings.OUTBOX_RETENTION))

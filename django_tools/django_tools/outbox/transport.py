@@ -11,7 +11,7 @@ from dj_cqrs.transport import BaseTransport
 class OutboxTransport(BaseTransport):
     @staticmethod
     def produce(payload) -> None:
-        from django_tools.outbox.events import enqueue
+        from django_tools.outbox.writer import enqueue
 
         enqueue([payload])
 

@@ -1,9 +1,15 @@
-"""Reliable consumption for django-cqrs replicas.
+"""Reliable consumption for django-cqrs replicas (a Django app: add `django_tools.replica`
+before `dj_cqrs`, so its `cqrs_consume` and `cqrs_dead_letters` replace the stock ones).
 
 - `policy`: exponential backoff with jitter and a cap, and the retry tiers it needs;
 - `topology`: the replica's queue, dead-letter queue and retry-tier queues on RabbitMQ;
-- `events`: an AMQP message → a validated event, or the reason it can never be applied;
-- `apply`: events → rows, guarded by revision, with tombstones so a delete is never undone;
-- `consumer` / `transport`: the consume loop `manage.py cqrs_consume` runs;
+- `messages`: an AMQP message body → an event, or the reason it can never be applied;
+- `apply`: the one place where an event becomes a row — guarded by revision, with tombstones
+  so a delete is never undone (`managers.ConvergentReplicaManager` routes django-cqrs's own
+  entry points there too);
+- `failures`: the one place where a failure is classified (retry or dead letter) and its copy
+  made and sent;
+- `consumer` / `transport`: the consume loop `manage.py cqrs_consume` runs (cqrs mode);
+  `tasks.apply_event` applies one change per Celery task (celery mode);
 - `dead_letters`: what `manage.py cqrs_dead_letters dump|retry|purge` does.
 """

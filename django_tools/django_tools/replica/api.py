@@ -6,7 +6,7 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema
 
 from django_tools.ninja import MAX_BIGINT, ErrorOut
-from django_tools.replica.events import UnknownCqrsId
+from django_tools.replica.messages import UnknownCqrsId
 from django_tools.replica.rows import rows_page, tombstones
 from django_tools.replica.status import replication_status
 

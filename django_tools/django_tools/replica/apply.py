@@ -17,20 +17,18 @@ only after that transaction committed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from dj_cqrs.constants import SignalType
-from dj_cqrs.managers import ReplicaManager
 from dj_cqrs.registries import ReplicaRegistry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import connections, models, router, transaction
+from django.db import connections, models, router
 from django.db.models import F
 from django.utils import timezone
 
-from django_tools.replica.events import Event, InvalidData, UnknownCqrsId
+from django_tools.locks import advisory_key
+from django_tools.replica.messages import Event, InvalidData, UnknownCqrsId
 from django_tools.replica.models import ReplicaState, Tombstone
 
 APPLIED, DUPLICATE, STALE, DELETED = "applied", "duplicate", "stale", "deleted_before"
@@ -54,6 +52,8 @@ def replica_model(cqrs_id: str) -> type[models.Model]:
     model = ReplicaRegistry.models.get(cqrs_id)
     if model is None:
         raise UnknownCqrsId(f"no replica model has CQRS_ID {cqrs_id!r}")
+    from django_tools.replica.managers import ConvergentReplicaManager
+
     if not isinstance(getattr(model, "cqrs", None), ConvergentReplicaManager):
         raise ImproperlyConfigured(
             f"{model.__name__} must declare `cqrs = ConvergentReplicaManager()` to be applied "
@@ -310,42 +310,10 @@ def _lock_rows(model: type[models.Model], pks: set) -> None:
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
         return  # SQLite: the IMMEDIATE transaction holds the database's write lock already
-    keys = sorted(_lock_key(model.CQRS_ID, pk) for pk in pks)
+    keys = sorted(advisory_key(f"{model.CQRS_ID}:{pk}") for pk in pks)
     with connection.cursor() as cursor:
         # One statement, keys in ascending order: two batches that share rows wait for each
         # other instead of deadlocking.
         cursor.execute(
             "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", [keys]
         )
-
-
-def _lock_key(cqrs_id: str, pk: Any) -> int:
-    digest = hashlib.blake2b(f"{cqrs_id}:{pk}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-class ConvergentReplicaManager(ReplicaManager):
-    """`cqrs` manager of replica models written only through this module: django-cqrs's own
-    entry points (`cqrs_save`, `cqrs_delete`, the stock consumer, `cqrs_bulk_load`) then obey the
-    same revision and tombstone rules as the reliable consumer."""
-
-    def save_instance(self, master_data, previous_data=None, sync=False, meta=None):
-        signal = SignalType.SYNC if sync else SignalType.SAVE
-        return self._apply_one(signal, master_data)
-
-    def delete_instance(self, master_data) -> bool:
-        self._apply_one(SignalType.DELETE, master_data)
-        return True
-
-    def _apply_one(self, signal_type: str, master_data: dict):
-        event = Event(
-            cqrs_id=self.model.CQRS_ID,
-            signal_type=signal_type,
-            instance_pk=master_data.get(self.model._meta.pk.name, master_data.get("id")),
-            revision=master_data.get("cqrs_revision"),
-            data=master_data,
-        )
-        change = prepare(event)
-        with transaction.atomic(using=router.db_for_write(self.model)):
-            apply_changes([change])
-        return self.model._default_manager.filter(pk=change.pk).first() or change

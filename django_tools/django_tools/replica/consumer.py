@@ -3,7 +3,7 @@
 For every message, exactly one of:
 - applied (or ignored as a duplicate / stale / already deleted): acknowledged after the
   transaction that applied its batch committed;
-- a permanent failure (see `events.PermanentFailure`): a copy with the reason goes to the
+- a permanent failure (see `messages.PermanentFailure`): a copy with the reason goes to the
   dead-letter queue at once, then the message is acknowledged;
 - a transient failure (database errors, lock timeouts, lost connections, anything else): a copy
   goes to the retry queue of its tier, where it waits on the broker and then comes back to the
@@ -38,17 +38,19 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from django_tools import amqp_properties
-from django_tools.observability import metrics
 from django_tools.reconnect import keep_running
+from django_tools.replica import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
-from django_tools.replica.events import decode
 from django_tools.replica.failures import (
     DeadLetter,
+    FailedCopy,
     UndecodableMessage,
     classify,
-    failed_properties,
+    failed_copy,
+    publish_copy,
     retries_of,
 )
+from django_tools.replica.messages import decode
 from django_tools.replica.topology import Topology
 
 logger = logging.getLogger("django_tools.replica")
@@ -68,15 +70,6 @@ class Delivery:
     routing_key: str
     properties: pika.BasicProperties
     body: bytes
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Where a failed delivery's copy goes."""
-
-    queue: str
-    properties: pika.BasicProperties
-    description: str
 
 
 def log_traced(change: Change, outcome: str) -> None:
@@ -171,7 +164,7 @@ class Consumer:
     def handle(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
         close_old_connections()
         metrics.EVENTS_CONSUMED.inc(len(batch))
-        failures: dict[int, Failure] = {}
+        failures: dict[int, FailedCopy] = {}
         changes: list[tuple[Delivery, Change]] = []
         for delivery in batch:
             try:
@@ -183,18 +176,12 @@ class Consumer:
         for delivery in batch:
             failure = failures.get(delivery.tag)
             if failure is not None:
-                channel.basic_publish(
-                    exchange="",
-                    routing_key=failure.queue,
-                    body=delivery.body,
-                    properties=failure.properties,
-                    mandatory=True,
-                )
+                publish_copy(channel, failure, delivery.body)
                 logger.warning("%s: %s", failure.description, delivery.body[:500])
         # Every message of the batch is now applied or safely copied: acknowledge them all.
         channel.basic_ack(batch[-1].tag, multiple=True)
 
-    def _apply(self, changes: list[tuple[Delivery, Change]]) -> dict[int, Failure]:
+    def _apply(self, changes: list[tuple[Delivery, Change]]) -> dict[int, FailedCopy]:
         try:
             self._apply_in_transaction(changes)
             return {}
@@ -235,36 +222,19 @@ class Consumer:
 
     # --- failures ------------------------------------------------------------------------
 
-    def _failure(self, delivery: Delivery, exc: BaseException, validating: bool = False) -> Failure:
+    def _failure(
+        self, delivery: Delivery, exc: BaseException, validating: bool = False
+    ) -> FailedCopy:
         retries = retries_of(delivery.properties)
         decision = classify(exc, retries, self.topology.policy, validating=validating, rng=self.rng)
-        if isinstance(decision, DeadLetter):
-            self.stats["dead_lettered"] += 1
-            metrics.EVENTS_DEAD.labels(decision.reason).inc()
-            return Failure(
-                queue=self.topology.dead_letter_queue,
-                properties=failed_properties(
-                    delivery.properties,
-                    delivery.routing_key,
-                    exc,
-                    retries=retries,
-                    dead_reason=decision.reason,
-                ),
-                description=f"dead-lettered ({decision.reason}) after {type(exc).__name__}: {exc}",
-            )
-        self.stats["retried"] += 1
-        metrics.EVENTS_RETRIED.inc()
-        return Failure(
-            queue=self.topology.retry_queue_for(decision.retry),
-            properties=failed_properties(
-                delivery.properties,
-                delivery.routing_key,
-                exc,
-                retries=decision.retry,
-                expiration_ms=int(decision.delay * 1000),
-            ),
-            description=f"retry {decision.retry}/{self.topology.policy.max_retries} in "
-            f"{decision.delay:.2f}s after {type(exc).__name__}: {exc}",
+        self.stats["dead_lettered" if isinstance(decision, DeadLetter) else "retried"] += 1
+        return failed_copy(
+            decision,
+            exc,
+            topology=self.topology,
+            properties=delivery.properties,
+            routing_key=delivery.routing_key,
+            retries=retries,
         )
 
 

@@ -72,12 +72,14 @@ def purge(channel: BlockingChannel, letter: DeadLetter) -> None:
 
 
 def retry_as_task(channel: BlockingChannel, letter: DeadLetter) -> None:
-    """REPLICATION_MODE=celery: back as a new `replica.apply_event` task (retries from zero)."""
+    """REPLICATION_MODE=celery: back as a new apply task (retries from zero)."""
     from celery import current_app
     from django.conf import settings
 
+    from django_tools.wire import APPLY_TASK
+
     current_app.send_task(
-        "replica.apply_event",
+        APPLY_TASK,
         args=[letter.body.decode("utf-8", errors="replace")],
         queue=settings.CELERY_TASK_DEFAULT_QUEUE,
     )

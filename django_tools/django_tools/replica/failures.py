@@ -1,4 +1,6 @@
-"""What a failed message carries with it: the reason it failed, in AMQP headers.
+"""Where a failure goes: the one place where a failed message is classified (`classify`), and
+where its copy for a retry queue or the dead-letter queue is made (`failed_copy`) and sent
+(`publish_copy`), for the consumer (cqrs mode) and the Celery task (celery mode) alike.
 
 The body is never touched (it stays django-cqrs's own JSON, readable by stock tools); the
 `x-cqrs-*` headers tell a retry or a dead letter's story: error class and message, retries done,
@@ -18,8 +20,10 @@ from django.utils import timezone
 from pika import BasicProperties
 
 from django_tools.amqp_properties import undecodable
-from django_tools.replica.events import PermanentFailure
+from django_tools.replica import metrics
+from django_tools.replica.messages import PermanentFailure
 from django_tools.replica.policy import RetryPolicy
+from django_tools.replica.topology import Topology
 
 RETRIES = "x-cqrs-retries"
 ERROR_CLASS = "x-cqrs-error-class"
@@ -97,6 +101,59 @@ def classify(
     if retries >= policy.max_retries:
         return DeadLetter(EXHAUSTED)
     return Retry(retries + 1, policy.delay(retries + 1, rng))
+
+
+# --- the copy that goes to a retry queue or the dead-letter queue --------------------------
+
+
+@dataclass(frozen=True)
+class FailedCopy:
+    queue: str
+    properties: BasicProperties
+    description: str  # for the log line
+
+
+def failed_copy(
+    decision: Retry | DeadLetter,
+    error: BaseException,
+    *,
+    topology: Topology,
+    properties: BasicProperties | None,
+    routing_key: str,
+    retries: int,
+) -> FailedCopy:
+    """The copy of a failed message `decision` sends somewhere (counted in the metrics)."""
+    what = f"{type(error).__name__}: {error}"
+    if isinstance(decision, DeadLetter):
+        metrics.EVENTS_DEAD.labels(decision.reason).inc()
+        return FailedCopy(
+            queue=topology.dead_letter_queue,
+            properties=failed_properties(
+                properties, routing_key, error, retries=retries, dead_reason=decision.reason
+            ),
+            description=f"dead-lettered ({decision.reason}) after {what}",
+        )
+    metrics.EVENTS_RETRIED.inc()
+    return FailedCopy(
+        queue=topology.retry_queue_for(decision.retry),
+        properties=failed_properties(
+            properties,
+            routing_key,
+            error,
+            retries=decision.retry,
+            expiration_ms=int(decision.delay * 1000),
+        ),
+        description=f"retry {decision.retry}/{topology.policy.max_retries} in "
+        f"{decision.delay:.2f}s after {what}",
+    )
+
+
+def publish_copy(channel, copy: FailedCopy, body: bytes) -> None:
+    """On a channel in confirm mode: returns once the broker has the copy, so the original can
+    be acknowledged."""
+    channel.basic_publish(
+        exchange="", routing_key=copy.queue, body=body, properties=copy.properties, mandatory=True
+    )
 
 
 # --- the headers a failed copy carries ----------------------------------------------------

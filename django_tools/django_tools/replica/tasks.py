@@ -6,9 +6,10 @@ import logging
 
 from celery import shared_task
 
-from django_tools.observability import metrics
+from django_tools.replica import metrics
 from django_tools.replica.status import broker_view
 from django_tools.replica.topology import Topology
+from django_tools.wire import APPLY_TASK
 
 logger = logging.getLogger("django_tools.replica")
 
@@ -34,23 +35,24 @@ def dead_letter_report() -> int | None:
     return count
 
 
-@shared_task(bind=True, name="replica.apply_event", acks_late=True, ignore_result=True)
+@shared_task(bind=True, name=APPLY_TASK, acks_late=True, ignore_result=True)
 def apply_event(self, body: str) -> str:
     """REPLICATION_MODE=celery: one change, as the master's relay sent it (django-cqrs's
-    payload JSON), applied by the same rules as the consumer. Transient failures are retried
-    with Celery's retry and this replica's backoff; what cannot be applied goes to the same
-    dead-letter queue, with the same headers, as in cqrs mode."""
+    payload JSON), applied by the same rules as the consumer and classified by the same
+    `failures.classify`. Transient failures are retried with Celery's retry and this replica's
+    backoff; what cannot be applied goes to the same dead-letter queue, with the same headers,
+    as in cqrs mode."""
     from django.db import transaction
 
     from django_tools.replica.apply import apply_changes, prepare
     from django_tools.replica.consumer import log_traced
-    from django_tools.replica.events import decode
     from django_tools.replica.failures import DeadLetter, classify
+    from django_tools.replica.messages import decode
 
     metrics.EVENTS_CONSUMED.inc()
     # The relay sends the body as a string; anything else on this queue is kept as it came.
     payload = body.encode() if isinstance(body, str) else repr(body).encode()
-    policy = Topology.from_settings().policy
+    topology = Topology.from_settings()
     retries = self.request.retries
     validating = True
     try:
@@ -59,9 +61,9 @@ def apply_event(self, body: str) -> str:
         with transaction.atomic():
             (outcome,) = apply_changes([change])
     except Exception as exc:
-        decision = classify(exc, retries, policy, validating=validating)
+        decision = classify(exc, retries, topology.policy, validating=validating)
         if isinstance(decision, DeadLetter):
-            _dead_letter(payload, exc, decision.reason, retries)
+            _dead_letter(topology, decision, payload, exc, retries)
             return "dead_lettered"
         metrics.EVENTS_RETRIED.inc()
         raise self.retry(exc=exc, countdown=decision.delay, max_retries=None) from exc
@@ -70,24 +72,16 @@ def apply_event(self, body: str) -> str:
     return outcome
 
 
-def _dead_letter(body: bytes, exc: BaseException, reason: str, retries: int) -> None:
-    import pika
+def _dead_letter(topology: Topology, decision, body: bytes, exc: BaseException, retries: int):
     from django.conf import settings
 
     from django_tools.connectivity import amqp_channel
-    from django_tools.replica.failures import failed_properties
+    from django_tools.replica.failures import failed_copy, publish_copy
 
-    metrics.EVENTS_DEAD.labels(reason).inc()
-    topology = Topology.from_settings()
+    copy = failed_copy(
+        decision, exc, topology=topology, properties=None, routing_key="celery", retries=retries
+    )
     with amqp_channel(settings.CQRS["url"]) as channel:
         channel.confirm_delivery()
-        channel.basic_publish(
-            exchange="",
-            routing_key=topology.dead_letter_queue,
-            body=body,
-            properties=failed_properties(
-                pika.BasicProperties(delivery_mode=2), "celery", exc, retries, dead_reason=reason
-            ),
-            mandatory=True,
-        )
-    logger.warning("dead-lettered (%s) after %s: %s", reason, type(exc).__name__, exc)
+        publish_copy(channel, copy, body)
+    logger.warning("%s", copy.description)

@@ -23,6 +23,7 @@ from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
 
 from django_tools.replica.policy import RetryPolicy, format_seconds
+from django_tools.wire import DEFAULT_EXCHANGE, routing_key
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,39 @@ class Topology:
     cqrs_ids: tuple[str, ...]
 
     @classmethod
-    def from_settings(cls, cqrs_ids: tuple[str, ...] | None = None) -> Topology:
-        replica = settings.CQRS.get("replica", {})
-        queue = settings.CQRS["queue"]
+    def named(
+        cls,
+        queue: str,
+        policy: RetryPolicy,
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        dead_letter_queue: str | None = None,
+        cqrs_ids: tuple[str, ...] = (),
+    ) -> Topology:
+        """The topology of the replica whose queue is `queue`: every other name derives from
+        it here, and only here."""
         return cls(
-            exchange=settings.CQRS.get("exchange", "cqrs"),
+            exchange=exchange,
             queue=queue,
-            dead_letter_queue=replica.get("dead_letter_queue") or f"dead_letter_{queue}",
-            policy=RetryPolicy.from_settings(replica),
+            dead_letter_queue=dead_letter_queue or f"dead_letter_{queue}",
+            policy=policy,
+            cqrs_ids=cqrs_ids,
+        )
+
+    @classmethod
+    def from_settings(cls, cqrs_ids: tuple[str, ...] | None = None) -> Topology:
+        replica = settings.CQRS["replica"]
+        return cls.named(
+            settings.CQRS["queue"],
+            RetryPolicy.from_settings(replica),
+            exchange=settings.CQRS["exchange"],
+            dead_letter_queue=replica.get("dead_letter_queue"),
             cqrs_ids=tuple(cqrs_ids or ReplicaRegistry.models),
         )
+
+    def queues(self) -> list[str]:
+        """Every queue of this replica: its own, the dead-letter queue, the retry tiers."""
+        return [self.queue, self.dead_letter_queue, *map(self.retry_queue, self.policy.tiers())]
 
     def retry_queue(self, tier: float) -> str:
         return f"{self.queue}.retry.{format_seconds(tier)}"
@@ -55,9 +79,9 @@ class Topology:
         """(queue, routing key) pairs on the exchange, as django-cqrs's own consumer binds."""
         pairs = []
         for cqrs_id in self.cqrs_ids:
-            pairs.append((self.queue, cqrs_id))
-            pairs.append((self.queue, f"cqrs.{self.queue}.{cqrs_id}"))  # direct syncs, requeues
-            pairs.append((self.dead_letter_queue, f"cqrs.{self.dead_letter_queue}.{cqrs_id}"))
+            pairs.append((self.queue, routing_key(cqrs_id)))
+            pairs.append((self.queue, routing_key(cqrs_id, self.queue)))  # direct syncs, requeues
+            pairs.append((self.dead_letter_queue, routing_key(cqrs_id, self.dead_letter_queue)))
         return pairs
 
     def declare(self, channel: BlockingChannel) -> list[str]:
@@ -82,7 +106,7 @@ class Topology:
             declared.append(
                 f"queue {name} (retries wait {format_seconds(tier)}, then {self.queue})"
             )
-        for queue, routing_key in self.bindings():
-            channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=routing_key)
-            declared.append(f"binding {self.exchange} --{routing_key}--> {queue}")
+        for queue, key in self.bindings():
+            channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=key)
+            declared.append(f"binding {self.exchange} --{key}--> {queue}")
         return declared

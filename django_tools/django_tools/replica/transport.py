@@ -28,12 +28,12 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
             _stop_when_orphaned(stop)
-        replica = settings.CQRS.get("replica", {})
+        replica = settings.CQRS["replica"]
         consumer = Consumer(
             Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
             settings.CQRS["url"],
-            prefetch=int(replica.get("prefetch", 200)),
-            batch_size=int(replica.get("batch_size", 100)),
+            prefetch=int(replica["prefetch"]),
+            batch_size=int(replica["batch_size"]),
             stop=stop,
         )
         consumer.run()

@@ -23,16 +23,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        conf = settings.RECONCILE
         models = MasterRegistry.models
         cqrs_id = options["cqrs_id"]
         if cqrs_id is not None and cqrs_id not in models:
             have = ", ".join(models)
             raise CommandError(f"no master model has CQRS_ID {cqrs_id!r} (have: {have})")
-        chunk = options["chunk"] or conf["chunk"]
+        chunk = options["chunk"] or settings.RECONCILE_CHUNK
         if chunk < 1:
             raise CommandError("--chunk must be at least 1")
-        url = options["replica_url"] or conf["replica_url"]
+        url = options["replica_url"] or settings.RECONCILE_REPLICA_URL
         try:
             reader = HttpReplicaReader(url)
         except ReplicaUnavailable as exc:

@@ -4,7 +4,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from django_tools.outbox.celery_relay import relay_for_settings
+from django_tools.outbox.relays import relay_for_settings
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         logging.getLogger("django_tools.outbox").info(
             "relay starting (%s mode): %s, batches of %s",
             settings.REPLICATION_MODE,
-            relay.exchange,
+            relay.describe(),
             relay.batch_size,
         )
         relay.run()

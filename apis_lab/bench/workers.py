@@ -1,8 +1,8 @@
 """The bench's own processes, each run inside a service's Django settings:
 
-    python -m apis.bench.workers writer --pipeline stock|project -n N [--rate R] [--batch B]
+    python -m apis_lab.bench.workers writer --pipeline stock|project -n N [--rate R] [--batch B]
                                      --out FILE
-    python -m apis.bench.workers stock-consumer
+    python -m apis_lab.bench.workers stock-consumer
 
 `stock` undoes, in that process only, what this project adds to django-cqrs (the outbox on the
 master, the convergent apply on the replica), so that the stock column measures django-cqrs 3.1
@@ -83,7 +83,7 @@ def stock_consumer() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m apis.bench.workers")
+    parser = argparse.ArgumentParser(prog="python -m apis_lab.bench.workers")
     commands = parser.add_subparsers(dest="command", required=True)
     w = commands.add_parser("writer")
     w.add_argument("--pipeline", choices=["stock", "project"], required=True)

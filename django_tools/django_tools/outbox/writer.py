@@ -9,18 +9,11 @@ from dj_cqrs.dataclasses import TransportPayload
 from django.db import connections, router
 from django.utils import timezone
 
-from django_tools.observability import metrics
+from django_tools.outbox import metrics
 from django_tools.outbox.models import OutboxEvent
+from django_tools.wire import routing_key
 
 logger = logging.getLogger("django_tools.outbox")
-
-
-def routing_key(payload: TransportPayload) -> str:
-    """django-cqrs's routing: the CQRS_ID, or `cqrs.<queue>.<CQRS_ID>` for an event meant for one
-    replica's queue (django-cqrs does that for syncs; reconciliation also for deletes)."""
-    if payload.queue:
-        return f"cqrs.{payload.queue}.{payload.cqrs_id}"
-    return payload.cqrs_id
 
 
 def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
@@ -39,7 +32,7 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 str(payload.pk),
                 payload.signal_type,
                 revision if isinstance(revision, int) else None,
-                routing_key(payload),
+                routing_key(payload.cqrs_id, payload.queue),
                 orjson.dumps(payload.to_dict()).decode(),
                 str(payload.correlation_id or "")[:128],
                 created_at,

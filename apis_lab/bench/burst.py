@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apis.runtime import Databases, delete_broker_objects, replica_queues, start_lab
+from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.databases import Databases
+from apis_lab.lab import start_lab
 
 API_KEY = "bench-key"
 

@@ -14,18 +14,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from django.conf import settings
 from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
-from django_tools.observability import metrics
-from django_tools.outbox.relay import RelayLock, RelayStats, fetch_unpublished, mark_published
+from django_tools.outbox.metrics import OUTBOX_PUBLISHED
+from django_tools.outbox.relays.base import RelayStats, wait_for_lock
+from django_tools.outbox.relays.lock import RelayLock
+from django_tools.outbox.selectors import unpublished_rows
+from django_tools.outbox.services import mark_published
 from django_tools.reconnect import keep_running
+from django_tools.wire import APPLY_TASK
 
 logger = logging.getLogger("django_tools.outbox")
-
-#: The replica's task (django_tools.replica.tasks.apply_event) and the queue its worker reads.
-APPLY_TASK = "replica.apply_event"
 
 
 class CeleryRelay:
@@ -46,7 +46,9 @@ class CeleryRelay:
         self.poll_max = poll_max
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
-        self.exchange = f"celery queue {queue}"
+
+    def describe(self) -> str:
+        return f"Celery queue {self.queue}"
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -54,9 +56,8 @@ class CeleryRelay:
     def run(self) -> None:
         lock = RelayLock()
         try:
-            while not self.stop.is_set() and not lock.try_acquire():
-                logger.info("another relay is publishing; standing by until it stops")
-                self.stop.wait(1.0)
+            if not wait_for_lock(lock, self.stop):
+                return
             keep_running(
                 self._session,
                 stop=self.stop,
@@ -90,7 +91,7 @@ class CeleryRelay:
                 pause = min(self.poll_max, pause * 2)
 
     def _batch(self) -> int:
-        rows = fetch_unpublished(self.batch_size)
+        rows = unpublished_rows(self.batch_size)
         if not rows:
             return 0
         confirmed = []
@@ -110,30 +111,8 @@ class CeleryRelay:
             # Whatever the broker confirmed is published, even if a later one failed.
             if confirmed:
                 mark_published(confirmed)
-                metrics.OUTBOX_PUBLISHED.inc(len(confirmed))
+                OUTBOX_PUBLISHED.inc(len(confirmed))
                 self.stats.published += len(confirmed)
                 self.stats.batches += 1
                 self.stats.last_confirmed_at = time.time()
         return len(confirmed)
-
-
-def relay_for_settings(batch_size: int | None = None):
-    """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks."""
-    conf = settings.OUTBOX
-    if settings.REPLICATION_MODE == "celery":
-        from celery import current_app
-
-        return CeleryRelay(
-            current_app,
-            settings.REPLICA_TASK_QUEUE,
-            batch_size=batch_size or conf["batch_size"],
-            poll_max=conf["poll_max"],
-        )
-    from django_tools.outbox.relay import Relay
-
-    return Relay(
-        settings.CQRS["url"],
-        settings.CQRS.get("exchange", "cqrs"),
-        batch_size=batch_size or conf["batch_size"],
-        poll_max=conf["poll_max"],
-    )

@@ -1,4 +1,4 @@
-"""The relay: outbox rows → RabbitMQ, with pipelined publisher confirms.
+"""The AMQP relay: outbox rows → RabbitMQ, with pipelined publisher confirms.
 
 Loop (one asynchronous pika connection, one thread):
 
@@ -13,7 +13,7 @@ is sent again: delivery is at least once, and replicas ignore the duplicates (re
 A broker that goes away closes the connection; the relay reconnects with backoff and goes on
 from the first unpublished row. Writes on the master never wait for any of this.
 
-Only one relay publishes at a time (a lock, see `RelayLock`); a second one waits as a standby
+Only one relay publishes at a time (`lock.RelayLock`); a second one waits as a standby
 and takes over when the first dies. With one publisher, rows go out in id order, so the events
 of a product reach the broker in the order its transactions committed.
 """
@@ -21,116 +21,26 @@ of a product reach the broker in the order its transactions committed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pika
-import psycopg
 from django.db import DatabaseError, connections
-from django.utils import timezone
 from pika.adapters.select_connection import SelectConnection
 
-from django_tools.observability import metrics
-from django_tools.outbox.models import OutboxEvent
+from django_tools.outbox.metrics import OUTBOX_PUBLISHED
+from django_tools.outbox.relays.base import ConnectionLost, RelayStats, wait_for_lock
+from django_tools.outbox.relays.lock import RelayLock
+from django_tools.outbox.selectors import unpublished_rows
+from django_tools.outbox.services import mark_published
 from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
 
-LOCK_NAME = "django_tools.outbox.relay"
-
-
-class ConnectionLost(Exception):
-    """The relay's connection ended (broker gone, channel closed, confirms late, lock lost)."""
-
-
-def fetch_unpublished(limit: int) -> list[tuple[int, str, str, str]]:
-    """The oldest unpublished rows: (id, routing key, body, correlation id)."""
-    return list(
-        OutboxEvent.objects.filter(published_at__isnull=True)
-        .order_by("id")
-        .values_list("id", "routing_key", "body", "correlation_id")[:limit]
-    )
-
-
-def mark_published(ids: list[int]) -> None:
-    OutboxEvent.objects.filter(id__in=ids).update(published_at=timezone.now())
-
-
-# --- one publisher at a time --------------------------------------------------------------
-
-
-class RelayLock:
-    """Held by the active relay. PostgreSQL: a session advisory lock on a connection of its
-    own (released by the server if the relay dies). SQLite: an exclusive `flock` on a file
-    beside the database (released by the kernel if the relay dies) — SQLite means one machine."""
-
-    def __init__(self, alias: str = "default") -> None:
-        self.alias = alias
-        self.vendor = connections[alias].vendor
-        self._pg: psycopg.Connection | None = None
-        self._file = None
-
-    def try_acquire(self) -> bool:
-        if self.vendor == "postgresql":
-            if self._pg is None or self._pg.closed:
-                params = connections[self.alias].get_connection_params()
-                params.pop("cursor_factory", None)
-                params.pop("context", None)
-                self._pg = psycopg.connect(**params, autocommit=True)
-            row = self._pg.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key()]).fetchone()
-            return bool(row[0])
-        path = Path(connections[self.alias].settings_dict["NAME"]).with_suffix(".relay.lock")
-        self._file = open(path, "a+")  # noqa: SIM115 - held for the lifetime of the lock
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            self._file = None
-            return False
-        return True
-
-    def still_held(self) -> bool:
-        if self.vendor != "postgresql":
-            return self._file is not None
-        try:
-            self._pg.execute("SELECT 1")
-        except psycopg.Error:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._pg is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._pg.close()
-            self._pg = None
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._file, fcntl.LOCK_UN)
-                self._file.close()
-            self._file = None
-
-
-def _lock_key() -> int:
-    digest = hashlib.blake2b(LOCK_NAME.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 # --- the relay ----------------------------------------------------------------------------
-
-
-@dataclass
-class RelayStats:
-    published: int = 0
-    batches: int = 0
-    returned: int = 0
-    reconnects: int = 0
-    last_confirmed_at: float | None = None
 
 
 @dataclass
@@ -140,7 +50,9 @@ class _Batch:
     nacked: list[int] = field(default_factory=list)
 
 
-class Relay:
+class AmqpRelay:
+    """REPLICATION_MODE=cqrs: django-cqrs messages with pipelined publisher confirms."""
+
     def __init__(
         self,
         url: str,
@@ -177,7 +89,7 @@ class Relay:
         """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
         self._lock = RelayLock()
         try:
-            self._wait_for_lock()
+            wait_for_lock(self._lock, self.stop)
             keep_running(
                 self._session,
                 stop=self.stop,
@@ -199,13 +111,16 @@ class Relay:
         if not self._lock.still_held():
             logger.warning("lost the relay lock; waiting to take it again")
             self._lock.release()
-            self._wait_for_lock()
+            wait_for_lock(self._lock, self.stop)
             if self.stop.is_set():
                 return
         self._closed_by = None
         self._run_connection()
         if not self.stop.is_set():
             raise ConnectionLost(self._closed_by or "connection closed")
+
+    def describe(self) -> str:
+        return f"exchange {self.exchange}"
 
     def request_stop(self) -> None:
         """Ask the relay to finish the batch in flight and leave (safe from a signal handler)."""
@@ -214,20 +129,6 @@ class Relay:
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.ioloop.add_callback_threadsafe(self._maybe_close)
-
-    def _wait_for_lock(self) -> None:
-        announced = False
-        while not self.stop.is_set():
-            try:
-                if self._lock.try_acquire():
-                    logger.info("relay lock taken: publishing the outbox")
-                    return
-            except (DatabaseError, psycopg.Error) as exc:
-                logger.warning("cannot reach the database for the relay lock: %r", exc)
-            if not announced:
-                logger.info("another relay is publishing; standing by until it stops")
-                announced = True
-            self.stop.wait(1.0)
 
     def _run_connection(self) -> None:
         params = pika.URLParameters(self.url)
@@ -325,7 +226,7 @@ class Relay:
         self._publish(rows)
 
     def _fetch(self) -> list[tuple[int, str, str, str]]:
-        return fetch_unpublished(self.batch_size)
+        return unpublished_rows(self.batch_size)
 
     def _publish(self, rows: list[tuple[int, str, str, str]]) -> None:
         batch = _Batch()
@@ -380,7 +281,7 @@ class Relay:
             logger.warning("could not mark %s rows published (%r)", len(batch.acked), exc)
             connections["default"].close()
         else:
-            metrics.OUTBOX_PUBLISHED.inc(len(batch.acked))
+            OUTBOX_PUBLISHED.inc(len(batch.acked))
             self.stats.published += len(batch.acked)
             self.stats.batches += 1
             self.stats.last_confirmed_at = time.time()

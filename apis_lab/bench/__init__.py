@@ -29,25 +29,19 @@ from pathlib import Path
 
 from pika.exceptions import AMQPError
 
-from apis.bench import ceiling
-from apis.bench.burst import run_burst
-from apis.runtime import (
-    FEED_DIR,
-    PRODUTOS_DIR,
-    Databases,
-    ManageProcess,
-    ServiceDatabase,
-    delete_broker_objects,
-    replica_queues,
-    service_environment,
-)
-from apis.workspace import FEED, PRODUTOS
+from apis_lab.bench import ceiling
+from apis_lab.bench.burst import run_burst
+from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.databases import Databases, ServiceDatabase
+from apis_lab.lab import service_environment
+from apis_lab.processes import ManageProcess
+from apis_lab.services import FEED, PRODUTOS
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
 from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
-WORKERS = "apis.bench.workers"
+WORKERS = "apis_lab.bench.workers"
 #: stock django-cqrs; this project (outbox, relay, batching consumer); the same outbox with one
 #: Celery task per change (REPLICATION_MODE=celery, the seed's original pattern).
 PIPELINES = ("stock", "project", "celery")
@@ -157,18 +151,23 @@ def run_pipeline(
     try:
         if name == "stock":
             consumer = ManageProcess.module(
-                FEED_DIR, "api_feed.settings", WORKERS, ["stock-consumer"], feed_env, log
+                FEED.directory, "api_feed.settings", WORKERS, ["stock-consumer"], feed_env, log
             )
         elif name == "celery":
             celery_queue = f"{extra['CELERY_QUEUE_PREFIX']}feed.tasks"
             worker = ["-A", "api_feed", "worker", "--concurrency", "1", "-Q", celery_queue]
             consumer = ManageProcess.module(
-                FEED_DIR, "api_feed.settings", "celery", [*worker, "-l", "WARNING"], feed_env, log
+                FEED.directory,
+                "api_feed.settings",
+                "celery",
+                [*worker, "-l", "WARNING"],
+                feed_env,
+                log,
             )
         else:
-            consumer = ManageProcess(FEED_DIR, ["cqrs_consume", "-w", "1"], feed_env, log)
+            consumer = ManageProcess(FEED.directory, ["cqrs_consume", "-w", "1"], feed_env, log)
         if name != "stock":
-            relay = ManageProcess(PRODUTOS_DIR, ["outbox_relay"], produtos_env, log)
+            relay = ManageProcess(PRODUTOS.directory, ["outbox_relay"], produtos_env, log)
             processes.append(relay.start())
         processes.append(consumer.start())
         queue = celery_queue if name == "celery" else feed_env["CQRS_QUEUE"]
@@ -181,7 +180,7 @@ def run_pipeline(
         if rate:
             writer_args += ["--rate", str(rate)]
         writer = ManageProcess.module(
-            PRODUTOS_DIR, "api_produtos.settings", WORKERS, writer_args, produtos_env, log
+            PRODUTOS.directory, "api_produtos.settings", WORKERS, writer_args, produtos_env, log
         ).start()
         processes.append(writer)
         deadline = time.monotonic() + max(120.0, n / 20)

@@ -1,0 +1,34 @@
+"""Relays: outbox rows → the broker. See `base` for what every relay does."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from django_tools.outbox.relays.base import Relay, RelayStats
+
+
+def relay_for_settings(batch_size: int | None = None) -> Relay:
+    """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks."""
+    batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+    if settings.REPLICATION_MODE == "celery":
+        from celery import current_app
+
+        from django_tools.outbox.relays.celery import CeleryRelay
+
+        return CeleryRelay(
+            current_app,
+            settings.REPLICA_TASK_QUEUE,
+            batch_size=batch_size,
+            poll_max=settings.OUTBOX_POLL_MAX,
+        )
+    from django_tools.outbox.relays.amqp import AmqpRelay
+
+    return AmqpRelay(
+        settings.CQRS["url"],
+        settings.CQRS["exchange"],
+        batch_size=batch_size,
+        poll_max=settings.OUTBOX_POLL_MAX,
+    )
+
+
+__all__ = ["Relay", "RelayStats", "relay_for_settings"]

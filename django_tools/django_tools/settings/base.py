@@ -1,0 +1,125 @@
+"""Django itself, the hosts, and where the broker and Redis are."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dj_database_url
+
+from django_tools.env import (
+    DEFAULT_RABBITMQ_URL,
+    DEFAULT_REDIS_URL,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    parse_replication_mode,
+)
+
+_INSECURE_LOCAL_KEY = "django-insecure-apis-ecosystem-local-only-set-SECRET_KEY-in-production"
+
+SECRET_KEY = env_str("SECRET_KEY") or _INSECURE_LOCAL_KEY
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"])
+
+#: One or several nodes, comma-separated.
+RABBITMQ_URL = env_str("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
+REDIS_URL = env_str("REDIS_URL") or DEFAULT_REDIS_URL
+
+#: How changes travel: django-cqrs messages (cqrs) or one Celery task each (celery).
+REPLICATION_MODE = parse_replication_mode(env_str("REPLICATION_MODE"))
+
+# --- databases: `database_settings()` in each service's settings --------------------------
+
+#: DATABASE_URL (dj-database-url), else a SQLite file under <repo>/var/ named after the service.
+DATABASE_URL = env_str("DATABASE_URL")
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
+#: Seconds a SQLite writer waits for the lock before failing.
+SQLITE_BUSY_TIMEOUT = env_float("SQLITE_BUSY_TIMEOUT", 30.0)
+#: Milliseconds a PostgreSQL statement may run (or wait for a lock) before failing.
+DB_STATEMENT_TIMEOUT = env_int("DB_STATEMENT_TIMEOUT", 30000)
+
+
+def database_settings(service: str, repo_root: Path) -> dict:
+    """`DATABASES` of a service: DATABASE_URL, else `<repo>/var/<service>.sqlite3`."""
+    url = DATABASE_URL or f"sqlite:///{repo_root / 'var' / f'{service}.sqlite3'}"
+    db = dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE)
+    db["CONN_HEALTH_CHECKS"] = True
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # Several processes (server workers, consumer) write to one file: WAL lets readers go on
+        # during a write, IMMEDIATE takes the write lock up front instead of failing mid-transaction
+        # on a lock upgrade, and the busy timeout makes writers queue instead of erroring.
+        db["OPTIONS"] = {
+            "timeout": SQLITE_BUSY_TIMEOUT,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        db["CONN_MAX_AGE"] = 0 if db["NAME"] == ":memory:" else db["CONN_MAX_AGE"]
+        # A file, not Django's in-memory default: tests run consumers in threads and processes
+        # that must share the test database with normal locking.
+        test_name = Path(tempfile.gettempdir()) / f"test_{service}_{os.getpid()}.sqlite3"
+        db["TEST"] = {"NAME": str(test_name)}
+    else:
+        options = db.setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", 5)
+        # No statement waits for ever: a lock held elsewhere becomes an error (retried by the
+        # consumer, a 500 on a request) instead of a stuck worker.
+        options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT}"
+        # Two services' test runs may share one server: keep their test databases apart.
+        db["TEST"] = {"NAME": f"test_{service}"}
+    return {"default": db}
+
+
+# --- Django -------------------------------------------------------------------------------
+
+#: Django's own apps and the shared third-party ones; a service appends its own, and puts
+#: apps whose management commands replace django-cqrs's (the replica app) before `dj_cqrs`.
+DJANGO_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+MIDDLEWARE = [
+    "django_tools.observability.correlation.RequestIdMiddleware",
+    "django_tools.observability.metrics.HttpMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+LANGUAGE_CODE = "pt-br"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+# Serve admin and API-docs assets straight from the apps under gunicorn, no collectstatic.
+WHITENOISE_USE_FINDERS = True
+NINJA_PAGINATION_PER_PAGE = 100
+NINJA_PAGINATION_MAX_LIMIT = 1000

@@ -1,0 +1,23 @@
+"""Celery: broker RabbitMQ, results in Redis, each service's tasks on a queue of its own
+(`CELERY_TASK_DEFAULT_QUEUE` and `CELERY_BEAT_SCHEDULE` are the service's)."""
+
+from __future__ import annotations
+
+from django_tools.env import env_str
+from django_tools.settings.base import RABBITMQ_URL, REDIS_URL
+
+#: Put before every queue name: tests and benchmarks isolate themselves on a shared broker.
+CELERY_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX")
+
+CELERY_BROKER_URL = RABBITMQ_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# A task is acknowledged when it finished, and a worker killed mid-task gives it back.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,0 +1,66 @@
+"""django-cqrs: the exchange, which transport each role uses, the replica's retry policy and
+the outbox relay's knobs. A service builds its `CQRS` dict (django-cqrs's own setting) from these.
+
+The wire format stays django-cqrs's own (topic exchange `cqrs`, routing key = CQRS_ID, the
+`TransportPayload.to_dict()` body as JSON, persistent messages), so a stock django-cqrs master or
+replica can talk to these services.
+"""
+
+from __future__ import annotations
+
+from django_tools.env import env_float, env_int, env_str
+from django_tools.observability.correlation import cqrs_correlation_function
+from django_tools.wire import DEFAULT_EXCHANGE
+
+STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
+OUTBOX_TRANSPORT = "django_tools.outbox.transport.OutboxTransport"
+REPLICA_TRANSPORT = "django_tools.replica.transport.ReliableRabbitMQTransport"
+
+#: Overridable so that test runs and benchmarks get an exchange of their own and never
+#: deliver into the queues of a lab running on the same broker.
+CQRS_EXCHANGE = env_str("CQRS_EXCHANGE") or DEFAULT_EXCHANGE
+#: Another django-cqrs transport instead of the role's own (the bench measures the stock one).
+CQRS_TRANSPORT = env_str("CQRS_TRANSPORT") or None
+
+# --- master -----------------------------------------------------------------------------
+
+CQRS_MASTER_OPTIONS = {
+    "CQRS_AUTO_UPDATE_FIELDS": False,
+    # An event never expires on its way: a replica that was offline for days must still
+    # converge instead of dead-lettering what it missed.
+    "CQRS_MESSAGE_TTL": None,
+    # The id of the request making a change travels with its event.
+    "correlation_function": cqrs_correlation_function,
+}
+
+#: The relay (django_tools.outbox.relays).
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
+OUTBOX_POLL_MAX = env_float("OUTBOX_POLL_MAX", 0.05)
+#: Published rows are kept this many seconds, then pruned by beat every OUTBOX_PRUNE_EVERY.
+OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 3600)
+OUTBOX_PRUNE_EVERY = env_int("OUTBOX_PRUNE_EVERY", 60)
+
+# --- replica ----------------------------------------------------------------------------
+
+#: The replica's queue (its service's name when unset).
+CQRS_QUEUE = env_str("CQRS_QUEUE") or None
+#: Retry n waits min(CAP, BASE * FACTOR**(n-1)), shortened by up to JITTER of itself;
+#: after MAX_RETRIES retries, the dead-letter queue (django_tools.replica.policy).
+CQRS_REPLICA_OPTIONS = {
+    "CQRS_MAX_RETRIES": env_int("CQRS_MAX_RETRIES", 12),
+    "retry_base": env_float("CQRS_RETRY_BASE", 1.0),
+    "retry_factor": env_float("CQRS_RETRY_FACTOR", 2.0),
+    "retry_cap": env_float("CQRS_RETRY_CAP", 300.0),
+    "retry_jitter": env_float("CQRS_RETRY_JITTER", 0.2),
+    "prefetch": env_int("CQRS_PREFETCH", 200),
+    "batch_size": env_int("CQRS_BATCH_SIZE", 100),
+    # Dead letters stay until someone reads them (`cqrs_dead_letters`).
+    "dead_message_ttl": None,
+}
+
+# --- reconciliation (master) --------------------------------------------------------------
+
+#: How often beat reconciles the master with its replica, and rows compared per page (the
+#: replica's URL, RECONCILE_REPLICA_URL, is the master service's own setting).
+RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 300.0)
+RECONCILE_CHUNK = env_int("RECONCILE_CHUNK", 1000)
