@@ -9,7 +9,7 @@ import sys
 FAULT_NAMES = (
     "broker-restart", "connections-closed", "kill-relay", "kill-consumer",
     "kill-consumer-worker", "kill-web-worker", "kill-celery", "queue-deleted", "redis-down",
-    "poison", "db-lock",
+    "poison", "db-lock", "node-loss (with --cluster)",
 )  # fmt: skip
 
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")
     up.add_argument("--feed-port", type=int, default=8000, help="api_feed port (8000)")
-    up.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per API (2)")
+    up.add_argument("--web-workers", type=int, default=4, help="gunicorn workers per API (4)")
     up.add_argument(
         "--consumers", type=int, default=1,
         help="feed consumer workers (1); with REPLICATION_MODE=celery, the feed Celery worker's",
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and send syncs and deletes for what drifted.",
     )
     reconcile.add_argument("--replica-url", help="the feed's URL (default: FEED_URL or :8000)")
+    reconcile.add_argument("--cqrs-id", help="one CQRS_ID (default: every master model)")
     reconcile.add_argument("--dry-run", action="store_true", help="report, send nothing")
     reconcile.add_argument("--json", action="store_true", help="one JSON report per line")
     reconcile.add_argument("--chunk", type=int, help="rows compared per page (1000)")
@@ -74,16 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--converge-timeout", type=float, default=90.0,
         help="seconds the replica has to converge after each heal (90)",
     )  # fmt: skip
+    chaos.add_argument(
+        "--cluster", type=int, default=1,
+        help="RabbitMQ nodes (1); 3 makes a cluster with quorum queues and adds node-loss",
+    )  # fmt: skip
+    chaos.add_argument(
+        "--consumers", type=int, default=1, help="workers of each cqrs_consume process (1)"
+    )
+    chaos.add_argument(
+        "--consumer-processes", type=int, default=1, help="cqrs_consume processes on the queue (1)"
+    )
+    chaos.add_argument(
+        "--relays", type=int, default=1, help="outbox relays: one publishes, the others stand by"
+    )
     chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
     bench = commands.add_parser(
         "bench",
         help="stock django-cqrs vs this project's pipeline, side by side",
-        description="Replicate the same N products through stock django-cqrs and through this "
-        "project's pipeline (outbox, relay, batching consumer), each with fresh databases and "
-        "queues, and report end-to-end msgs/s and lag p50/p99.",
+        description="Replicate the same N products through stock django-cqrs, this project's "
+        "pipeline (outbox, relay, batching consumer) and the Celery-task pipeline, each with "
+        "fresh databases and queues, several runs each, beside the broker's own ceiling; report "
+        "end-to-end msgs/s (median and spread) and lag p50/p99.",
     )
-    bench.add_argument("-n", type=int, default=3000, help="products per pipeline (3000)")
+    bench.add_argument("-n", type=int, default=20000, help="products per pipeline (20000)")
+    bench.add_argument("--runs", type=int, default=3, help="runs of each pipeline (3)")
     bench.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     bench.add_argument("--json", action="store_true", help="last line: one JSON object")
     bench.add_argument(
@@ -99,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--burst", type=int, default=1200, help="REST creates of the burst run (1200; 0 skips it)"
     )
+    bench.add_argument(
+        "--consumers", type=int, default=1, help="workers of the project's cqrs_consume (1)"
+    )
+    bench.add_argument(
+        "--queue-type", choices=["quorum", "classic"],
+        help="the project's queues (default: quorum where the broker supports it)",
+    )  # fmt: skip
+    bench.add_argument(
+        "--pipelines", default="stock,project,celery",
+        help="which pipelines, comma-separated (stock,project,celery)",
+    )  # fmt: skip
     bench.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
     return parser
 
@@ -115,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             command += ["--replica-url", args.replica_url]
         if args.chunk:
             command += ["--chunk", str(args.chunk)]
+        if args.cqrs_id:
+            command += ["--cqrs-id", args.cqrs_id]
         command += ["--dry-run"] * args.dry_run + ["--json"] * args.json
         result = subprocess.run(
             PRODUTOS.manage(*command), cwd=PRODUTOS.directory, env=PRODUTOS.env()
@@ -125,21 +154,33 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(chaos_main(args, build_parser()))
     if args.command == "bench":
-        from apis_lab.bench import BenchOptions
+        from apis_lab.bench import PIPELINE_NAMES, BenchOptions
         from apis_lab.bench import main as bench_main
 
-        if args.n < 1 or args.batch < 1 or args.burst < 0 or args.steady_rate < 0:
-            build_parser().error("-n and --batch must be at least 1, --burst/--steady-rate >= 0")
+        chosen = tuple(name.strip() for name in args.pipelines.split(",") if name.strip())
+        if not chosen or set(chosen) - set(PIPELINE_NAMES):
+            build_parser().error(f"--pipelines: choose from {', '.join(PIPELINE_NAMES)}")
+        if (
+            min(args.n, args.batch, args.runs, args.consumers) < 1
+            or min(args.burst, args.steady_rate) < 0
+        ):
+            build_parser().error(
+                "-n, --batch, --runs and --consumers must be at least 1, --burst/--steady-rate >= 0"
+            )
         sys.exit(
             bench_main(
                 BenchOptions(
                     n=args.n,
+                    runs=args.runs,
                     database=args.database,
                     as_json=args.json,
                     rate=args.rate,
                     batch=args.batch,
                     steady_rate=args.steady_rate,
                     burst=args.burst,
+                    consumers=args.consumers,
+                    queue_type=args.queue_type,
+                    pipelines=chosen,
                     keep=args.keep,
                 )
             )

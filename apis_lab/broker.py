@@ -154,10 +154,9 @@ class RabbitNode:
         except (OSError, ValueError):
             return None
 
-    # --- the end -------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Stop the node (SIGKILL to its VM if it does not stop) and delete its folders."""
+    def halt(self) -> None:
+        """The whole node goes down (its Erlang VM stops; SIGKILL if it does not), its data
+        kept: `start()` brings it back, in its cluster."""
         pid = self.pid()
         with contextlib.suppress(subprocess.TimeoutExpired, BrokerUnavailable):
             self.ctl("stop", check=False, timeout=30)
@@ -168,6 +167,12 @@ class RabbitNode:
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+    # --- the end -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the node and delete its folders."""
+        self.halt()
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -179,6 +184,63 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass
+class RabbitCluster:
+    """`size` RabbitNodes of the lab's own, clustered: the first one started, the others joined
+    to it. `url` lists every node (comma-separated), as RABBITMQ_URL takes them."""
+
+    size: int = 3
+    nodes: list[RabbitNode] = field(default_factory=list)
+
+    def start(self) -> RabbitCluster:
+        cookie, prefix = secrets.token_hex(16), f"apislab{secrets.token_hex(2)}"
+        self.nodes = [RabbitNode(name=f"{prefix}n{i + 1}", cookie=cookie) for i in range(self.size)]
+        try:
+            first, *others = self.nodes
+            first.start()
+            for node in others:
+                node.start()
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first.node)
+                node.ctl("start_app")
+                node.await_startup()
+            running = first.ctl("cluster_status", "--formatter", "json").stdout
+            missing = [n.node for n in self.nodes if n.node not in running]
+            if missing:
+                raise BrokerUnavailable(f"nodes {missing} did not join the cluster: {running}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def node_named(self, node: str) -> RabbitNode:
+        return next(n for n in self.nodes if n.node == node)
+
+    def leader(self, queue: str, vhost: str = "/") -> RabbitNode | None:
+        """The node leading a quorum queue, as a running node sees it."""
+        for asking in self.nodes:
+            result = asking.ctl(
+                "list_queues", "-p", vhost, "name", "leader", "--quiet", "--no-table-headers",
+                check=False, timeout=30,
+            )  # fmt: skip
+            if result.returncode != 0:
+                continue
+            for line in result.stdout.splitlines():
+                name, _, leader = line.strip().partition("\t")
+                if name == queue and leader.strip():
+                    return self.node_named(leader.strip())
+        return None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop()
 
 
 def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:

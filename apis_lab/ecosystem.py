@@ -15,12 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pika
-
 from apis_lab.databases import Databases, ServiceDatabase
 from apis_lab.net import free_port
 from apis_lab.processes import Supervised
 from apis_lab.services import FEED, PRODUTOS, EcosystemOptions, processes
+from django_tools.broker import blocking_connection
 
 API_KEY = "lab-key"
 READY_TIMEOUT = 90.0
@@ -36,7 +35,9 @@ class Ecosystem:
     rabbitmq_url: str
     redis_url: str
     databases: Databases
-    consumers: int = 1
+    consumers: int = 1  # workers of each cqrs_consume process
+    consumer_processes: int = 1  # cqrs_consume processes on the one queue
+    relays: int = 1  # outbox relays: one publishes, the others stand by
     web_workers: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
     produtos_port: int = field(default_factory=free_port)
@@ -54,6 +55,19 @@ class Ecosystem:
     @property
     def feed_url(self) -> str:
         return f"http://127.0.0.1:{self.feed_port}"
+
+    def named(self, role: str) -> list[Supervised]:
+        """Every process of a role: `consumer`, `consumer-2`, …"""
+        return [
+            process
+            for name, process in self.processes.items()
+            if name == role or (name.startswith(f"{role}-") and name[len(role) + 1 :].isdigit())
+        ]
+
+    @property
+    def queue_consumers(self) -> int:
+        """How many consumers the replica's queue must have."""
+        return self.consumers * self.consumer_processes
 
     @property
     def dead_letter_queue(self) -> str:
@@ -119,6 +133,9 @@ class Ecosystem:
             consumers=self.consumers,
         )
         commands = processes(options, state_dir, "cqrs", envs=self.envs)
+        for role, count in (("consumer", self.consumer_processes), ("relay", self.relays)):
+            for number in range(2, count + 1):
+                commands[f"{role}-{number}"] = commands[role]
         for name, (command, service) in commands.items():
             self.processes[name] = Supervised(
                 name=name,
@@ -153,7 +170,9 @@ class Ecosystem:
     def queue_state(self, queue: str | None = None) -> tuple[int, int] | None:
         """(messages, consumers) of a queue, or None when the broker cannot tell."""
         try:
-            connection = pika.BlockingConnection(_params(self.rabbitmq_url))
+            connection = blocking_connection(
+                self.rabbitmq_url, socket_timeout=5, stack_timeout=5, blocked_connection_timeout=5
+            )
         except Exception:
             return None
         try:
@@ -176,11 +195,3 @@ class Ecosystem:
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
             process.stop()
-
-
-def _params(url: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = params.stack_timeout = 5
-    params.blocked_connection_timeout = 5
-    return params

@@ -43,7 +43,7 @@ class EcosystemOptions:
     host: str = "127.0.0.1"
     produtos_port: int = 8001
     feed_port: int = 8000
-    web_workers: int = 2
+    web_workers: int = 4
     consumers: int = 1
 
 
@@ -55,7 +55,6 @@ def gunicorn(service: Service, host: str, port: int, workers: int) -> list[str]:
             "--bind", f"{host}:{port}",
             "--workers", str(workers),
             "--graceful-timeout", "5",
-            "--access-logfile", "-",
             "--no-control-socket",
             "--preload",
         ]

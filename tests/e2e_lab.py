@@ -6,6 +6,8 @@ The root test process never imports Django settings: each service runs in its ow
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 
 import pika
@@ -14,7 +16,7 @@ import pytest
 from apis_lab import databases, lab
 from apis_lab.broker import delete_broker_objects, replica_queues
 from apis_lab.databases import Databases
-from apis_lab.lab import (  # noqa: F401 - re-exported for the tests
+from apis_lab.lab import (
     APIS,
     Lab,
     LabError,
@@ -162,3 +164,23 @@ def start_lab(
         )
     except LabError as exc:
         pytest.fail(str(exc))
+
+
+def run_apis(*args: str, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`apis <args>`, output captured. Past `timeout` it gets SIGTERM (through which the fault
+    suite stops every broker node and process it started), then SIGKILL if it does not go."""
+    process = subprocess.Popen(
+        [APIS, *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        pytest.fail(f"`apis {' '.join(args)}` ran over {timeout:.0f}s; it said:\n{err[-5000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from e2e_lab import APIS, REPO_ROOT
+from e2e_lab import APIS, run_apis
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +21,13 @@ KINDS = {
 
 
 def chaos(*args: str, timeout: float = 280) -> tuple[subprocess.CompletedProcess, dict]:
-    result = subprocess.run(
-        [APIS, "chaos", "--json", "--database", DATABASE, *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+    result = run_apis("chaos", "--json", "--database", DATABASE, *args, timeout=timeout)
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
     return result, json.loads(lines[-1])
 
 
+@pytest.mark.timeout(420)
 def test_one_seeded_round_of_every_fault_holds_every_invariant():
     result, report = chaos("--rounds", "1", "--seed", "20261128", "--duration", "600")
     print("\n" + result.stderr[-4000:])

@@ -93,7 +93,7 @@ def test_one_apis_reconcile_repairs_deleted_corrupted_and_added_rows(lab_with):
     assert not repaired(lab, created, *drifted)
 
     result = subprocess.run(
-        [APIS, "reconcile", "--replica-url", lab.feed_url],
+        [APIS, "reconcile", "--replica-url", lab.feed_url, "--cqrs-id", "produto"],
         cwd=REPO_ROOT, env=lab.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -126,5 +126,15 @@ def test_apis_reconcile_says_so_when_the_feed_is_down(tmp_path):
         env={**os.environ, "PRODUTOS_ENV_FILE": str(tmp_path / "none")},
     )  # fmt: skip
     assert result.returncode != 0
-    assert "is api_feed running?" in result.stderr
+    assert "is the replica running?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_apis_reconcile_names_the_cqrs_ids_it_knows(tmp_path):
+    result = subprocess.run(
+        [APIS, "reconcile", "--cqrs-id", "pedido", "--replica-url", "http://127.0.0.1:1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PRODUTOS_ENV_FILE": str(tmp_path / "none")},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "no master model has CQRS_ID 'pedido' (have: produto)" in result.stderr

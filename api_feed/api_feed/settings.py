@@ -6,6 +6,7 @@ is this service's own.
 
 from pathlib import Path
 
+from django_tools.celery import task_queues
 from django_tools.env import env_float, load_service_env
 
 SERVICE_NAME = "feed"
@@ -47,6 +48,7 @@ CACHES = {
 }
 
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+CELERY_TASK_QUEUES = task_queues(CELERY_TASK_DEFAULT_QUEUE, queue_type=CELERY_QUEUE_TYPE)  # noqa: F405
 DEAD_LETTER_REPORT_EVERY = env_float("DEAD_LETTER_REPORT_EVERY", 60.0)
 CELERY_BEAT_SCHEDULE = {
     "dead-letter-report": {

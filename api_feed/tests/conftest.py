@@ -1,15 +1,13 @@
+"""Fixtures of api_feed's tests. The replica's consumer against the real broker (`topology`,
+`consumers`, `publish`, `event_payload`) comes from django_tools.testing."""
+
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
-import pika
 import pytest
-from feed_testkit import FAST_POLICY, RunningConsumers, payload
 
-from django_tools.connectivity import amqp_channel
-from django_tools.replica.topology import Topology
 from feed.models import ProdutoMirror
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,72 +50,6 @@ def mirror():
 @pytest.fixture
 def instance_data():
     return master_data
-
-
-# --- the reliable consumer against the real broker ---------------------------------------
-
-
-@pytest.fixture
-def topology(settings, rabbitmq_url, cqrs_exchange):
-    """This test's own replica queue, retry queues and dead-letter queue, declared."""
-    queue = f"test_feed_{uuid.uuid4().hex[:8]}"
-    # A new dict, so that pytest-django's `settings` puts the old one back after the test.
-    settings.CQRS = {
-        **settings.CQRS,
-        "queue": queue,
-        "replica": {
-            **settings.CQRS["replica"],
-            "retry_base": FAST_POLICY.base,
-            "retry_factor": FAST_POLICY.factor,
-            "retry_cap": FAST_POLICY.cap,
-            "CQRS_MAX_RETRIES": FAST_POLICY.max_retries,
-            "retry_jitter": FAST_POLICY.jitter,
-            "dead_letter_queue": None,
-        },
-    }
-    topology = Topology.from_settings()
-    with amqp_channel(rabbitmq_url) as channel:
-        topology.declare(channel)
-    yield topology
-    with amqp_channel(rabbitmq_url) as channel:
-        for name in [topology.queue, topology.dead_letter_queue]:
-            channel.queue_delete(name)
-        for tier in topology.policy.tiers():
-            channel.queue_delete(topology.retry_queue(tier))
-
-
-@pytest.fixture
-def consumers(topology, rabbitmq_url):
-    running = RunningConsumers(topology, rabbitmq_url)
-    yield running
-    running.stop_all()
-
-
-@pytest.fixture
-def publish(rabbitmq_url, cqrs_exchange):
-    """Publish raw bodies to the session's exchange, as a master (or anything else) would."""
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    channel = connection.channel()
-    channel.confirm_delivery()
-
-    def send(body, routing_key: str = "produto", headers: dict | None = None) -> None:
-        if not isinstance(body, bytes):
-            body = orjson.dumps(body)
-        channel.basic_publish(
-            cqrs_exchange,
-            routing_key,
-            body,
-            pika.BasicProperties(delivery_mode=2, headers=headers),
-            mandatory=True,
-        )
-
-    yield send
-    connection.close()
-
-
-@pytest.fixture
-def event_payload():
-    return payload
 
 
 @pytest.fixture(autouse=True)

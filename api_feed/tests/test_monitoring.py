@@ -6,9 +6,9 @@ from unittest import mock
 
 import pytest
 from django.db import OperationalError
-from feed_testkit import queue_depth, wait_for
 
 from django_tools.replica import consumer as consumer_module
+from django_tools.testing import queue_depth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,11 +30,11 @@ def test_status_moves_as_messages_queue_apply_retry_and_dead_letter(
 
     for pk in (1, 2, 3):
         publish(event_payload("SAVE", instance_data(pk, 0)))
-    wait_for(lambda: status(client)["queue"]["depth"] == 3, what="three queued")
+    wait_until(lambda: status(client)["queue"]["depth"] == 3, what="three queued")
     assert status(client)["estimated_lag_seconds"] is None  # nothing applied yet to measure from
 
     consumers.start()
-    wait_for(lambda: status(client)["queue"]["depth"] == 0, what="the queue drained")
+    wait_until(lambda: status(client)["queue"]["depth"] == 0, what="the queue drained")
     applied = status(client)
     assert applied["queue"]["consumers"] == 1
     last = applied["last_applied"]
@@ -43,7 +43,7 @@ def test_status_moves_as_messages_queue_apply_retry_and_dead_letter(
     assert applied["estimated_lag_seconds"] == 0.0
 
     publish(b"poison")
-    wait_for(lambda: status(client)["dead_letters"]["count"] == 1, what="a dead letter")
+    wait_until(lambda: status(client)["dead_letters"]["count"] == 1, what="a dead letter")
 
 
 def test_scheduled_retries_are_counted(
@@ -55,7 +55,7 @@ def test_scheduled_retries_are_counted(
     with mock.patch.object(consumer_module, "apply_changes", down):
         consumers.start()
         publish(event_payload("SAVE", instance_data(9, 0)))
-        wait_for(lambda: status(client)["retries_scheduled"] == 1, what="a scheduled retry")
+        wait_until(lambda: status(client)["retries_scheduled"] == 1, what="a scheduled retry")
 
 
 def test_an_unreachable_or_silent_broker_is_reported_not_waited_for(client, settings, topology):
@@ -88,8 +88,8 @@ def test_metrics_report_what_the_consumer_did(
     publish(event_payload("SAVE", instance_data(20, 0)))  # a duplicate
     publish(b"{not json")
     consumers.start()
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
-    wait_for(lambda: consumers.stats("duplicate") == 1)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_until(lambda: consumers.stats("duplicate") == 1)
     body = client.get("/metrics").content.decode()
     lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
              for line in body.splitlines() if line and not line.startswith("#")}  # fmt: skip
@@ -111,7 +111,7 @@ def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
     before = metrics.DEAD_LETTER_REPORTS._value.get()
     publish(b"poison")
     consumers.start()
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
     with caplog.at_level("WARNING"):
         assert dead_letter_report.apply().get() == 1
     assert "1 messages in" in caplog.text and "cqrs_dead_letters dump" in caplog.text

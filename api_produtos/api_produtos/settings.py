@@ -6,6 +6,7 @@ is this service's own.
 
 from pathlib import Path
 
+from django_tools.celery import task_queues
 from django_tools.env import env_str, load_service_env
 
 SERVICE_NAME = "produtos"
@@ -37,6 +38,11 @@ RECONCILE_REPLICA_URL = env_str("FEED_URL") or "http://127.0.0.1:8000"
 REPLICA_TASK_QUEUE = env_str("REPLICA_TASK_QUEUE") or f"{CELERY_QUEUE_PREFIX}feed.tasks"  # noqa: F405
 
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+CELERY_TASK_QUEUES = task_queues(
+    CELERY_TASK_DEFAULT_QUEUE,
+    REPLICA_TASK_QUEUE,
+    queue_type=CELERY_QUEUE_TYPE,  # noqa: F405
+)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-replica": {"task": "outbox.reconcile_replica", "schedule": RECONCILE_INTERVAL},  # noqa: F405
     "prune-outbox": {"task": "outbox.prune", "schedule": float(OUTBOX_PRUNE_EVERY)},  # noqa: F405

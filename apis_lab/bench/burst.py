@@ -7,28 +7,15 @@ import http.client
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from apis_lab.bench.report import BurstResult
 from apis_lab.broker import delete_broker_objects, replica_queues
 from apis_lab.databases import Databases
 from apis_lab.lab import start_lab
 
 API_KEY = "bench-key"
-
-
-@dataclass(frozen=True)
-class BurstResult:
-    total: int
-    clients: int
-    write_seconds: float
-    complete_after_seconds: float
-    errors: int
-
-    @property
-    def writes_per_s(self) -> float:
-        return self.total / self.write_seconds if self.write_seconds else 0.0
 
 
 def _client(base_url: str) -> http.client.HTTPConnection:
@@ -44,12 +31,23 @@ def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dic
 
 
 def run_burst(
-    rabbitmq_url: str, databases: Databases, workdir: Path, progress, total: int, clients: int
+    rabbitmq_url: str,
+    databases: Databases,
+    workdir: Path,
+    progress,
+    total: int,
+    clients: int,
+    extra_env: dict[str, str] | None = None,
+    web_workers: int | None = None,
 ) -> BurstResult:
     progress.show("REST burst: starting `apis up`…")
-    lab = start_lab(workdir, rabbitmq_url, databases, api_key=API_KEY, prefix="bench")
+    workers = ["--web-workers", str(web_workers)] if web_workers else []
+    lab = start_lab(
+        workdir, rabbitmq_url, databases, *workers, api_key=API_KEY, prefix="bench",
+        extra_env=extra_env,
+    )  # fmt: skip
     try:
-        errors = []
+        errors, latencies = [], []
         done = [0]
         lock = threading.Lock()
         barrier = threading.Barrier(clients + 1)
@@ -58,11 +56,14 @@ def run_burst(
             conn = _client(lab.produtos_url)
             barrier.wait()
             for n in range(index, total, clients):
+                sent = time.perf_counter()
                 status, _ = _request(
                     conn, "POST", "/api/produtos/", {"sku": f"BURST-{n}", "nome": "x", "preco": 1}
                 )
+                took = (time.perf_counter() - sent) * 1000
                 with lock:
                     done[0] += 1
+                    latencies.append(took)
                     if status != 201:
                         errors.append(status)
             conn.close()
@@ -94,6 +95,7 @@ def run_burst(
         write_seconds=last_write - started,
         complete_after_seconds=complete - last_write,
         errors=len(errors),
+        latencies_ms=latencies,
     )
     progress.done(
         f"REST burst: {total} creates from {clients} clients at {result.writes_per_s:,.0f} "

@@ -1,7 +1,8 @@
 """The broker's own ceiling on this machine, measured in the same run as the pipelines.
 
 One process publishes N persistent messages the size of a `produto` event to a queue of its
-own, without publisher confirms; another consumes them with a prefetch window and multiple acks.
+own (of the type the project's queues have), without publisher confirms; another consumes them
+with a prefetch window and multiple acks.
 No database, no parsing, no confirms: an upper bound for any pipeline that carries one persistent
 message per event through this broker, which puts "N times stock" targets in proportion.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from queue import Empty
 
 import pika
+
+from django_tools import pika_writes
 
 _PREFETCH = 500
 _ACK_EVERY = 100
@@ -48,6 +51,7 @@ def _consume(url: str, queue: str, n: int, ready, finished) -> None:
 
 
 def _publish(url: str, queue: str, n: int, published) -> None:
+    pika_writes.install()  # what the project's relay does: one send() per flush, not per frame
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
     properties = pika.BasicProperties(delivery_mode=2, content_type="text/plain")
@@ -58,7 +62,7 @@ def _publish(url: str, queue: str, n: int, published) -> None:
     connection.close()
 
 
-def measure(url: str, n: int, timeout: float = 120.0) -> Ceiling:
+def measure(url: str, n: int, queue_type: str = "classic", timeout: float = 120.0) -> Ceiling:
     """Raises RuntimeError when the broker did not carry all N messages in time."""
     spawn = multiprocessing.get_context("spawn")
     queue = f"apis-bench-ceiling-{uuid.uuid4().hex[:8]}"
@@ -67,7 +71,7 @@ def measure(url: str, n: int, timeout: float = 120.0) -> Ceiling:
     processes = []
     try:
         channel = connection.channel()
-        channel.queue_declare(queue, durable=True)
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": queue_type})
         consumer = spawn.Process(target=_consume, args=(url, queue, n, ready, finished))
         consumer.start()
         processes.append(consumer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from apis_lab.broker import BrokerUnavailable
@@ -11,6 +12,10 @@ from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
 from apis_lab.chaos.runner import ChaosOptions, run
 from apis_lab.ecosystem import EcosystemError
 from apis_lab.redis_server import RedisUnavailable
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -22,6 +27,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"unknown fault kinds {unknown}: choose from {', '.join(FAULTS)}")
     if min(args.duration, args.rate, args.converge_timeout) <= 0 or (args.rounds or 1) < 1:
         parser.error("--duration, --rate and --converge-timeout must be positive, --rounds >= 1")
+    if min(args.cluster, args.consumers, args.consumer_processes, args.relays) < 1:
+        parser.error("--cluster, --consumers, --consumer-processes and --relays must be >= 1")
+    if args.cluster < 2 and any(
+        (FAULTS.get(k) or SELF_TEST_FAULTS[k]).needs_cluster for k in kinds if args.faults
+    ):
+        parser.error("node-loss needs a cluster: add --cluster 3")
     options = ChaosOptions(
         duration=args.duration,
         seed=args.seed,
@@ -31,14 +42,22 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rate=args.rate,
         converge_timeout=args.converge_timeout,
         keep=args.keep,
+        cluster=args.cluster,
+        consumers=args.consumers,
+        consumer_processes=args.consumer_processes,
+        relays=args.relays,
     )
     progress = sys.stderr if args.json else sys.stdout
+    # SIGTERM (a CI timeout, a supervisor) stops the suite the way Ctrl-C does: through its
+    # clean-up, which stops the broker nodes, Redis and every process it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run(options, say=lambda line: print(line, file=progress, flush=True))
     except (BrokerUnavailable, RedisUnavailable, EcosystemError) as exc:
         print(f"apis chaos: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
+        print("apis chaos: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
     print(report.summary(), file=progress, flush=True)
     if args.json:

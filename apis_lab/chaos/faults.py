@@ -34,6 +34,8 @@ class Injected:
 
 class Fault:
     name: ClassVar[str]
+    #: Only scheduled when the broker is a cluster.
+    needs_cluster: ClassVar[bool] = False
     #: Writes made while it holds are checked for latency: the master must not wait for the
     #: broker.
     broker_outage: ClassVar[bool] = False
@@ -51,7 +53,8 @@ class Fault:
 
 
 class BrokerRestart(Fault):
-    """`rabbitmqctl stop_app` … `start_app`: every connection drops, new ones are refused."""
+    """`rabbitmqctl stop_app` … `start_app` (of one node of a cluster): its connections drop,
+    new ones are refused."""
 
     name = "broker-restart"
     broker_outage = True
@@ -60,11 +63,33 @@ class BrokerRestart(Fault):
         return rng.uniform(2.0, 6.0)
 
     def inject(self, lab, rng):
-        lab.node.stop_app()
-        return Injected("rabbit application stopped")
+        self.node = rng.choice(lab.nodes)
+        self.node.stop_app()
+        return Injected(f"rabbit application stopped on {self.node.node}")
 
     def heal(self, lab):
-        lab.node.start_app()
+        self.node.start_app()
+
+
+class NodeLoss(Fault):
+    """A cluster loses the node leading the replica's quorum queue: its Erlang VM halts, the
+    queue elects another leader, clients connected there move to another node; later the node
+    comes back and rejoins. Scheduled only with a cluster (`--cluster 3`)."""
+
+    name = "node-loss"
+    broker_outage = True
+    needs_cluster = True
+
+    def hold(self, rng):
+        return rng.uniform(4.0, 8.0)
+
+    def inject(self, lab, rng):
+        self.node = lab.broker.leader(lab.eco.queue) or rng.choice(lab.nodes)
+        self.node.halt()
+        return Injected(f"node {self.node.node} (leader of {lab.eco.queue}) halted")
+
+    def heal(self, lab):
+        self.node.start()
 
 
 class ConnectionsClosed(Fault):
@@ -77,36 +102,40 @@ class ConnectionsClosed(Fault):
         return 0.5
 
     def inject(self, lab, rng):
-        lab.node.close_all_connections("fault suite")
+        for node in lab.nodes:
+            node.close_all_connections("fault suite")
         return Injected("every AMQP connection closed by the broker")
 
 
 class Kill(Fault):
-    """kill -9 of one process; an orchestrator starts it again after `hold`."""
+    """kill -9 of one process (one of its role, when scaled out); an orchestrator starts it
+    again after `hold`."""
 
-    process: ClassVar[str]
+    role: ClassVar[str]
     whole_group: ClassVar[bool] = True
 
     def inject(self, lab, rng):
-        process = lab.eco.processes[self.process]
-        pid = process.pid
-        process.kill9(whole_group=self.whole_group)
-        return Injected(f"kill -9 {self.process} (pid {pid})")
+        self.victim = rng.choice(lab.eco.named(self.role))
+        pid = self.victim.pid
+        self.victim.kill9(whole_group=self.whole_group)
+        return Injected(f"kill -9 {self.victim.name} (pid {pid})")
 
     def heal(self, lab):
-        lab.eco.processes[self.process].start()
+        self.victim.start()
 
 
 class KillRelay(Kill):
+    """A relay (the active one, or a standby when there are several)."""
+
     name = "kill-relay"
-    process = "relay"
+    role = "relay"
 
 
 class KillConsumer(Kill):
     """The `cqrs_consume` parent only: its workers must notice and stop on their own."""
 
     name = "kill-consumer"
-    process = "consumer"
+    role = "consumer"
     whole_group = False
 
 
@@ -117,7 +146,7 @@ class KillCelery(Kill):
     choices = ("produtos-worker", "produtos-beat", "feed-worker", "feed-beat")
 
     def inject(self, lab, rng):
-        self.process = rng.choice(self.choices)
+        self.role = rng.choice(self.choices)
         return super().inject(lab, rng)
 
 
@@ -131,7 +160,7 @@ class KillChild(Fault):
         return 0.5
 
     def inject(self, lab, rng):
-        parent = lab.eco.processes[self.pick(rng)]
+        parent = rng.choice(lab.eco.named(self.pick(rng)))
         children = parent.children(self.marker)
         if not children:
             return Injected(f"{parent.name} had no child to kill")
@@ -278,6 +307,7 @@ FAULTS: dict[str, type[Fault]] = {
         RedisDown,
         Poison,
         DatabaseLocked,
+        NodeLoss,
     )
 }
 

@@ -29,25 +29,26 @@ seed alone: the same seed injects the same faults in the same order.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import pika
-
-from apis_lab.broker import RabbitNode
+from apis_lab.broker import RabbitCluster, RabbitNode
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Injected
 from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Workload
 from apis_lab.databases import Databases
 from apis_lab.ecosystem import API_KEY, Ecosystem
 from apis_lab.processes import wait_for
 from apis_lab.redis_server import RedisServer
+from django_tools.broker import blocking_connection
 
 #: Retries fast enough that a locked table or a restart heals within seconds, and numerous
 #: enough (≈ 70 s in all) that no fault of the schedule exhausts them.
@@ -76,6 +77,10 @@ class ChaosOptions:
     converge_timeout: float = 90.0
     latency_bound: float = 2.0
     keep: bool = False
+    cluster: int = 1  # RabbitMQ nodes; 3 makes a cluster (and schedules node-loss)
+    consumers: int = 1  # workers of each cqrs_consume process
+    consumer_processes: int = 1
+    relays: int = 1  # one publishes, the others stand by (advisory lock / flock)
 
 
 @dataclass
@@ -87,6 +92,9 @@ class FaultResult:
     converge_seconds: float | None
     writes_during: int
     violations: list[str] = field(default_factory=list)
+    #: The longest time the replica applied nothing while writes were acknowledged, from the
+    #: injection until convergence: how long writes stayed unreplicated.
+    replication_gap: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -98,6 +106,9 @@ class FaultResult:
             if self.converge_seconds is None
             else round(self.converge_seconds, 3),
             "writes_during": self.writes_during,
+            "replication_gap_s": None
+            if self.replication_gap is None
+            else round(self.replication_gap, 3),
             "violations": self.violations,
         }
 
@@ -187,11 +198,15 @@ def _count(names) -> dict[str, int]:
 
 @dataclass
 class ChaosLab:
-    node: RabbitNode
+    broker: RabbitNode | RabbitCluster
     redis: RedisServer
     eco: Ecosystem
     poison_sent: int = 0
     dead_letters: list[str] = field(default_factory=list)  # message ids the DLQ must hold
+
+    @property
+    def nodes(self) -> list[RabbitNode]:
+        return self.broker.nodes if isinstance(self.broker, RabbitCluster) else [self.broker]
 
     def next_poison(self) -> int:
         self.poison_sent += 1
@@ -199,9 +214,7 @@ class ChaosLab:
 
     @contextlib.contextmanager
     def channel(self) -> Iterator:
-        params = pika.URLParameters(self.node.url)
-        params.connection_attempts, params.socket_timeout = 1, 5
-        connection = pika.BlockingConnection(params)
+        connection = blocking_connection(self.broker.url, socket_timeout=5, stack_timeout=5)
         try:
             yield connection.channel()
         finally:
@@ -241,21 +254,34 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
     def say(line: str) -> None:
         plain_say(f"[{time.monotonic() - started:6.1f}s] {line}")
 
-    node = redis = eco = workload = databases = None
+    broker = redis = eco = workload = databases = sampler = None
     try:
-        say(f"chaos: seed {seed}; starting a RabbitMQ node, Redis and the ecosystem ({work})")
-        node = RabbitNode().start()
+        what = f"a {options.cluster}-node RabbitMQ cluster" if options.cluster > 1 else (
+            "a RabbitMQ node"
+        )  # fmt: skip
+        say(f"chaos: seed {seed}; starting {what}, Redis and the ecosystem ({work})")
+        broker = RabbitCluster(options.cluster).start() if options.cluster > 1 else RabbitNode()
+        if isinstance(broker, RabbitNode):
+            broker.start()
         redis = RedisServer().start()
         databases = Databases(work, server_url=_database_server(options.database), prefix="chaos")
-        eco = Ecosystem(work, node.url, redis.url, databases, extra_env=LAB_ENV).start()
-        lab = ChaosLab(node, redis, eco)
+        # In a cluster every queue must survive the loss of a node: Celery's too.
+        env = {**LAB_ENV, **({"CELERY_QUEUE_TYPE": "quorum"} if options.cluster > 1 else {})}
+        eco = Ecosystem(
+            work, broker.url, redis.url, databases, extra_env=env,
+            consumers=options.consumers, consumer_processes=options.consumer_processes,
+            relays=options.relays,
+        ).start()  # fmt: skip
+        lab = ChaosLab(broker, redis, eco)
+        sampler = ReplicationSampler(eco).start()
         workload = Workload(
             eco.produtos_url, API_KEY, rate=options.rate, clients=options.clients, seed=seed
         ).start()
-        checker = Checker(lab, workload, options, report)
+        checker = Checker(lab, workload, options, report, sampler)
         say(f"chaos: ecosystem up; workload {options.rate:g} writes/s from {options.clients} "
             f"clients; faults for {options.duration:g}s")  # fmt: skip
-        schedule = Schedule(rng, options.faults, options.rounds)
+        kinds = tuple(k for k in options.faults if options.cluster > 1 or not _needs_cluster(k))
+        schedule = Schedule(rng, kinds, options.rounds)
         deadline = time.monotonic() + options.duration  # faults only: start-up not counted
         number = 0
         while time.monotonic() < deadline:
@@ -275,7 +301,9 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
         if workload is not None:
             workload.stop()
             _tally(report, workload)
-        for part in (eco, redis, node):
+        if sampler is not None:
+            sampler.stop()
+        for part in (eco, redis, broker):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
@@ -290,12 +318,19 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
     return report
 
 
+def _needs_cluster(kind: str) -> bool:
+    fault = FAULTS.get(kind) or SELF_TEST_FAULTS[kind]
+    return fault.needs_cluster
+
+
 def _line(result: FaultResult) -> str:
     converged = (
         "did not converge"
         if result.converge_seconds is None
         else f"converged in {result.converge_seconds:.2f}s"
     )
+    if result.replication_gap is not None:
+        converged += f" (replication paused at most {result.replication_gap:.2f}s)"
     status = "ok" if not result.violations else "BROKEN: " + "; ".join(result.violations)
     return (
         f"chaos: #{result.number} {result.name} — {result.detail} (held {result.held:.1f}s, "
@@ -328,9 +363,54 @@ def _tally(report: ChaosReport, workload: Workload) -> None:
 # --- the checks -------------------------------------------------------------------------
 
 
+class ReplicationSampler:
+    """Watches the replica's change counter (bumped by every applied batch) every 50 ms, to
+    tell how long replication stood still during a fault."""
+
+    def __init__(self, eco: Ecosystem, every: float = 0.05) -> None:
+        self.db, self.every = eco.database("feed"), every
+        self.changes: list[float] = []  # when the counter was seen to move
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replication-sampler", daemon=True)
+
+    def start(self) -> ReplicationSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        last = None
+        while not self._stop.wait(self.every):
+            try:
+                value = self.db.scalar(
+                    "SELECT COALESCE(SUM(version), 0) FROM cqrs_replica_replicastate"
+                )
+            except Exception:
+                continue  # locked or restarting: no news
+            if value != last:
+                self.changes.append(time.monotonic())
+                last = value
+
+    def longest_pause(self, start: float, end: float) -> float:
+        """The longest stretch in [start, end] without a change."""
+        moments = [start, *(t for t in self.changes if start < t < end), end]
+        return max(b - a for a, b in itertools.pairwise(moments))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class Checker:
-    def __init__(self, lab: ChaosLab, workload: Workload, options: ChaosOptions, report) -> None:
+    def __init__(
+        self,
+        lab: ChaosLab,
+        workload: Workload,
+        options: ChaosOptions,
+        report,
+        sampler: ReplicationSampler | None = None,
+    ) -> None:
         self.lab, self.workload, self.options, self.report = lab, workload, options, report
+        self.sampler = sampler
 
     def inject_and_heal(self, number: int, fault: Fault, rng: random.Random) -> FaultResult:
         injected_at = time.monotonic()
@@ -342,6 +422,9 @@ class Checker:
         healed_at = time.monotonic()
         result = self.settle(number, fault.name, injected.detail, healed_at - injected_at, fault)
         result.writes_during = len(self.workload.ledger.during(injected_at, healed_at))
+        if self.sampler is not None and result.converge_seconds is not None:
+            # Writes are paused from the heal on: only the stretch before it counts.
+            result.replication_gap = self.sampler.longest_pause(injected_at, healed_at)
         if fault.broker_outage:
             outage = [w for w in self.workload.ledger.during(injected_at, healed_at)
                       if w.outcome == OK]  # fmt: skip
@@ -416,7 +499,7 @@ class Checker:
         """Messages were lost on the broker by design: once the consumer is back and the outbox
         is drained, one reconciliation repairs the replica."""
         eco = self.lab.eco
-        back = wait_for(lambda: (eco.queue_state() or (0, 0))[1] >= eco.consumers, 30)
+        back = wait_for(lambda: (eco.queue_state() or (0, 0))[1] >= eco.queue_consumers, 30)
         drained = wait_for(lambda: self.backlog() == 0, 30)
         if not (back and drained):
             result.violations.append("the consumer or the relay did not come back")
@@ -492,21 +575,21 @@ class Checker:
             for p in eco.processes.values()
             if not p.alive()
         ]
-        consumer = eco.processes["consumer"]
-        workers = wait_for(
-            lambda: len(consumer.children(b"spawn_main")) == eco.consumers, 15
-        )  # fmt: skip
-        if not workers:
-            problems.append(
-                f"the consumer has {len(consumer.children(b'spawn_main'))} workers, "
-                f"expected {eco.consumers}"
+        for consumer in eco.named("consumer"):
+            workers = wait_for(
+                lambda c=consumer: len(c.children(b"spawn_main")) == eco.consumers, 15
             )
-        state = wait_for(lambda: (eco.queue_state() or (0, -1))[1] == eco.consumers
-                         and eco.queue_state(), 15)  # fmt: skip
+            if not workers:
+                problems.append(
+                    f"{consumer.name} has {len(consumer.children(b'spawn_main'))} workers, "
+                    f"expected {eco.consumers}"
+                )
+        expected = eco.queue_consumers
+        state = wait_for(lambda: (eco.queue_state() or (0, -1))[1] == expected, 15)
         if not state:
             problems.append(
                 f"queue {eco.queue} has {(eco.queue_state() or (0, None))[1]} consumers, "
-                f"expected {eco.consumers}"
+                f"expected {expected}"
             )
         for api in ("produtos", "feed"):
             process = eco.processes[api]

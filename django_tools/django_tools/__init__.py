@@ -1,1 +1,2 @@
-"""Shared building blocks of the APIs Ecosystem services (api_produtos, api_feed)."""
+"""Shared building blocks of django-cqrs services: settings modules, health, JSON errors,
+observability, and two reusable apps — `outbox` (masters) and `replica` (replicas)."""

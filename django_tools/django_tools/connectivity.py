@@ -16,6 +16,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError
 
+from django_tools.broker import blocking_connection
 from django_tools.env import redact_url
 
 
@@ -24,7 +25,20 @@ class Unreachable(Exception):
 
 
 def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
-    """Open and close one AMQP connection (which also checks the credentials and vhost)."""
+    """Open and close one AMQP connection (which also checks the credentials and vhost). With
+    several nodes (comma-separated), the first that answers will do; each is given `timeout`."""
+    reasons = []
+    for node in url.split(","):
+        node = node.strip()
+        try:
+            _probe_node(node, timeout)
+            return
+        except Unreachable as exc:
+            reasons.append(str(exc) if "," not in url else f"{_host(node)}: {exc}")
+    raise Unreachable("; ".join(reasons) or "no RabbitMQ URL given")
+
+
+def _probe_node(url: str, timeout: float) -> None:
     try:
         params = pika.URLParameters(url)
     except Exception as exc:  # pika raises several types for a malformed URL
@@ -46,6 +60,11 @@ def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
         connection.close()
 
 
+def _host(url: str) -> str:
+    """`host:port` of a node URL, for messages (never the credentials)."""
+    return redact_url(url).split("@")[-1].split("/")[0]
+
+
 def probe_redis(url: str, timeout: float = 2.0) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -61,8 +80,8 @@ def probe_redis(url: str, timeout: float = 2.0) -> None:
 
 @contextmanager
 def amqp_channel(url: str) -> Iterator[BlockingChannel]:
-    """A short-lived channel, for one-off broker work (commands, tests)."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    """A short-lived channel on the first node of `url` that answers (commands, tests)."""
+    connection = blocking_connection(url)
     try:
         yield connection.channel()
     finally:

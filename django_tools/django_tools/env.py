@@ -59,6 +59,19 @@ def parse_replication_mode(value: str | None) -> str:
     return mode
 
 
+QUEUE_TYPES = ("quorum", "classic")
+
+
+def parse_queue_type(value: str | None) -> str | None:
+    """CQRS_QUEUE_TYPE: `quorum`, `classic`, or None (unset: decided by the broker's state)."""
+    if not value or not value.strip():
+        return None
+    queue_type = value.strip().lower()
+    if queue_type not in QUEUE_TYPES:
+        raise ImproperlyConfiguredEnv(f"CQRS_QUEUE_TYPE={value!r}: use quorum or classic")
+    return queue_type
+
+
 def env_str(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
     return (os.environ if environ is None else environ).get(name, default)
 

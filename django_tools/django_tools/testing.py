@@ -10,15 +10,18 @@ import json
 import os
 import shlex
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import orjson
 import pika
 import pytest
 
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq, probe_redis
 from django_tools.env import DEFAULT_RABBITMQ_URL, DEFAULT_REDIS_URL, redact_url
+from django_tools.replica.policy import RetryPolicy
 
 START_HINT = (
     "start the infrastructure with `docker compose up -d` (or the local services: "
@@ -141,6 +144,147 @@ class ListeningQueue:
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+# --- a replica's reliable consumer against the real broker ---------------------------------
+# For the suites with a replica model (django_tools' own, a replica service's): the consumer of
+# django_tools.replica in threads, on a queue of the test's own bound to the session's exchange.
+
+#: Short delays, so that a test sees several retries in a second or two.
+FAST_POLICY = RetryPolicy(base=0.3, factor=2.0, cap=1.2, max_retries=3, jitter=0.2)
+
+
+def replica_cqrs_id() -> str:
+    """The CQRS_ID of the suite's replica model: where test messages go unless told otherwise."""
+    from dj_cqrs.registries import ReplicaRegistry
+
+    cqrs_ids = list(ReplicaRegistry.models)
+    if len(cqrs_ids) != 1:
+        raise LookupError(f"name the CQRS_ID: the replica models have {cqrs_ids or 'none'}")
+    return cqrs_ids[0]
+
+
+def stock_payload(signal_type: str, data: dict, cqrs_id: str | None = None) -> dict:
+    """A django-cqrs `TransportPayload.to_dict()`, as a stock master sends it."""
+    from dj_cqrs.dataclasses import TransportPayload
+
+    cqrs_id = cqrs_id or replica_cqrs_id()
+    return TransportPayload(signal_type, cqrs_id, data, data.get("id")).to_dict()
+
+
+def queue_depth(url: str, queue: str) -> int:
+    with amqp_channel(url) as channel:
+        return channel.queue_declare(queue, passive=True).method.message_count
+
+
+class RunningConsumers:
+    """Consumers in threads (each its own AMQP connection and database connection), as the
+    workers of `cqrs_consume -w N` would run."""
+
+    def __init__(self, topology, url: str) -> None:
+        self.topology = topology
+        self.url = url
+        self.stop = threading.Event()
+        self.consumers: list = []
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def start(self, workers: int = 1, **options) -> RunningConsumers:
+        from django_tools.replica.consumer import Consumer
+
+        for _ in range(workers):
+            consumer = Consumer(self.topology, self.url, stop=self.stop, **options)
+            thread = threading.Thread(target=self._run, args=(consumer,), daemon=True)
+            self.consumers.append(consumer)
+            self.threads.append(thread)
+            thread.start()
+        return self
+
+    def _run(self, consumer) -> None:
+        from django.db import connections
+
+        try:
+            consumer.run()
+        except BaseException as exc:  # surfaced by stop_all()
+            self.errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def stats(self, key: str) -> int:
+        return sum(consumer.stats[key] for consumer in self.consumers)
+
+    def stop_all(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        assert not any(t.is_alive() for t in self.threads), "a consumer did not stop"
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def topology(settings, rabbitmq_url, cqrs_exchange):
+    """This test's own replica queue, retry queues and dead-letter queue, declared, with
+    FAST_POLICY's retries."""
+    from django_tools.replica.topology import Topology
+
+    queue = f"test_replica_{uuid.uuid4().hex[:8]}"
+    # A new dict, so that pytest-django's `settings` puts the old one back after the test.
+    settings.CQRS = {
+        **settings.CQRS,
+        "queue": queue,
+        "replica": {
+            **settings.CQRS["replica"],
+            "retry_base": FAST_POLICY.base,
+            "retry_factor": FAST_POLICY.factor,
+            "retry_cap": FAST_POLICY.cap,
+            "CQRS_MAX_RETRIES": FAST_POLICY.max_retries,
+            "retry_jitter": FAST_POLICY.jitter,
+            "dead_letter_queue": None,
+        },
+    }
+    topology = Topology.from_settings()
+    with amqp_channel(rabbitmq_url) as channel:
+        topology.declare(channel)
+    yield topology
+    with amqp_channel(rabbitmq_url) as channel:
+        for name in topology.queues():
+            channel.queue_delete(name)
+
+
+@pytest.fixture
+def consumers(topology, rabbitmq_url) -> Iterator[RunningConsumers]:
+    running = RunningConsumers(topology, rabbitmq_url)
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def publish(rabbitmq_url, cqrs_exchange):
+    """Publish raw bodies to the session's exchange, as a master (or anything else) would; on
+    the replica model's CQRS_ID unless another routing key is given."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+
+    def send(body, routing_key: str | None = None, headers: dict | None = None) -> None:
+        if not isinstance(body, bytes):
+            body = orjson.dumps(body)
+        channel.basic_publish(
+            cqrs_exchange,
+            routing_key or replica_cqrs_id(),
+            body,
+            pika.BasicProperties(delivery_mode=2, headers=headers),
+            mandatory=True,
+        )
+
+    yield send
+    connection.close()
+
+
+@pytest.fixture
+def event_payload():
+    """`stock_payload`: a message body as a stock django-cqrs master sends it."""
+    return stock_payload
 
 
 # --- faults on the broker's side -----------------------------------------------------------

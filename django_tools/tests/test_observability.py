@@ -32,7 +32,7 @@ def test_the_middleware_activates_and_answers_the_id():
     assert seen == ["req-1"]
     assert response["X-Request-ID"] == "req-1"
     assert correlation.current() is None  # nothing leaks past the request
-    assert correlation.cqrs_correlation_function("SAVE", "produto", 1, None) is None
+    assert correlation.cqrs_correlation_function("SAVE", "book", 1, None) is None
 
 
 def test_log_records_carry_the_active_id_or_their_own():
@@ -58,12 +58,12 @@ def test_json_lines():
             "correlation_id": "c1",
         }
     )
-    line = JsonFormatter(service="feed").format(record)
+    line = JsonFormatter(service="svc").format(record)
     entry = json.loads(line)
     assert "\n" not in line
     assert (entry["message"], entry["service"], entry["correlation_id"], entry["level"]) == (
         "applied x",
-        "feed",
+        "svc",
         "c1",
         "INFO",
     )
@@ -74,9 +74,9 @@ def test_metrics_view_shows_counters_and_http_metrics(client):
     from django_tools.outbox.metrics import OUTBOX_WRITTEN
     from django_tools.replica import metrics as replica_metrics  # noqa: F401 - registers them
 
-    OUTBOX_WRITTEN.labels("produto", "SAVE").inc()
+    OUTBOX_WRITTEN.labels("book", "SAVE").inc()
     client.get("/health")
     body = client.get("/metrics").content.decode()
-    assert 'cqrs_outbox_events_written_total{cqrs_id="produto",signal_type="SAVE"}' in body
+    assert 'cqrs_outbox_events_written_total{cqrs_id="book",signal_type="SAVE"}' in body
     assert 'http_requests_total{method="GET",route="health",status="' in body
     assert "cqrs_apply_batch_seconds_bucket" in body

@@ -23,7 +23,7 @@ def restore_modules(monkeypatch):
 def test_sqlite_under_var_is_the_default(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     db = load("base").database_settings("svc", tmp_path)["default"]
-    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["ENGINE"] == "django_tools.db.sqlite"  # Django's, with a write gate
     assert db["NAME"] == str(tmp_path / "var" / "svc.sqlite3")
     assert (tmp_path / "var").is_dir()
     assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
@@ -32,13 +32,13 @@ def test_sqlite_under_var_is_the_default(tmp_path, monkeypatch):
 def test_postgres_from_database_url_keeps_service_test_databases_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@127.0.0.1:5432/lab")
     monkeypatch.setenv("DB_STATEMENT_TIMEOUT", "1234")
-    db = load("base").database_settings("feed", tmp_path)["default"]
+    db = load("base").database_settings("replica_svc", tmp_path)["default"]
     assert (db["ENGINE"], db["NAME"], db["HOST"]) == (
         "django.db.backends.postgresql",
         "lab",
         "127.0.0.1",
     )
-    assert db["TEST"]["NAME"] == "test_feed"
+    assert db["TEST"]["NAME"] == "test_replica_svc"
     assert db["OPTIONS"]["options"] == "-c statement_timeout=1234"
 
 

@@ -1,4 +1,4 @@
-"""GET /api/outbox/status (api_produtos)."""
+"""GET /api/outbox/status: the outbox backlog of a master."""
 
 from datetime import datetime
 

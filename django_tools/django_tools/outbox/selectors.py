@@ -31,10 +31,12 @@ def outbox_backlog() -> Backlog:
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
 
 
-def unpublished_rows(limit: int) -> list[tuple[int, str, str, str]]:
-    """The oldest unpublished rows, what a relay sends: (id, routing key, body, correlation id)."""
+def unpublished_rows(limit: int, after: int | None = None) -> list[tuple[int, str, str, str]]:
+    """The oldest unpublished rows (with an id above `after`), what a relay sends:
+    (id, routing key, body, correlation id)."""
+    pending = OutboxEvent.objects.filter(published_at__isnull=True)
+    if after is not None:
+        pending = pending.filter(id__gt=after)
     return list(
-        OutboxEvent.objects.filter(published_at__isnull=True)
-        .order_by("id")
-        .values_list("id", "routing_key", "body", "correlation_id")[:limit]
+        pending.order_by("id").values_list("id", "routing_key", "body", "correlation_id")[:limit]
     )

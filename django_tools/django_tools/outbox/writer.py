@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import orjson
 from dj_cqrs.dataclasses import TransportPayload
@@ -33,7 +34,7 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 payload.signal_type,
                 revision if isinstance(revision, int) else None,
                 routing_key(payload.cqrs_id, payload.queue),
-                orjson.dumps(payload.to_dict()).decode(),
+                orjson.dumps(payload.to_dict(), default=_json_default).decode(),
                 str(payload.correlation_id or "")[:128],
                 created_at,
             )
@@ -52,6 +53,15 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 (payload.instance_data or {}).get("cqrs_revision"),
                 extra={"correlation_id": payload.correlation_id},
             )
+
+
+def _json_default(value):
+    # A master's stock `to_cqrs_dict()` leaves DecimalField values as Decimal (django-cqrs's
+    # ujson writes them as floats); as a string the exact value travels, and any replica's
+    # DecimalField reads it.
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _CREATED_AT = OutboxEvent._meta.get_field("created_at")

@@ -1,4 +1,6 @@
-"""GET /api/replication/status (api_feed)."""
+"""The replica's replication API, mounted by a replica service (e.g. under /api/replication/):
+`status` for people and monitoring, `rows` and `tombstones` for a master's reconciliation
+(`django_tools.outbox.reconcile.HttpReplicaReader`), which always names the CQRS_ID."""
 
 from datetime import datetime
 
@@ -76,7 +78,7 @@ def status(request: HttpRequest):
 
 
 class RowsQuery(Schema):
-    cqrs_id: str = Field("produto", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    cqrs_id: str = Field(..., max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     after: int | None = Field(None, ge=0, le=MAX_BIGINT)
     limit: int = Field(1000, ge=1, le=10000)
 
@@ -98,7 +100,7 @@ def rows(request: HttpRequest, query: Query[RowsQuery]):
 
 
 class TombstonesQuery(Schema):
-    cqrs_id: str = Field("produto", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    cqrs_id: str = Field(..., max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     pk: list[str] = Field(..., min_length=1, max_length=500)
 
 
@@ -107,7 +109,11 @@ class TombstonesOut(Schema):
     tombstones: list[list[int | str]]  # [pk, revision]
 
 
-@router.get("/tombstones", response={200: TombstonesOut, 404: ErrorOut, 422: ErrorOut})
+# 400: more query fields than Django parses (DATA_UPLOAD_MAX_NUMBER_FIELDS), refused before
+# the view runs.
+@router.get(
+    "/tombstones", response={200: TombstonesOut, 400: ErrorOut, 404: ErrorOut, 422: ErrorOut}
+)
 def tombstones_of(request: HttpRequest, query: Query[TombstonesQuery]):
     """The tombstones (deleted rows, with the revision of their delete) among the given keys:
     `?pk=1&pk=2`. Reconciliation asks for the rows it finds missing."""

@@ -38,6 +38,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from django_tools import amqp_properties
+from django_tools.broker import blocking_connection
+from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
 from django_tools.replica import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
@@ -96,6 +98,7 @@ class Consumer:
         batch_size: int = 100,
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.topology = topology
         self.url = url
@@ -104,6 +107,7 @@ class Consumer:
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
         self.stats: Counter[str] = Counter()
+        self.heartbeat = heartbeat or Heartbeat.disabled()
 
     # --- connection ----------------------------------------------------------------------
 
@@ -116,13 +120,11 @@ class Consumer:
             retry_on=(AMQPError, OSError),  # ConsumerCancelled included
             logger=logger,
             what="AMQP connection",
+            on_retry=lambda _exc: self.heartbeat.beat("reconnecting", self.stats),
         )
 
     def _session(self, connected: Callable[[], None]) -> None:
-        params = pika.URLParameters(self.url)
-        params.connection_attempts = 1
-        params.blocked_connection_timeout = 60
-        connection = pika.BlockingConnection(params)
+        connection = blocking_connection(self.url, blocked_connection_timeout=60)
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.prefetch)
@@ -144,6 +146,7 @@ class Consumer:
     def _consume(self, channel: BlockingChannel) -> None:
         messages = channel.consume(self.topology.queue, inactivity_timeout=0.25)
         for method, properties, body in messages:
+            self.heartbeat.beat("consuming", self.stats, active=method is not None)
             if self.stop.is_set():
                 channel.cancel()  # gives back the prefetched, unacknowledged messages
                 return

@@ -7,11 +7,12 @@ gives the rest back to the queue in their places, so `dump` changes nothing and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from django_tools.replica.failures import FailureReport, fresh_properties
 from django_tools.replica.topology import Topology
@@ -28,6 +29,19 @@ class DeadLetter:
 
 def count(channel: BlockingChannel, topology: Topology) -> int:
     return channel.queue_declare(topology.dead_letter_queue, passive=True).method.message_count
+
+
+def wait_for_depth(
+    connection: BlockingConnection, topology: Topology, expected: int, timeout: float = 10.0
+) -> bool:
+    """Wait (bounded) until the dead-letter queue holds `expected` letters again."""
+    deadline = time.monotonic() + timeout
+    channel = connection.channel()
+    while count(channel, topology) < expected:
+        if time.monotonic() > deadline:
+            return False
+        connection.sleep(0.05)
+    return True
 
 
 def read(

@@ -8,12 +8,12 @@ import concurrent.futures
 from dataclasses import dataclass
 from datetime import datetime
 
-import pika
 from django.conf import settings
 from django.utils import timezone
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
+from django_tools.broker import blocking_connection
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.topology import Topology
 
@@ -37,11 +37,12 @@ class BrokerView:
 
 
 def _depths(url: str, topology: Topology, queue: str) -> QueueDepths:
-    params = pika.URLParameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = params.stack_timeout = BROKER_TIMEOUT
-    params.blocked_connection_timeout = BROKER_TIMEOUT
-    connection = pika.BlockingConnection(params)
+    connection = blocking_connection(
+        url,
+        socket_timeout=BROKER_TIMEOUT,
+        stack_timeout=BROKER_TIMEOUT,
+        blocked_connection_timeout=BROKER_TIMEOUT,
+    )
     try:
         channel = connection.channel()
 

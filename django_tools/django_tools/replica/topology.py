@@ -1,8 +1,8 @@
 """The replica's broker topology, declared in one place.
 
 ```
-exchange cqrs ──"produto"─────────────────────────┐
-              ──"cqrs.<queue>.produto" (syncs)───►│ <queue>  ──► consumer
+exchange cqrs ──"<cqrs_id>"───────────────────────┐
+              ──"cqrs.<queue>.<cqrs_id>" (syncs)─►│ <queue>  ──► consumer
                                                    ▲
 <queue>.retry.<delay>s  (x-message-ttl, dead-letters back to <queue>)
 dead_letter_<queue>     (what could not be applied, with the reason in headers)
@@ -12,18 +12,34 @@ Retries wait in per-tier delay queues on the broker, not in a worker's memory: a
 or a scale-down loses no scheduled retry, and a message comes back only when its delay expired.
 `apis up` declares all of it (`manage.py cqrs_declare`) before the master accepts writes, so no
 event is dropped by the exchange for lack of a bound queue while the consumer is starting.
+
+Queue type (`CQRS_QUEUE_TYPE`): `quorum` (replicated on a cluster, dead-lettering at least once
+from the retry tiers back to the queue) or `classic`. Unset, a deployment keeps the type its
+queue already has, and a new one gets quorum queues where the broker supports what they need
+here (RabbitMQ 3.10+: message TTL and at-least-once dead-lettering). Every queue of a replica has
+the same type. Asking for a type other than the existing one is refused with the way out
+(`manage.py cqrs_queues migrate --to <type>`): RabbitMQ cannot change a queue's type in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from dj_cqrs.registries import ReplicaRegistry
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import ChannelClosedByBroker
 
 from django_tools.replica.policy import RetryPolicy, format_seconds
 from django_tools.wire import DEFAULT_EXCHANGE, routing_key
+
+QUORUM, CLASSIC = "quorum", "classic"
+QUEUE_TYPES = (QUORUM, CLASSIC)
+
+
+class QueueTypeMismatch(Exception):
+    """The replica's queue exists with another type than the one configured."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,8 @@ class Topology:
     dead_letter_queue: str
     policy: RetryPolicy
     cqrs_ids: tuple[str, ...]
+    #: quorum, classic, or None: the existing queue's type, else quorum where supported.
+    queue_type: str | None = None
 
     @classmethod
     def named(
@@ -43,15 +61,19 @@ class Topology:
         exchange: str = DEFAULT_EXCHANGE,
         dead_letter_queue: str | None = None,
         cqrs_ids: tuple[str, ...] = (),
+        queue_type: str | None = None,
     ) -> Topology:
         """The topology of the replica whose queue is `queue`: every other name derives from
         it here, and only here."""
+        if queue_type not in (None, *QUEUE_TYPES):
+            raise ValueError(f"queue type {queue_type!r}: use quorum or classic")
         return cls(
             exchange=exchange,
             queue=queue,
             dead_letter_queue=dead_letter_queue or f"dead_letter_{queue}",
             policy=policy,
             cqrs_ids=cqrs_ids,
+            queue_type=queue_type,
         )
 
     @classmethod
@@ -63,6 +85,7 @@ class Topology:
             exchange=settings.CQRS["exchange"],
             dead_letter_queue=replica.get("dead_letter_queue"),
             cqrs_ids=tuple(cqrs_ids or ReplicaRegistry.models),
+            queue_type=replica.get("queue_type"),
         )
 
     def queues(self) -> list[str]:
@@ -84,29 +107,112 @@ class Topology:
             pairs.append((self.dead_letter_queue, routing_key(cqrs_id, self.dead_letter_queue)))
         return pairs
 
-    def declare(self, channel: BlockingChannel) -> list[str]:
-        """Declare everything (idempotent); returns a line per object, for humans."""
-        channel.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
-        declared = [f"exchange {self.exchange}"]
-        # Plain durable queues, as django-cqrs declares them: a stock consumer can share them.
-        for queue in (self.queue, self.dead_letter_queue):
-            channel.queue_declare(queue, durable=True)
-            declared.append(f"queue {queue}")
-        for tier in self.policy.tiers():
-            name = self.retry_queue(tier)
-            channel.queue_declare(
-                name,
-                durable=True,
-                arguments={
+    # --- what each queue is declared with ------------------------------------------------
+
+    def arguments(self, queue: str, queue_type: str) -> dict:
+        """The declare arguments of one of this replica's queues."""
+        arguments: dict = {"x-queue-type": queue_type}
+        tier = self._tier_of(queue)
+        if tier is not None:
+            arguments.update(
+                {
                     "x-message-ttl": int(tier * 1000),
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": self.queue,
-                },
+                }
             )
-            declared.append(
-                f"queue {name} (retries wait {format_seconds(tier)}, then {self.queue})"
-            )
+            if queue_type == QUORUM:
+                # A retry that expires while the replica's queue is unavailable is kept (and
+                # publishers refused) instead of dropped.
+                arguments.update(
+                    {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+                )
+        return arguments
+
+    def _tier_of(self, queue: str) -> float | None:
+        for tier in self.policy.tiers():
+            if queue == self.retry_queue(tier):
+                return tier
+        return None
+
+    def existing_type(self, channel: BlockingChannel, queue: str | None = None) -> str | None:
+        """The type of `queue` (the replica's queue by default) on the broker, None when it does
+        not exist. Probed on channels of their own: a refused declare closes its channel."""
+        queue = queue or self.queue
+        connection = channel.connection
+        probe = connection.channel()
+        try:
+            probe.queue_declare(queue, passive=True)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return None
+            raise
+        with contextlib.suppress(Exception):
+            probe.close()
+        probe = connection.channel()
+        try:
+            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, QUORUM))
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code == 406:
+                return CLASSIC
+            raise
+        with contextlib.suppress(Exception):
+            probe.close()
+        return QUORUM
+
+    def resolve_type(self, channel: BlockingChannel) -> str:
+        """The type the replica's queues must have: the configured one, else the existing
+        queue's, else quorum where the broker supports it."""
+        if self.queue_type is not None:
+            return self.queue_type
+        existing = self.existing_type(channel)
+        if existing is not None:
+            return existing
+        return QUORUM if supports_quorum(channel) else CLASSIC
+
+    def declare(self, channel: BlockingChannel) -> list[str]:
+        """Declare everything (idempotent); returns a line per object, for humans. Raises
+        QueueTypeMismatch when a queue exists with another type."""
+        channel.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
+        declared = [f"exchange {self.exchange}"]
+        queue_type = self.resolve_type(channel)
+        for queue in self.queues():
+            self._declare_queue(channel.connection, queue, queue_type)
+            tier = self._tier_of(queue)
+            detail = f", retries wait {format_seconds(tier)}, then {self.queue}" if tier else ""
+            declared.append(f"queue {queue} ({queue_type}{detail})")
         for queue, key in self.bindings():
             channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=key)
             declared.append(f"binding {self.exchange} --{key}--> {queue}")
         return declared
+
+    def _declare_queue(self, connection, queue: str, queue_type: str) -> None:
+        declaring = connection.channel()
+        try:
+            declaring.queue_declare(
+                queue, durable=True, arguments=self.arguments(queue, queue_type)
+            )
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            other = CLASSIC if queue_type == QUORUM else QUORUM
+            raise QueueTypeMismatch(
+                f"queue {queue} exists as a {other} queue, but CQRS_QUEUE_TYPE={queue_type} "
+                f"(broker: {exc.reply_text}). RabbitMQ cannot change a queue's type in place: "
+                f"stop the consumers and run `manage.py cqrs_queues migrate --to {queue_type}`, "
+                f"or set CQRS_QUEUE_TYPE={other}"
+            ) from None
+        with contextlib.suppress(Exception):
+            declaring.close()
+
+
+def supports_quorum(channel: BlockingChannel) -> bool:
+    """RabbitMQ 3.10 or newer: quorum queues with message TTL and at-least-once dead-lettering."""
+    version = channel.connection._impl.server_properties.get("version", b"0")
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    try:
+        major, minor = (int(part) for part in str(version).split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (3, 10)

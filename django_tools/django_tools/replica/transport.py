@@ -19,6 +19,7 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
     @classmethod
     def consume(cls, cqrs_ids=None):
         # Imported here: django-cqrs imports the transport while Django's apps are loading.
+        from django_tools.heartbeat import Heartbeat, consumer_file, heartbeat_dir, prune_consumers
         from django_tools.replica.consumer import Consumer
         from django_tools.replica.topology import Topology
 
@@ -28,6 +29,9 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
             _stop_when_orphaned(stop)
+        # Each worker process writes its heartbeat for `cqrs_consume_health`.
+        prune_consumers(heartbeat_dir())
+        heartbeat = Heartbeat(heartbeat_dir() / consumer_file())
         replica = settings.CQRS["replica"]
         consumer = Consumer(
             Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
@@ -35,8 +39,12 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             prefetch=int(replica["prefetch"]),
             batch_size=int(replica["batch_size"]),
             stop=stop,
+            heartbeat=heartbeat,
         )
-        consumer.run()
+        try:
+            consumer.run()
+        finally:
+            heartbeat.remove()
 
 
 #: Set by `cqrs_consume` to its own pid before it starts its workers.

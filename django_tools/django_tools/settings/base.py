@@ -49,6 +49,8 @@ def database_settings(service: str, repo_root: Path) -> dict:
     db = dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE)
     db["CONN_HEALTH_CHECKS"] = True
     if db["ENGINE"] == "django.db.backends.sqlite3":
+        # Django's backend, with writers that queue promptly (django_tools.db.sqlite).
+        db["ENGINE"] = "django_tools.db.sqlite"
         Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         # Several processes (server workers, consumer) write to one file: WAL lets readers go on
         # during a write, IMMEDIATE takes the write lock up front instead of failing mid-transaction
@@ -123,3 +125,9 @@ STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = True
 NINJA_PAGINATION_PER_PAGE = 100
 NINJA_PAGINATION_MAX_LIMIT = 1000
+
+# --- heartbeats of the processes without HTTP (django_tools.heartbeat) ----------------------
+
+#: Where the outbox relay and the consumer workers write their heartbeat files, read by
+#: `outbox_relay_health` and `cqrs_consume_health`. Unset: `<tmp>/apis-<service>-heartbeats`.
+HEARTBEAT_DIR = env_str("HEARTBEAT_DIR") or None

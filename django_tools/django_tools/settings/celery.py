@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
-from django_tools.env import env_str
+from django_tools.broker import celery_broker_url
+from django_tools.env import env_str, parse_queue_type
 from django_tools.settings.base import RABBITMQ_URL, REDIS_URL
 
 #: Put before every queue name: tests and benchmarks isolate themselves on a shared broker.
 CELERY_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX")
+#: The type of the services' task queues: classic (unset), or quorum — in a RabbitMQ cluster, so
+#: that a task queue survives the loss of the node it lives on (a classic queue's worker stops).
+#: Changing it needs the queues deleted first (they are declared by every worker and publisher).
+CELERY_QUEUE_TYPE = parse_queue_type(env_str("CELERY_QUEUE_TYPE")) or "classic"
 
-CELERY_BROKER_URL = RABBITMQ_URL
+#: kombu fails over between the nodes of RABBITMQ_URL, in order.
+CELERY_BROKER_URL = celery_broker_url(RABBITMQ_URL)
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SERIALIZER = "json"

@@ -8,7 +8,7 @@ replica can talk to these services.
 
 from __future__ import annotations
 
-from django_tools.env import env_float, env_int, env_str
+from django_tools.env import env_float, env_int, env_str, parse_queue_type
 from django_tools.observability.correlation import cqrs_correlation_function
 from django_tools.wire import DEFAULT_EXCHANGE
 
@@ -44,6 +44,9 @@ OUTBOX_PRUNE_EVERY = env_int("OUTBOX_PRUNE_EVERY", 60)
 
 #: The replica's queue (its service's name when unset).
 CQRS_QUEUE = env_str("CQRS_QUEUE") or None
+#: quorum or classic; unset: the existing queue's type, else quorum where the broker supports
+#: it (django_tools.replica.topology).
+CQRS_QUEUE_TYPE = parse_queue_type(env_str("CQRS_QUEUE_TYPE"))
 #: Retry n waits min(CAP, BASE * FACTOR**(n-1)), shortened by up to JITTER of itself;
 #: after MAX_RETRIES retries, the dead-letter queue (django_tools.replica.policy).
 CQRS_REPLICA_OPTIONS = {
@@ -52,8 +55,9 @@ CQRS_REPLICA_OPTIONS = {
     "retry_factor": env_float("CQRS_RETRY_FACTOR", 2.0),
     "retry_cap": env_float("CQRS_RETRY_CAP", 300.0),
     "retry_jitter": env_float("CQRS_RETRY_JITTER", 0.2),
-    "prefetch": env_int("CQRS_PREFETCH", 200),
-    "batch_size": env_int("CQRS_BATCH_SIZE", 100),
+    "prefetch": env_int("CQRS_PREFETCH", 500),
+    "batch_size": env_int("CQRS_BATCH_SIZE", 250),
+    "queue_type": CQRS_QUEUE_TYPE,
     # Dead letters stay until someone reads them (`cqrs_dead_letters`).
     "dead_message_ttl": None,
 }

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from django_tools.heartbeat import RELAY_FILE, Heartbeat, heartbeat_dir
 from django_tools.outbox.relays.base import Relay, RelayStats
 
 
 def relay_for_settings(batch_size: int | None = None) -> Relay:
-    """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks."""
+    """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks; it writes
+    its heartbeat for `outbox_relay_health`."""
     batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+    heartbeat = Heartbeat(heartbeat_dir() / RELAY_FILE)
     if settings.REPLICATION_MODE == "celery":
         from celery import current_app
 
@@ -20,6 +23,7 @@ def relay_for_settings(batch_size: int | None = None) -> Relay:
             settings.REPLICA_TASK_QUEUE,
             batch_size=batch_size,
             poll_max=settings.OUTBOX_POLL_MAX,
+            heartbeat=heartbeat,
         )
     from django_tools.outbox.relays.amqp import AmqpRelay
 
@@ -28,6 +32,7 @@ def relay_for_settings(batch_size: int | None = None) -> Relay:
         settings.CQRS["exchange"],
         batch_size=batch_size,
         poll_max=settings.OUTBOX_POLL_MAX,
+        heartbeat=heartbeat,
     )
 
 

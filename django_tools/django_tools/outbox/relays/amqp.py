@@ -24,6 +24,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,9 @@ import pika
 from django.db import DatabaseError, connections
 from pika.adapters.select_connection import SelectConnection
 
+from django_tools import pika_writes
+from django_tools.broker import connection_parameters
+from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.base import ConnectionLost, RelayStats, wait_for_lock
 from django_tools.outbox.relays.lock import RelayLock
@@ -40,14 +44,27 @@ from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
 
+# A batch is hundreds of messages: one send() for it, not three per message.
+pika_writes.install()
+
 # --- the relay ----------------------------------------------------------------------------
 
 
 @dataclass
 class _Batch:
-    ids: dict[int, int] = field(default_factory=dict)  # delivery tag → outbox id
+    ids: dict[int, int] = field(default_factory=dict)  # delivery tag → outbox id, unconfirmed
     acked: list[int] = field(default_factory=list)
     nacked: list[int] = field(default_factory=list)
+    timer: object = None  # the confirm timeout
+
+
+#: Batches published while the oldest waits for its confirms: the database work of the next
+#: batch (read, then mark published) overlaps the broker's work on the previous one.
+MAX_IN_FLIGHT = 2
+#: After this many batches read past the ones in flight, let them drain and read from the
+#: oldest unpublished row again: a row whose transaction committed after a later row was read
+#: (ids are given at insert, rows appear at commit) waits at most this long.
+SWEEP_EVERY = 10
 
 
 class AmqpRelay:
@@ -62,7 +79,9 @@ class AmqpRelay:
         poll_min: float = 0.005,
         poll_max: float = 0.05,
         confirm_timeout: float = 30.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
         stop: threading.Event | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.url = url
         self.exchange = exchange
@@ -70,16 +89,20 @@ class AmqpRelay:
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.confirm_timeout = confirm_timeout
+        self.max_in_flight = max_in_flight
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
+        self.heartbeat = heartbeat or Heartbeat.disabled()
         self._connection: SelectConnection | None = None
         self._channel = None
-        self._batch: _Batch | None = None
+        self._in_flight: deque[_Batch] = deque()  # oldest first
+        self._cursor = 0  # id of the newest row in flight
+        self._read_past = 0  # batches read past the ones in flight since the last sweep
         self._next_tag = 0
         self._idle_pause = poll_min
-        self._confirm_timer = None
         self._lock: RelayLock | None = None
         self._closed_by: str | None = None  # why the current connection ended
+        self._node = 0  # which of the broker's nodes the next connection goes to
         self._connected: Callable[[], None] = lambda: None
         self._lock_checked = time.monotonic()
 
@@ -89,7 +112,7 @@ class AmqpRelay:
         """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
         self._lock = RelayLock()
         try:
-            wait_for_lock(self._lock, self.stop)
+            wait_for_lock(self._lock, self.stop, self.heartbeat)
             keep_running(
                 self._session,
                 stop=self.stop,
@@ -104,6 +127,8 @@ class AmqpRelay:
 
     def _count_reconnect(self) -> None:
         self.stats.reconnects += 1
+        self._node += 1
+        self.heartbeat.beat("disconnected", self.stats)
 
     def _session(self, connected: Callable[[], None]) -> None:
         """One connection, publishing until it closes; raises ConnectionLost unless stopped."""
@@ -111,7 +136,7 @@ class AmqpRelay:
         if not self._lock.still_held():
             logger.warning("lost the relay lock; waiting to take it again")
             self._lock.release()
-            wait_for_lock(self._lock, self.stop)
+            wait_for_lock(self._lock, self.stop, self.heartbeat)
             if self.stop.is_set():
                 return
         self._closed_by = None
@@ -131,10 +156,11 @@ class AmqpRelay:
                 connection.ioloop.add_callback_threadsafe(self._maybe_close)
 
     def _run_connection(self) -> None:
-        params = pika.URLParameters(self.url)
-        params.connection_attempts = 1
-        params.socket_timeout = 5
-        self._batch = None
+        # Several nodes: each new connection goes to the next one, so a relay whose node died
+        # moves on to another instead of waiting for it.
+        nodes = connection_parameters(self.url, socket_timeout=5)
+        params = nodes[self._node % len(nodes)]
+        self._in_flight.clear()
         self._connection = SelectConnection(
             params,
             on_open_callback=self._on_open,
@@ -183,9 +209,9 @@ class AmqpRelay:
         self._maybe_close(force=True)
 
     def _maybe_close(self, force: bool = False) -> None:
-        """Close the connection, unless a batch still waits for its confirms (then its
+        """Close the connection, unless batches still wait for their confirms (then the last
         confirmation closes it)."""
-        if self._batch is not None and not force:
+        if self._in_flight and not force:
             return
         connection = self._connection
         if connection is not None and not (connection.is_closing or connection.is_closed):
@@ -203,6 +229,7 @@ class AmqpRelay:
         if self.stop.is_set():
             self._maybe_close()
             return
+        self.heartbeat.beat("publishing", self.stats)
         if self._channel is None or not self._channel.is_open:
             return
         if time.monotonic() - self._lock_checked > 5:
@@ -211,22 +238,31 @@ class AmqpRelay:
                 self._closed_by = "relay lock lost"
                 self._maybe_close(force=True)
                 return
+        if len(self._in_flight) >= self.max_in_flight:
+            return  # the next confirmation calls again
+        if self._in_flight and self._read_past >= SWEEP_EVERY:
+            return  # let them drain, then read from the oldest unpublished row
+        after = self._cursor if self._in_flight else None
         try:
-            rows = self._fetch()
+            rows = self._fetch(after)
         except DatabaseError as exc:
             logger.warning("outbox unreadable (%r); retrying", exc)
             connections["default"].close()
             self._schedule(1.0)
             return
         if not rows:
-            self._schedule(self._idle_pause)
-            self._idle_pause = min(self.poll_max, self._idle_pause * 2)
+            if not self._in_flight:
+                self._schedule(self._idle_pause)
+                self._idle_pause = min(self.poll_max, self._idle_pause * 2)
             return
         self._idle_pause = self.poll_min
+        self._read_past = self._read_past + 1 if after is not None else 0
         self._publish(rows)
+        if len(self._in_flight) < self.max_in_flight:
+            self._schedule(0)
 
-    def _fetch(self) -> list[tuple[int, str, str, str]]:
-        return unpublished_rows(self.batch_size)
+    def _fetch(self, after: int | None = None) -> list[tuple[int, str, str, str]]:
+        return unpublished_rows(self.batch_size, after=after)
 
     def _publish(self, rows: list[tuple[int, str, str, str]]) -> None:
         batch = _Batch()
@@ -245,32 +281,28 @@ class AmqpRelay:
                 ),
                 mandatory=True,
             )
-        self._batch = batch
-        self._confirm_timer = self._connection.ioloop.call_later(
+        self._cursor = rows[-1][0]
+        batch.timer = self._connection.ioloop.call_later(
             self.confirm_timeout, self._on_confirm_timeout
         )
+        self._in_flight.append(batch)
 
     def _on_confirm(self, frame) -> None:
-        batch = self._batch
-        if batch is None:
-            return
         method = frame.method
-        tags = (
-            [t for t in batch.ids if t <= method.delivery_tag]
-            if method.multiple
-            else [method.delivery_tag]
-        )
-        target = batch.acked if isinstance(method, pika.spec.Basic.Ack) else batch.nacked
-        for tag in tags:
-            outbox_id = batch.ids.pop(tag, None)
-            if outbox_id is not None:
-                target.append(outbox_id)
-        if not batch.ids:
-            self._finish(batch)
+        acked = isinstance(method, pika.spec.Basic.Ack)
+        for batch in self._in_flight:
+            if method.multiple:
+                tags = [t for t in batch.ids if t <= method.delivery_tag]
+            else:
+                tags = [method.delivery_tag] if method.delivery_tag in batch.ids else []
+            for tag in tags:
+                (batch.acked if acked else batch.nacked).append(batch.ids.pop(tag))
+        # Batches finish in the order they were published, as their rows' ids go.
+        while self._in_flight and not self._in_flight[0].ids:
+            self._finish(self._in_flight.popleft())
 
     def _finish(self, batch: _Batch) -> None:
-        self._connection.ioloop.remove_timeout(self._confirm_timer)
-        self._batch = None
+        self._connection.ioloop.remove_timeout(batch.timer)
         if batch.nacked:
             logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
         try:
@@ -292,7 +324,7 @@ class AmqpRelay:
 
     def _on_confirm_timeout(self) -> None:
         self._closed_by = f"no publisher confirms after {self.confirm_timeout:.0f}s"
-        self._batch = None
+        self._in_flight.clear()
         self._maybe_close(force=True)
 
     def _on_return(self, channel, method, properties, body) -> None:

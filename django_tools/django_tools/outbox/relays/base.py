@@ -21,6 +21,7 @@ from typing import Protocol
 import psycopg
 from django.db import DatabaseError
 
+from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.relays.lock import RelayLock
 
 logger = logging.getLogger("django_tools.outbox")
@@ -43,6 +44,7 @@ class Relay(Protocol):
     batch_size: int
     stats: RelayStats
     stop: threading.Event
+    heartbeat: Heartbeat
 
     def run(self) -> None:
         """Relay until `stop` is set (or `request_stop()`): wait for the lock, then send."""
@@ -54,8 +56,11 @@ class Relay(Protocol):
         """Where the rows go, for the log line at start."""
 
 
-def wait_for_lock(lock: RelayLock, stop: threading.Event) -> bool:
-    """Block until this process holds the relay lock (True) or `stop` is set (False)."""
+def wait_for_lock(
+    lock: RelayLock, stop: threading.Event, heartbeat: Heartbeat | None = None
+) -> bool:
+    """Block until this process holds the relay lock (True) or `stop` is set (False); the
+    heartbeat says `standby` meanwhile."""
     announced = False
     while not stop.is_set():
         try:
@@ -64,6 +69,8 @@ def wait_for_lock(lock: RelayLock, stop: threading.Event) -> bool:
                 return True
         except (DatabaseError, psycopg.Error) as exc:
             logger.warning("cannot reach the database for the relay lock: %r", exc)
+        if heartbeat is not None:
+            heartbeat.beat("standby")
         if not announced:
             logger.info("another relay is publishing; standing by until it stops")
             announced = True

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
+from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.base import RelayStats, wait_for_lock
 from django_tools.outbox.relays.lock import RelayLock
@@ -38,6 +39,7 @@ class CeleryRelay:
         poll_min: float = 0.005,
         poll_max: float = 0.05,
         stop: threading.Event | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.app = app
         self.queue = queue
@@ -46,6 +48,7 @@ class CeleryRelay:
         self.poll_max = poll_max
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
+        self.heartbeat = heartbeat or Heartbeat.disabled()
 
     def describe(self) -> str:
         return f"Celery queue {self.queue}"
@@ -56,7 +59,7 @@ class CeleryRelay:
     def run(self) -> None:
         lock = RelayLock()
         try:
-            if not wait_for_lock(lock, self.stop):
+            if not wait_for_lock(lock, self.stop, self.heartbeat):
                 return
             keep_running(
                 self._session,
@@ -72,10 +75,12 @@ class CeleryRelay:
 
     def _count_reconnect(self) -> None:
         self.stats.reconnects += 1
+        self.heartbeat.beat("disconnected", self.stats)
 
     def _session(self, connected: Callable[[], None]) -> None:
         pause = self.poll_min
         while not self.stop.is_set():
+            self.heartbeat.beat("publishing", self.stats)
             try:
                 sent = self._batch()
             except DatabaseError as exc:

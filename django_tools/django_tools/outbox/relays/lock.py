@@ -58,6 +58,10 @@ class RelayLock:
     def release(self) -> None:
         if self._pg is not None:
             with contextlib.suppress(psycopg.Error):
+                # Unlocked now, not when the server notices the closed session: a standby
+                # trying right after us gets it.
+                self._pg.execute("SELECT pg_advisory_unlock(%s)", [advisory_key(LOCK_NAME)])
+            with contextlib.suppress(psycopg.Error):
                 self._pg.close()
             self._pg = None
         if self._file is not None:

@@ -15,7 +15,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--cqrs-id", help="one CQRS_ID (default: every master model)")
-        parser.add_argument("--replica-url", help="the replica's API (default: FEED_URL)")
+        parser.add_argument(
+            "--replica-url", help="the replica's API (default: RECONCILE_REPLICA_URL)"
+        )
         parser.add_argument("--chunk", type=int, help="rows per page (default: RECONCILE_CHUNK)")
         parser.add_argument("--dry-run", action="store_true", help="report, send nothing")
         parser.add_argument(
@@ -35,7 +37,9 @@ class Command(BaseCommand):
         try:
             reader = HttpReplicaReader(url)
         except ReplicaUnavailable as exc:
-            raise CommandError(f"{exc}: is api_feed running? (FEED_URL or --replica-url)") from exc
+            raise CommandError(
+                f"{exc}: is the replica running? (RECONCILE_REPLICA_URL or --replica-url)"
+            ) from exc
         for model in [models[cqrs_id]] if cqrs_id else list(models.values()):
             report = reconcile(
                 model, reader, chunk=chunk, dry_run=options["dry_run"], progress=self._progress

@@ -27,7 +27,10 @@ class Command(BaseCommand):
             relay.describe(),
             relay.batch_size,
         )
-        relay.run()
+        try:
+            relay.run()
+        finally:
+            relay.heartbeat.remove()  # a relay that left on purpose is not a stuck one
         self.stdout.write(
             f"relay stopped: {relay.stats.published} published in {relay.stats.batches} batches"
         )

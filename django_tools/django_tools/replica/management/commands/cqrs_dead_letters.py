@@ -7,11 +7,11 @@ purge  removes them
 """
 
 import orjson
-import pika
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pika.exceptions import AMQPError
 
+from django_tools.broker import blocking_connection
 from django_tools.env import redact_url
 from django_tools.replica import dead_letters
 from django_tools.replica.topology import Topology
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         topology = Topology.from_settings()
         url = settings.CQRS["url"]
         try:
-            connection = pika.BlockingConnection(pika.URLParameters(url))
+            connection = blocking_connection(url)
         except (AMQPError, OSError) as exc:
             raise CommandError(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}") from exc
         try:
@@ -62,6 +62,11 @@ class Command(BaseCommand):
                 done += 1
                 if command != "dump" and done % 1000 == 0:
                     self.stderr.write(f"{command}: {done}…")
+            # The letters read and left go back to the queue when the channel closes (for a
+            # quorum queue, a moment later): wait for them, so that the next command sees them.
+            channel.close()
+            kept = total - (done if command != "dump" else 0)
+            dead_letters.wait_for_depth(connection, topology, kept)
             if command == "dump":
                 self.stderr.write(f"{done} of {total} dead letters in {topology.dead_letter_queue}")
             elif command == "retry":

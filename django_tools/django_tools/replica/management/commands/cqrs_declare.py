@@ -1,10 +1,10 @@
-import pika
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from pika.exceptions import AMQPError
 
+from django_tools.broker import blocking_connection
 from django_tools.env import redact_url
-from django_tools.replica.topology import Topology
+from django_tools.replica.topology import QueueTypeMismatch, Topology
 
 
 class Command(BaseCommand):
@@ -15,15 +15,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         url = settings.CQRS["url"]
-        params = pika.URLParameters(url)
-        params.connection_attempts = 1
-        params.socket_timeout = params.stack_timeout = 5
         try:
-            connection = pika.BlockingConnection(params)
+            connection = blocking_connection(url, socket_timeout=5, stack_timeout=5)
         except (AMQPError, OSError) as exc:
             raise CommandError(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}") from exc
         try:
             for line in Topology.from_settings().declare(connection.channel()):
                 self.stdout.write(f"declared {line}")
+        except QueueTypeMismatch as exc:
+            raise CommandError(str(exc)) from exc
         finally:
             connection.close()

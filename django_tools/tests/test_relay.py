@@ -1,4 +1,4 @@
-"""The relay against the real broker: what the outbox holds reaches the exchange, in order, in
+"""The relays against the real broker: what the outbox holds reaches the exchange, in order, in
 django-cqrs's format, and is marked published only once confirmed."""
 
 import threading
@@ -6,13 +6,14 @@ import time
 from decimal import Decimal
 
 import pytest
+from dj_master.models import Book
+from dj_replica.models import BookReplica
 from django.db import connections, transaction
 
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relays.amqp import AmqpRelay as Relay
 from django_tools.outbox.relays.lock import RelayLock
 from django_tools.testing import STOCK_PAYLOAD_KEYS, wait_until
-from produto import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,19 +52,33 @@ def start_relay(rabbitmq_url, cqrs_exchange):
 
 @pytest.fixture
 def replica_queue(listening_queue):
-    return listening_queue.bind("produto")
+    return listening_queue.bind("book")
 
 
-def make(sku: str, **kw):
-    return services.produto_create(sku=sku, nome="Pão", preco=Decimal("7.5"), **kw)
+def make(isbn: str, **kw) -> Book:
+    return Book.objects.create(isbn=isbn, title="Dune", price=Decimal("7.5"), **kw)
+
+
+@transaction.atomic
+def update(pk: int, **changes) -> Book:
+    book = Book.objects.select_for_update().get(pk=pk)
+    for field, value in changes.items():
+        setattr(book, field, value)
+    book.save()
+    return book
+
+
+@transaction.atomic
+def delete(pk: int) -> None:
+    Book.objects.select_for_update().get(pk=pk).delete()
 
 
 def test_create_update_delete_reach_the_exchange_in_stock_format_and_order(
     replica_queue, start_relay
 ):
-    produto = make("P-1", estoque=2)
-    services.produto_update(produto_id=produto.pk, data={"preco": Decimal("8")})
-    services.produto_delete(produto_id=produto.pk)
+    book = make("B-1", copies=2)
+    update(book.pk, price=Decimal("8"))
+    delete(book.pk)
     start_relay()
 
     received = [replica_queue.get() for _ in range(3)]
@@ -75,7 +90,7 @@ def test_create_update_delete_reach_the_exchange_in_stock_format_and_order(
         ("SAVE", 1),
         ("DELETE", 2),
     ]
-    assert first["instance_data"]["preco"] == "7.50"
+    assert first["instance_data"]["price"] == "7.50"
     assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 0
 
 
@@ -88,8 +103,8 @@ def test_writes_made_while_the_relay_runs_are_published_and_rollbacks_never(
         raise RuntimeError("abort")
     for n in range(50):
         make(f"LIVE-{n}")
-    skus = [replica_queue.get()[1]["instance_data"]["sku"] for _ in range(50)]
-    assert skus == [f"LIVE-{n}" for n in range(50)]
+    isbns = [replica_queue.get()[1]["instance_data"]["isbn"] for _ in range(50)]
+    assert isbns == [f"LIVE-{n}" for n in range(50)]
     running.stop()
     assert running.relay.stats.published == 50
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
@@ -117,9 +132,37 @@ def test_a_second_relay_stands_by_while_the_first_publishes(start_relay, replica
     assert second.relay.stats.published == 0
     first.stop()  # the standby takes over
     make("TWO")
-    assert replica_queue.get(timeout=10)[1]["instance_data"]["sku"] == "TWO"
+    assert replica_queue.get(timeout=10)[1]["instance_data"]["isbn"] == "TWO"
     wait_until(lambda: second.relay.stats.published == 1, what="the standby's confirm")
     assert first.relay.stats.published == 1
+
+
+def test_a_change_of_the_master_reaches_its_replica_in_this_process(start_relay, consumers):
+    """dj_master and dj_replica share CQRS_ID "book" (see the test settings): a write goes
+    outbox → relay → broker → consumer → replica row, and applying it writes no outbox row."""
+    consumers.start()
+    start_relay()
+    book = make("E2E-1", copies=3)
+    update(book.pk, price=Decimal("9.99"))
+    wait_until(
+        lambda: BookReplica.objects.filter(pk=book.pk, cqrs_revision=1).exists(),
+        what="the update on the replica",
+    )
+    replica = BookReplica.objects.get(pk=book.pk)
+    assert (replica.isbn, replica.title, replica.copies, str(replica.price)) == (
+        "E2E-1",
+        "Dune",
+        3,
+        "9.99",
+    )
+    delete(book.pk)
+    wait_until(lambda: not BookReplica.objects.filter(pk=book.pk).exists(), what="the delete")
+    events = OutboxEvent.objects.order_by("id").values_list("cqrs_id", "signal_type", "revision")
+    assert list(events) == [
+        ("book", "SAVE", 0),
+        ("book", "SAVE", 1),
+        ("book", "DELETE", 2),
+    ]
 
 
 def test_the_relay_lock_is_exclusive():
@@ -128,7 +171,9 @@ def test_the_relay_lock_is_exclusive():
         assert first.try_acquire()
         assert not second.try_acquire()
         first.release()
-        assert second.try_acquire()
+        # PostgreSQL drops a session's advisory lock when its backend has gone, a moment after
+        # the client closed the connection: the standby gets it then (it polls every second).
+        wait_until(second.try_acquire, timeout=5, interval=0.05, what="the released lock")
     finally:
         first.release()
         second.release()
@@ -145,8 +190,8 @@ def test_the_celery_relay_sends_one_apply_task_per_change_and_marks_them(rabbitm
     from django_tools.outbox.relays.celery import CeleryRelay
 
     queue = f"test_celery_{uuid.uuid4().hex[:8]}"
-    produto = make("CEL-1")
-    services.produto_update(produto_id=produto.pk, data={"estoque": 4})
+    book = make("CEL-1")
+    update(book.pk, copies=4)
     relay = CeleryRelay(current_app, queue)
     thread = threading.Thread(target=relay.run, daemon=True)
     thread.start()
@@ -177,23 +222,23 @@ def test_after_the_broker_closes_its_connection_the_relay_publishes_everything_n
     from django_tools.testing import ListeningQueue
 
     exchange = "cqrs_fault_test"
-    queue = ListeningQueue(broker_vhost.url, exchange).bind("produto")
+    queue = ListeningQueue(broker_vhost.url, exchange).bind("book")
     running = RunningRelay(Relay(broker_vhost.url, exchange, batch_size=50, confirm_timeout=2))
     try:
         for n in range(60):
             make(f"BEFORE-{n}")
-        assert [queue.get()[1]["instance_data"]["sku"] for _ in range(60)][-1] == "BEFORE-59"
+        assert [queue.get()[1]["instance_data"]["isbn"] for _ in range(60)][-1] == "BEFORE-59"
         wait_until(lambda: running.relay.stats.published == 60, what="the first 60 confirms")
         queue.close()
 
         broker_vhost.close_connections()
         wait_until(lambda: running.relay.stats.reconnects >= 1, what="the relay to reconnect")
-        queue = ListeningQueue(broker_vhost.url, exchange).bind("produto")
+        queue = ListeningQueue(broker_vhost.url, exchange).bind("book")
         for n in range(600):
             make(f"AFTER-{n}")
         # Every newer event reaches the queue once, in order, and the backlog drains to 0.
-        skus = [queue.get(timeout=10)[1]["instance_data"]["sku"] for _ in range(600)]
-        assert skus == [f"AFTER-{n}" for n in range(600)]
+        isbns = [queue.get(timeout=10)[1]["instance_data"]["isbn"] for _ in range(600)]
+        assert isbns == [f"AFTER-{n}" for n in range(600)]
         wait_until(
             lambda: not OutboxEvent.objects.filter(published_at__isnull=True).exists(),
             what="the outbox backlog to drain",

@@ -11,8 +11,8 @@ import pytest
 from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.transport.rabbit_mq import RabbitMQTransport
+from dj_replica.models import BookReplica
 from django.db import OperationalError
-from feed_testkit import queue_depth, wait_for
 
 from django_tools.connectivity import amqp_channel
 from django_tools.replica import consumer as consumer_module
@@ -24,14 +24,21 @@ from django_tools.replica.failures import (
     UNDECODABLE,
     UNDECODABLE_PROPERTIES,
 )
-from feed.models import ProdutoMirror
+from django_tools.testing import queue_depth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def dead(rabbitmq_url, topology) -> list:
     with amqp_channel(rabbitmq_url) as channel:
-        return [letter.report for letter in dead_letters.read(channel, topology)]
+        reports = [letter.report for letter in dead_letters.read(channel, topology)]
+    # Read and left: back in the queue once the broker requeued them (a moment after the
+    # connection closed, on a quorum queue), so that the next read sees them all again.
+    wait_until(
+        lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) >= len(reports),
+        what="the dead letters read to be back in their queue",
+    )
+    return reports
 
 
 def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_apply(
@@ -40,12 +47,12 @@ def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_ap
     poison = {
         "not json": b"{definitely not json",
         "json list": b"[1, 2, 3]",
-        "missing keys": {"signal_type": "SAVE", "cqrs_id": "produto"},
-        "unknown cqrs_id": event_payload("SAVE", instance_data(90), cqrs_id="pedido"),
-        "bad decimal": event_payload("SAVE", instance_data(91, preco="12,50")),
-        "negative stock": event_payload("SAVE", instance_data(92, estoque=-1)),
+        "missing keys": {"signal_type": "SAVE", "cqrs_id": "book"},
+        "unknown cqrs_id": event_payload("SAVE", instance_data(90), cqrs_id="order"),
+        "bad decimal": event_payload("SAVE", instance_data(91, price="12,50")),
+        "negative copies": event_payload("SAVE", instance_data(92, copies=-1)),
         "missing field": event_payload(
-            "SAVE", {k: v for k, v in instance_data(93).items() if k != "nome"}
+            "SAVE", {k: v for k, v in instance_data(93).items() if k != "title"}
         ),
     }
     publish(event_payload("SAVE", instance_data(1)))
@@ -55,11 +62,11 @@ def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_ap
     publish(event_payload("SAVE", instance_data(2)))
     consumers.start(workers=1)
 
-    wait_for(lambda: len(dead(rabbitmq_url, topology)) == len(poison), what="dead letters")
-    wait_for(lambda: ProdutoMirror.objects.filter(pk__in=[1, 2, 17]).count() == 3)
+    wait_until(lambda: len(dead(rabbitmq_url, topology)) == len(poison), what="dead letters")
+    wait_until(lambda: BookReplica.objects.filter(pk__in=[1, 2, 17]).count() == 3)
     reports = dead(rabbitmq_url, topology)
     assert [r.dead_reason for r in reports] == [PERMANENT] * len(poison)
-    assert all(r.retries == 0 and r.routing_key == "produto" for r in reports)
+    assert all(r.retries == 0 and r.routing_key == "book" for r in reports)
     assert all(r.first_failure and r.last_failure for r in reports)
     classes = [r.error_class.rsplit(".", 1)[1] for r in reports]
     assert classes == [
@@ -71,9 +78,9 @@ def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_ap
         "InvalidData",
         "InvalidData",
     ]
-    assert "preco" in reports[4].error and "estoque" in reports[5].error
-    assert "nome" in reports[6].error
-    assert not ProdutoMirror.objects.filter(pk__in=[90, 91, 92, 93]).exists()
+    assert "price" in reports[4].error and "copies" in reports[5].error
+    assert "title" in reports[6].error
+    assert not BookReplica.objects.filter(pk__in=[90, 91, 92, 93]).exists()
     assert queue_depth(rabbitmq_url, topology.queue) == 0
 
 
@@ -91,8 +98,8 @@ def test_a_transient_failure_is_retried_after_the_backoff_then_applied(
 
     with mock.patch.object(consumer_module, "apply_changes", flaky):
         consumers.start()
-        publish(event_payload("SAVE", instance_data(5, nome="third time lucky")))
-        wait_for(lambda: ProdutoMirror.objects.filter(pk=5).exists(), what="the third delivery")
+        publish(event_payload("SAVE", instance_data(5, title="third time lucky")))
+        wait_until(lambda: BookReplica.objects.filter(pk=5).exists(), what="the third delivery")
 
     assert len(deliveries) == 3
     policy = topology.policy
@@ -116,14 +123,14 @@ def test_after_the_last_retry_a_message_is_dead_lettered_with_its_story(
     with mock.patch.object(consumer_module, "apply_changes", always_failing):
         consumers.start()
         publish(event_payload("SAVE", instance_data(6)))
-        wait_for(lambda: dead(rabbitmq_url, topology), timeout=15, what="the dead letter")
+        wait_until(lambda: dead(rabbitmq_url, topology), timeout=15, what="the dead letter")
 
     (report,) = dead(rabbitmq_url, topology)
     assert report.dead_reason == EXHAUSTED
     assert report.retries == topology.policy.max_retries
     assert report.error_class == "django.db.utils.OperationalError"
     assert report.error == "could not connect to server"
-    assert report.routing_key == "produto"
+    assert report.routing_key == "book"
     assert report.first_failure < report.last_failure
     assert report.payload["instance_pk"] == 6
 
@@ -142,9 +149,9 @@ def test_one_failing_message_never_drags_its_batch_with_it(
         publish(event_payload("SAVE", instance_data(pk)))
     with mock.patch.object(consumer_module, "apply_changes", fails_for_13):
         consumers.start(batch_size=50)
-        wait_for(lambda: ProdutoMirror.objects.count() == 6, what="the six good rows")
-        wait_for(lambda: dead(rabbitmq_url, topology), timeout=15, what="13's dead letter")
-    assert sorted(ProdutoMirror.objects.values_list("pk", flat=True)) == [10, 11, 12, 14, 15, 16]
+        wait_until(lambda: BookReplica.objects.count() == 6, what="the six good rows")
+        wait_until(lambda: dead(rabbitmq_url, topology), timeout=15, what="13's dead letter")
+    assert sorted(BookReplica.objects.values_list("pk", flat=True)) == [10, 11, 12, 14, 15, 16]
     assert [r.payload["instance_pk"] for r in dead(rabbitmq_url, topology)] == [13]
 
 
@@ -155,20 +162,20 @@ def test_a_stock_django_cqrs_master_is_followed(consumers, instance_data, settin
 
     def produce(signal_type, data, queue=None):
         RabbitMQTransport.produce(
-            TransportPayload(signal_type, "produto", data, data["id"], queue=queue)
+            TransportPayload(signal_type, "book", data, data["id"], queue=queue)
         )
 
-    produce(SignalType.SAVE, instance_data(20, 0, preco=19.9))
+    produce(SignalType.SAVE, instance_data(20, 0, price=19.9))
     produce(SignalType.SAVE, instance_data(21, 0))
-    produce(SignalType.SAVE, instance_data(20, 1, preco=21.5, nome="updated"))
+    produce(SignalType.SAVE, instance_data(20, 1, price=21.5, title="updated"))
     produce(SignalType.DELETE, {"id": 21, "cqrs_revision": 1, "cqrs_updated": "2026-01-01"})
-    produce(SignalType.SYNC, instance_data(22, 4, nome="synced"), queue=topology.queue)
-    wait_for(
-        lambda: set(ProdutoMirror.objects.values_list("pk", "cqrs_revision")) == {(20, 1), (22, 4)},
+    produce(SignalType.SYNC, instance_data(22, 4, title="synced"), queue=topology.queue)
+    wait_until(
+        lambda: set(BookReplica.objects.values_list("pk", "cqrs_revision")) == {(20, 1), (22, 4)},
         what="the stock master's changes",
     )
-    row = ProdutoMirror.objects.get(pk=20)
-    assert (str(row.preco), row.nome) == ("21.50", "updated")
+    row = BookReplica.objects.get(pk=20)
+    assert (str(row.price), row.title) == ("21.50", "updated")
 
 
 def test_messages_are_acknowledged_only_once_applied(
@@ -177,7 +184,7 @@ def test_messages_are_acknowledged_only_once_applied(
     for pk in range(30, 40):
         publish(event_payload("SAVE", instance_data(pk)))
     consumers.start(batch_size=4)
-    wait_for(lambda: ProdutoMirror.objects.count() == 10)
+    wait_until(lambda: BookReplica.objects.count() == 10)
     with amqp_channel(rabbitmq_url) as channel:
         declared = channel.queue_declare(topology.queue, passive=True).method
     assert declared.message_count == 0
@@ -189,7 +196,7 @@ def test_headers_of_a_failed_message_name_the_error_class(
 ):
     publish(b"nope")
     consumers.start()
-    wait_for(lambda: dead(rabbitmq_url, topology))
+    wait_until(lambda: dead(rabbitmq_url, topology))
     with amqp_channel(rabbitmq_url) as channel:
         _, properties, body = channel.basic_get(topology.dead_letter_queue, auto_ack=True)
     assert body == b"nope"  # the body is kept as it was
@@ -204,7 +211,7 @@ def test_after_its_queue_is_deleted_the_consumer_declares_it_again_and_goes_on(
     and the StopIteration killed the consumer: no later write was ever applied."""
     consumers.start()
     publish(event_payload("SAVE", instance_data(50)))
-    wait_for(lambda: ProdutoMirror.objects.filter(pk=50).exists(), what="the first save")
+    wait_until(lambda: BookReplica.objects.filter(pk=50).exists(), what="the first save")
 
     with amqp_channel(rabbitmq_url) as channel:
         channel.queue_delete(topology.queue)
@@ -216,10 +223,10 @@ def test_after_its_queue_is_deleted_the_consumer_declares_it_again_and_goes_on(
             except Exception:
                 return False
 
-    wait_for(queue_is_back_and_consumed, what="the queue declared and consumed again")
+    wait_until(queue_is_back_and_consumed, what="the queue declared and consumed again")
     for pk in range(51, 61):
         publish(event_payload("SAVE", instance_data(pk)))  # bound again: routed, not returned
-    wait_for(lambda: ProdutoMirror.objects.count() == 11, what="the saves after the cancel")
+    wait_until(lambda: BookReplica.objects.count() == 11, what="the saves after the cancel")
     assert all(thread.is_alive() for thread in consumers.threads)
     assert not consumers.errors
     assert queue_depth(rabbitmq_url, topology.queue) == 0
@@ -273,20 +280,20 @@ def test_messages_whose_headers_pika_cannot_decode_are_dead_lettered_with_their_
     with amqp_channel(rabbitmq_url) as channel:
         channel.confirm_delivery()
         for n, (name, table) in enumerate(UNDECODABLE_HEADERS.items()):
-            body = orjson.dumps(event_payload("SAVE", instance_data(70 + n, nome=name)))
+            body = orjson.dumps(event_payload("SAVE", instance_data(70 + n, title=name)))
             bodies[name] = body
             channel.basic_publish(
-                cqrs_exchange, "produto", body, RawProperties(_headers_then_persistent(table))
+                cqrs_exchange, "book", body, RawProperties(_headers_then_persistent(table))
             )
             channel.basic_publish(
                 cqrs_exchange,
-                "produto",
+                "book",
                 orjson.dumps(event_payload("SAVE", instance_data(80 + n))),
                 pika.BasicProperties(delivery_mode=2),
             )
     consumers.start()
-    wait_for(lambda: ProdutoMirror.objects.filter(pk__in=[80, 81, 82]).count() == 3)
-    wait_for(lambda: len(dead(rabbitmq_url, topology)) == 3, what="three dead letters")
+    wait_until(lambda: BookReplica.objects.filter(pk__in=[80, 81, 82]).count() == 3)
+    wait_until(lambda: len(dead(rabbitmq_url, topology)) == 3, what="three dead letters")
     with amqp_channel(rabbitmq_url) as channel:
         letters = list(dead_letters.read(channel, topology))
     assert [letter.report.dead_reason for letter in letters] == [UNDECODABLE] * 3
@@ -294,6 +301,6 @@ def test_messages_whose_headers_pika_cannot_decode_are_dead_lettered_with_their_
     assert all(letter.report.error_class.endswith("UndecodableMessage") for letter in letters)
     assert "year" in letters[0].report.error or "range" in letters[0].report.error
     assert all(letter.properties.headers[UNDECODABLE_PROPERTIES] for letter in letters)
-    assert not ProdutoMirror.objects.filter(pk__in=[70, 71, 72]).exists()
+    assert not BookReplica.objects.filter(pk__in=[70, 71, 72]).exists()
     assert queue_depth(rabbitmq_url, topology.queue) == 0
     assert not consumers.errors

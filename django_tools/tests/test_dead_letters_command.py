@@ -6,12 +6,12 @@ from unittest import mock
 import orjson
 import pika
 import pytest
+from dj_replica.models import BookReplica
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
-from feed_testkit import queue_depth, wait_for
 
 from django_tools.replica import consumer as consumer_module
-from feed.models import ProdutoMirror
+from django_tools.testing import queue_depth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,14 +22,24 @@ def command(*args) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
+def letters_back(url: str, topology, count: int) -> None:
+    """The letters a command read and left go back to the queue when its connection closes: a
+    moment later, on the broker's time (a quorum queue requeues through its log). Exactly
+    `count` must be there before the next command reads the queue."""
+    wait_until(
+        lambda: queue_depth(url, topology.dead_letter_queue) == count,
+        what=f"{count} dead letters in {topology.dead_letter_queue}",
+    )
+
+
 @pytest.fixture
 def three_dead_letters(consumers, publish, event_payload, instance_data, rabbitmq_url, topology):
-    """Two poison messages of produto and one of another CQRS_ID, in the dead-letter queue."""
+    """Two poison messages of book and one of another CQRS_ID, in the dead-letter queue."""
     publish(b"not json at all")
-    publish(event_payload("SAVE", instance_data(40, estoque=-5)))
-    publish(event_payload("SAVE", instance_data(41), cqrs_id="pedido"))
+    publish(event_payload("SAVE", instance_data(40, copies=-5)))
+    publish(event_payload("SAVE", instance_data(41), cqrs_id="order"))
     consumers.start()
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 3)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 3)
     return topology
 
 
@@ -45,22 +55,24 @@ def test_dump_prints_one_json_object_per_dead_letter_and_changes_nothing(
         "UnknownCqrsId",
     ]
     assert lines[0]["payload"] == "not json at all"
-    assert lines[1]["payload"]["instance_data"]["estoque"] == -5
+    assert lines[1]["payload"]["instance_data"]["copies"] == -5
     assert all(
-        line["dead_reason"] == "permanent" and line["routing_key"] == "produto" for line in lines
+        line["dead_reason"] == "permanent" and line["routing_key"] == "book" for line in lines
     )
     assert all(line["retries"] == 0 and line["first_failure"] for line in lines)
     assert "3 of 3" in err
-    assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3
+    letters_back(rabbitmq_url, three_dead_letters, 3)
     out_again, _ = command("dump")
     assert out_again == out  # same letters, same order
 
 
-def test_dump_filters(three_dead_letters):
-    out, _ = command("dump", "--cqrs-id", "pedido")
-    assert [orjson.loads(line)["payload"]["cqrs_id"] for line in out.splitlines()] == ["pedido"]
-    out, _ = command("dump", "--cqrs-id", "produto")  # a body that is not JSON has no CQRS_ID
+def test_dump_filters(three_dead_letters, rabbitmq_url):
+    out, _ = command("dump", "--cqrs-id", "order")
+    assert [orjson.loads(line)["payload"]["cqrs_id"] for line in out.splitlines()] == ["order"]
+    letters_back(rabbitmq_url, three_dead_letters, 3)
+    out, _ = command("dump", "--cqrs-id", "book")  # a body that is not JSON has no CQRS_ID
     assert [orjson.loads(line)["payload"]["instance_pk"] for line in out.splitlines()] == [40]
+    letters_back(rabbitmq_url, three_dead_letters, 3)
     out, _ = command("dump", "--limit", "2")
     assert len(out.splitlines()) == 2
 
@@ -71,8 +83,10 @@ def test_retry_sends_them_back_and_bad_ones_dead_letter_again(
     before = consumers.stats("dead_lettered")
     out, _ = command("retry")
     assert "sent 3 of 3" in out
-    wait_for(lambda: consumers.stats("dead_lettered") == before + 3, what="a second dead-lettering")
-    wait_for(lambda: queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3)
+    wait_until(
+        lambda: consumers.stats("dead_lettered") == before + 3, what="a second dead-lettering"
+    )
+    wait_until(lambda: queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3)
     dumped = [orjson.loads(line) for line in command("dump")[0].splitlines()]
     assert sorted(d["retries"] for d in dumped) == [0, 0, 0]  # reset, then failed again at once
 
@@ -85,20 +99,20 @@ def test_retry_of_a_transient_failure_applies_it_once_fixed(
 
     with mock.patch.object(consumer_module, "apply_changes", down):
         consumers.start()
-        publish(event_payload("SAVE", instance_data(42, nome="finally")))
-        wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1, timeout=15)
-    assert not ProdutoMirror.objects.filter(pk=42).exists()
+        publish(event_payload("SAVE", instance_data(42, title="finally")))
+        wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1, timeout=15)
+    assert not BookReplica.objects.filter(pk=42).exists()
 
     out, _ = command("retry")  # the database is back
     assert "sent 1 of 1" in out
-    wait_for(lambda: ProdutoMirror.objects.filter(pk=42, nome="finally").exists())
+    wait_until(lambda: BookReplica.objects.filter(pk=42, title="finally").exists())
     assert queue_depth(rabbitmq_url, topology.dead_letter_queue) == 0
 
 
 def test_purge_empties_or_removes_only_what_matches(three_dead_letters, rabbitmq_url):
-    out, _ = command("purge", "--cqrs-id", "pedido")
+    out, _ = command("purge", "--cqrs-id", "order")
     assert "purged 1 of 3" in out
-    assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 2
+    letters_back(rabbitmq_url, three_dead_letters, 2)
     out, _ = command("purge")
     assert "purged 2" in out
     assert queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 0
@@ -122,7 +136,7 @@ def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
     odd_headers = {
         "x-cqrs-error": b"\xff\xfe not utf-8",
         "x-cqrs-dead-reason": b"\xc3\x28",
-        "x-cqrs-original-routing-key": b"produto\xff",
+        "x-cqrs-original-routing-key": b"book\xff",
         "x-cqrs-retries": b"\xff",
         "x-cqrs-first-failure": {"a": "table"},
     }
@@ -131,23 +145,25 @@ def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
         channel.basic_publish(
             "",
             topology.dead_letter_queue,
-            orjson.dumps(event_payload("SAVE", instance_data(61, nome="behind the odd one"))),
+            orjson.dumps(event_payload("SAVE", instance_data(61, title="behind the odd one"))),
             pika.BasicProperties(delivery_mode=2, headers=odd_headers),
         )
         channel.basic_publish(
             "",
             topology.dead_letter_queue,
-            orjson.dumps(event_payload("SAVE", instance_data(62), cqrs_id="pedido")),
+            orjson.dumps(event_payload("SAVE", instance_data(62), cqrs_id="order")),
             pika.BasicProperties(delivery_mode=2),
         )
 
     lines = [orjson.loads(line) for line in command("dump")[0].splitlines()]
     assert len(lines) == 2
+    letters_back(rabbitmq_url, topology, 2)
     assert lines[0]["error"] == "\\xff\\xfe not utf-8"
     assert lines[0]["retries"] == 0 and lines[0]["first_failure"] == "{'a': 'table'}"
 
-    assert "purged 1 of 2" in command("purge", "--cqrs-id", "pedido")[0]
+    assert "purged 1 of 2" in command("purge", "--cqrs-id", "order")[0]
+    letters_back(rabbitmq_url, topology, 1)
     consumers.start()
-    assert "sent 1 of 1" in command("retry", "--cqrs-id", "produto")[0]
-    wait_for(lambda: ProdutoMirror.objects.filter(pk=61, nome="behind the odd one").exists())
+    assert "sent 1 of 1" in command("retry", "--cqrs-id", "book")[0]
+    wait_until(lambda: BookReplica.objects.filter(pk=61, title="behind the odd one").exists())
     assert queue_depth(rabbitmq_url, topology.dead_letter_queue) == 0

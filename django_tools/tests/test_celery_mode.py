@@ -7,14 +7,14 @@ from unittest import mock
 import orjson
 import pytest
 from celery.exceptions import Retry
+from dj_replica.models import BookReplica
 from django.db import OperationalError
-from feed_testkit import queue_depth, wait_for
 
 from django_tools.connectivity import amqp_channel
 from django_tools.replica import apply as apply_module
 from django_tools.replica import dead_letters
 from django_tools.replica.tasks import apply_event
-from feed.models import ProdutoMirror
+from django_tools.testing import queue_depth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,12 +32,12 @@ def test_a_change_is_applied_and_a_duplicate_ignored(event_payload, instance_dat
         apply_event.apply(args=[body(event_payload, "SAVE", instance_data(1, 0))]).get()
         == "duplicate"
     )
-    assert ProdutoMirror.objects.get(pk=1).cqrs_revision == 0
+    assert BookReplica.objects.get(pk=1).cqrs_revision == 0
 
 
 def test_a_poison_message_goes_to_the_same_dead_letter_queue(rabbitmq_url, topology):
     assert apply_event.apply(args=['{"not": "a payload"}']).get() == "dead_lettered"
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
     with amqp_channel(rabbitmq_url) as channel:
         (letter,) = list(dead_letters.read(channel, topology))
     assert letter.report.dead_reason == "permanent"
@@ -67,7 +67,7 @@ def test_after_the_last_retry_it_is_dead_lettered(
             retries=topology.policy.max_retries,
         ).get()
     assert result == "dead_lettered"
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
     with amqp_channel(rabbitmq_url) as channel:
         (letter,) = list(dead_letters.read(channel, topology))
     assert letter.report.dead_reason == "retries-exhausted"
@@ -75,20 +75,20 @@ def test_after_the_last_retry_it_is_dead_lettered(
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"criado_em": 123}, {"sku": {"a": 1}}, {"estoque": 1.9}, {"id": True}]
+    "overrides", [{"created_at": 123}, {"isbn": {"a": 1}}, {"copies": 1.9}, {"id": True}]
 )
 def test_a_malformed_event_is_dead_lettered_not_dropped(
     overrides, event_payload, instance_data, rabbitmq_url, topology
 ):
-    """Only PermanentFailure was caught around decoding: a TypeError (`criado_em: 123`) failed
+    """Only PermanentFailure was caught around decoding: a TypeError (`created_at: 123`) failed
     the task, Celery acknowledged it, and the change was gone without a trace."""
     result = apply_event.apply(args=[body(event_payload, "SAVE", instance_data(4, 0, **overrides))])
     assert result.get() == "dead_lettered"
-    wait_for(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
     with amqp_channel(rabbitmq_url) as channel:
         (letter,) = list(dead_letters.read(channel, topology))
     assert letter.report.dead_reason == "permanent"
-    assert not ProdutoMirror.objects.filter(pk=4).exists()
+    assert not BookReplica.objects.filter(pk=4).exists()
 
 
 def test_an_unexpected_error_while_validating_is_permanent_in_both_modes(topology):

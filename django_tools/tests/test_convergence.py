@@ -6,29 +6,29 @@ from dataclasses import dataclass
 
 import pytest
 from dj_cqrs.constants import SignalType
+from dj_replica.models import BookReplica
 from django.db import transaction
-from feed_testkit import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_tools.replica import apply
 from django_tools.replica import messages as events
-from feed.models import ProdutoMirror
+from django_tools.testing import wait_until
 
 NAMES = st.text(alphabet="abcdefghij ", min_size=1, max_size=12).filter(str.strip)
 VERSION = st.fixed_dictionaries(
     {
-        "nome": NAMES,
-        "preco": st.decimals(min_value=0, max_value=9999, places=2).map(str),
-        "estoque": st.integers(min_value=0, max_value=10**6),
-        "ativo": st.booleans(),
+        "title": NAMES,
+        "price": st.decimals(min_value=0, max_value=9999, places=2).map(str),
+        "copies": st.integers(min_value=0, max_value=10**6),
+        "in_print": st.booleans(),
     }
 )
 
 
 @dataclass
 class History:
-    """What a master did to one product: saves at revisions 0..n-1, maybe a delete at n."""
+    """What a master did to one row: saves at revisions 0..n-1, maybe a delete at n."""
 
     pk: int
     versions: list[dict]
@@ -50,7 +50,13 @@ class History:
         if self.deleted:
             return None
         last = self.versions[-1]
-        return (len(self.versions) - 1, last["nome"], last["preco"], last["estoque"], last["ativo"])
+        return (
+            len(self.versions) - 1,
+            last["title"],
+            last["price"],
+            last["copies"],
+            last["in_print"],
+        )
 
 
 histories = st.lists(
@@ -73,10 +79,10 @@ def deliveries(draw, offset: int = 0):
 
 def observed(pks):
     rows = {
-        pk: (rev, nome, f"{preco:.2f}", estoque, ativo)
-        for pk, rev, nome, preco, estoque, ativo in ProdutoMirror.objects.filter(
+        pk: (rev, title, f"{price:.2f}", copies, in_print)
+        for pk, rev, title, price, copies, in_print in BookReplica.objects.filter(
             pk__in=pks
-        ).values_list("pk", "cqrs_revision", "nome", "preco", "estoque", "ativo")
+        ).values_list("pk", "cqrs_revision", "title", "price", "copies", "in_print")
     }
     return {pk: rows.get(pk) for pk in pks}
 
@@ -105,9 +111,7 @@ def test_apply_converges_whatever_the_order_duplicates_and_batches(case, instanc
                 with transaction.atomic():
                     apply.apply_changes(
                         [
-                            apply.prepare(
-                                events.Event("produto", s, d["id"], d["cqrs_revision"], d)
-                            )
+                            apply.prepare(events.Event("book", s, d["id"], d["cqrs_revision"], d))
                             for s, d in batch
                         ]
                     )
@@ -144,6 +148,6 @@ def test_through_the_broker_two_workers_converge(
         return counted - before >= len(sequence) or None
 
     # Stats count per worker; other keys (retries) would mean a failure, which the test rejects.
-    wait_for(processed, timeout=20, what="every published message to be handled")
+    wait_until(processed, timeout=20, what="every published message to be handled")
     assert consumers.stats("retried") == 0 and consumers.stats("dead_lettered") == 0
     assert observed([h.pk for h in hs]) == expected_state(hs)

@@ -1,0 +1,221 @@
+"""The pipelines the bench compares, one type each: what runs on the replica side, whether a
+relay runs, how the writer saves, which queues to clean up. `run()` is the same for all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apis_lab.bench.report import PipelineRun
+from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.databases import Databases, ServiceDatabase
+from apis_lab.lab import service_environment
+from apis_lab.processes import ManageProcess
+from apis_lab.services import FEED, PRODUTOS
+from django_tools.connectivity import amqp_channel
+
+WORKERS = "apis_lab.bench.workers"
+STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
+
+
+class BenchError(Exception):
+    """The bench cannot run or a pipeline did not deliver; said in one line."""
+
+
+@dataclass
+class Pipeline:
+    """One way of carrying N creates from the master to the replica."""
+
+    name: str = ""
+    #: How the writer process saves: `stock` (django-cqrs publishes on commit) or `project`
+    #: (the change and its outbox row in one transaction).
+    writer: str = "project"
+    env: dict[str, str] = field(default_factory=dict)
+
+    def consumer(self, feed_env: dict, log: Path) -> ManageProcess:
+        raise NotImplementedError
+
+    def relay(self, produtos_env: dict, log: Path) -> ManageProcess | None:
+        return ManageProcess(PRODUTOS.directory, ["outbox_relay"], produtos_env, log)
+
+    def queue(self, feed_env: dict) -> str:
+        """The queue whose consumer must be up before the writer starts."""
+        return feed_env["CQRS_QUEUE"]
+
+    def queues(self, feed_env: dict) -> list[str]:
+        return replica_queues(feed_env["CQRS_QUEUE"])
+
+
+@dataclass
+class Stock(Pipeline):
+    """django-cqrs 3.1 as it ships: the ORM save publishes on commit (`RabbitMQTransport`), one
+    `RabbitMQTransport.consume()` worker applies with django-cqrs's `ReplicaManager`."""
+
+    name: str = "stock"
+    writer: str = "stock"
+    # The stock consumer declares its queue without a type: a classic queue.
+    env: dict[str, str] = field(
+        default_factory=lambda: {"CQRS_TRANSPORT": STOCK_TRANSPORT, "CQRS_QUEUE_TYPE": "classic"}
+    )
+
+    def consumer(self, feed_env, log):
+        return ManageProcess.module(
+            FEED.directory, "api_feed.settings", WORKERS, ["stock-consumer"], feed_env, log
+        )
+
+    def relay(self, produtos_env, log):
+        return None
+
+
+@dataclass
+class Project(Pipeline):
+    """This project: the outbox, `outbox_relay` with pipelined confirms, `cqrs_consume -w N`
+    applying in batches."""
+
+    name: str = "project"
+    consumers: int = 1
+
+    def consumer(self, feed_env, log):
+        return ManageProcess(
+            FEED.directory, ["cqrs_consume", "-w", str(self.consumers)], feed_env, log
+        )
+
+
+@dataclass
+class CeleryTasks(Pipeline):
+    """The seed's pattern through the same outbox: one Celery task per change
+    (REPLICATION_MODE=celery), one worker process applying them."""
+
+    name: str = "celery"
+    prefix: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:8]}.")
+
+    def __post_init__(self) -> None:
+        self.env = {"REPLICATION_MODE": "celery", "CELERY_QUEUE_PREFIX": self.prefix}
+
+    def consumer(self, feed_env, log):
+        worker = ["-A", "api_feed", "worker", "--concurrency", "1", "-Q", self.queue(feed_env)]
+        return ManageProcess.module(
+            FEED.directory, "api_feed.settings", "celery", [*worker, "-l", "WARNING"], feed_env,
+            log,
+        )  # fmt: skip
+
+    def queue(self, feed_env):
+        return f"{self.prefix}feed.tasks"
+
+    def queues(self, feed_env):
+        return [*super().queues(feed_env), self.queue(feed_env), f"{self.prefix}produtos.tasks"]
+
+
+# --- the replica's clock: a trigger stamps every row as it is written --------------------
+
+_SQLITE_TRIGGER = [
+    "CREATE TABLE bench_applied (id INTEGER PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE TRIGGER bench_applied_stamp AFTER INSERT ON feed_produtomirror BEGIN "
+    "INSERT OR IGNORE INTO bench_applied (id, at) "
+    "VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0); END",
+]
+_POSTGRES_TRIGGER = [
+    "CREATE TABLE bench_applied (id bigint PRIMARY KEY, at double precision NOT NULL)",
+    "CREATE FUNCTION bench_applied_stamp() RETURNS trigger AS $$ BEGIN "
+    "INSERT INTO bench_applied VALUES (NEW.id, extract(epoch FROM clock_timestamp())) "
+    "ON CONFLICT DO NOTHING; RETURN NEW; END $$ LANGUAGE plpgsql",
+    "CREATE TRIGGER bench_applied_stamp AFTER INSERT ON feed_produtomirror "
+    "FOR EACH ROW EXECUTE FUNCTION bench_applied_stamp()",
+]
+
+
+@dataclass
+class Workload:
+    """What every pipeline is given: N creates from one writer process, `batch` per
+    transaction, as fast as it can or at `rate` writes/s."""
+
+    n: int
+    batch: int = 1
+    rate: float | None = None
+
+
+def run(
+    pipeline: Pipeline,
+    workload: Workload,
+    rabbitmq_url: str,
+    databases: Databases,
+    workdir: Path,
+    progress,
+    extra_env: dict[str, str] | None = None,
+) -> PipelineRun:
+    """One run: fresh databases, exchange and queues; the consumer (and relay) up; the writer;
+    until the replica has all N rows. Everything is stopped and deleted afterwards."""
+    name = pipeline.name
+    env = {"LOG_LEVEL": "WARNING", **(extra_env or {}), **pipeline.env}
+    progress.show(f"{name}: preparing databases and queues…")
+    feed_env, feed_url = service_environment("feed", workdir, rabbitmq_url, databases, **env)
+    produtos_env, _ = service_environment(
+        "produtos", workdir, rabbitmq_url, databases,
+        CQRS_EXCHANGE=feed_env["CQRS_EXCHANGE"], **env,
+    )  # fmt: skip
+    feed_db = ServiceDatabase(feed_url)
+    feed_db.execute(_POSTGRES_TRIGGER if feed_db.is_postgres else _SQLITE_TRIGGER)
+    log = workdir / f"{name}.log"
+    started: list[ManageProcess] = []
+    try:
+        relay = pipeline.relay(produtos_env, log)
+        if relay is not None:
+            started.append(relay.start())
+        started.append(pipeline.consumer(feed_env, log).start())
+        _wait_for_consumer(rabbitmq_url, pipeline.queue(feed_env), log)
+        out = workdir / f"{name}-writes.json"
+        args = ["writer", "--pipeline", pipeline.writer, "-n", str(workload.n)]
+        args += ["--batch", str(workload.batch), "--out", str(out)]
+        if workload.rate:
+            args += ["--rate", str(workload.rate)]
+        writer = ManageProcess.module(
+            PRODUTOS.directory, "api_produtos.settings", WORKERS, args, produtos_env, log
+        ).start()
+        started.append(writer)
+        _wait_for_replica(name, workload.n, writer, feed_db, log, progress)
+        writes = json.loads(out.read_text())
+        stamps = dict(feed_db.fetchall("SELECT id, at FROM bench_applied"))
+    finally:
+        for process in started:
+            process.stop()
+        with contextlib.suppress(Exception):
+            delete_broker_objects(
+                rabbitmq_url, feed_env["CQRS_EXCHANGE"], pipeline.queues(feed_env)
+            )
+    committed = {int(pk): at for pk, at in writes["committed"].items()}
+    return PipelineRun(
+        name=name,
+        n=workload.n,
+        seconds=max(stamps.values()) - writes["first"],
+        write_seconds=writes["last"] - writes["first"],
+        lags_ms=[(stamps[pk] - at) * 1000 for pk, at in committed.items() if pk in stamps],
+    )
+
+
+def _wait_for_replica(name, n, writer, feed_db, log, progress) -> None:
+    deadline = time.monotonic() + max(120.0, n / 20)
+    while True:
+        applied = feed_db.scalar("SELECT COUNT(*) FROM bench_applied")
+        writing = writer.process.poll() is None
+        progress.show(f"{name}: {applied}/{n} replicated" + (" (writing…)" if writing else ""))
+        if not writing and writer.process.returncode != 0:
+            raise BenchError(f"the {name} writer failed; see {log}")
+        if applied >= n and not writing:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{name}: only {applied} of {n} replicated in time; see {log}")
+        time.sleep(0.1)
+
+
+def _wait_for_consumer(rabbitmq_url: str, queue: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception), amqp_channel(rabbitmq_url) as channel:
+            if channel.queue_declare(queue, passive=True).method.consumer_count:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"the consumer did not start within {timeout:.0f}s; see {log}")

@@ -1,0 +1,1 @@
+"""A throwaway master for django_tools' own tests: one model written through the outbox."""

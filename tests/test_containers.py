@@ -1,0 +1,454 @@
+"""The container files, tested without a Docker engine (none runs on these machines):
+
+- docker-compose.yaml is valid against the Compose Specification's JSON schema, vendored in
+  tests/data/compose-spec.json (see tests/data/README.md for its source);
+- plain `docker compose up -d` still starts RabbitMQ and Redis only; the `ecosystem` profile
+  brings up everything, each service waiting for what it needs, with health checks;
+- every container runs the command `apis up` runs for that process (apis_lab/services.py), in
+  its service's folder, with its service's settings;
+- the image as the Dockerfile builds it: the build context its .dockerignore leaves, installed
+  the Dockerfile's way (`uv sync --frozen --no-dev`) into a folder here, where every command and
+  health check of the compose file must exist (manage.py commands, WSGI apps, Celery apps, the
+  health URLs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from e2e_lab import REPO_ROOT
+
+from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, processes
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+#: From compose-spec/compose-spec, schema/compose-spec.json (tests/data/README.md).
+COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+#: Where the Dockerfile puts the repository in the image.
+IMAGE_ROOT = "/app"
+PROFILE = "ecosystem"
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def services() -> dict[str, dict]:
+    return compose()["services"]
+
+
+def ecosystem() -> dict[str, dict]:
+    return {n: s for n, s in services().items() if PROFILE in s.get("profiles", [])}
+
+
+def ours() -> dict[str, dict]:
+    """The services that run the image of ./Dockerfile."""
+    return {n: s for n, s in services().items() if "build" in s}
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?-)([^}]*))?\}|\$(\w+)")
+
+
+def interpolate(value: str, environ: dict[str, str] | None = None) -> str:
+    """Compose's interpolation of `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$VAR`, `$$`."""
+    environ = {} if environ is None else environ
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        operator, default = match.group(2), match.group(3) or ""
+        if operator == ":-":
+            return environ.get(name) or default
+        if operator == "-":
+            return environ.get(name, default)
+        return environ.get(name, "")
+
+    return _VARIABLE.sub(replace, value)
+
+
+def environment(service: dict) -> dict[str, str]:
+    return {key: interpolate(str(value)) for key, value in service.get("environment", {}).items()}
+
+
+def to_image(argv: list[str]) -> list[str]:
+    """A command of `apis up` as it runs in the image: the venv's `python` first on PATH, the
+    repository at /app."""
+    return [
+        "python" if arg == sys.executable else arg.replace(str(REPO_ROOT), IMAGE_ROOT)
+        for arg in argv
+    ]
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+# --- the compose file -------------------------------------------------------------------------
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification():
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(compose())]
+    assert not errors, "\n".join(errors)
+    # And the schema does catch a mistake.
+    broken = compose()
+    broken["services"]["relay"]["depends_on"]["rabbitmq"]["condition"] = "service_ready"
+    broken["services"]["consumer"]["healthcheck"]["retries"] = []
+    assert len(list(validator.iter_errors(broken))) == 2
+
+
+def test_plain_compose_up_still_starts_rabbitmq_and_redis_only():
+    default = {n for n, s in services().items() if not s.get("profiles")}
+    assert default == {"rabbitmq", "redis"}
+    for service in default:
+        assert set(services()[service].get("depends_on", {})) <= default
+    assert "management" in services()["rabbitmq"]["image"]
+    assert {"5672:5672", "15672:15672"} <= set(services()["rabbitmq"]["ports"])
+
+
+def test_the_ecosystem_profile_brings_up_everything():
+    expected = set(processes(EcosystemOptions(), "/state", "cqrs", {"produtos": {}, "feed": {}}))
+    assert expected == {
+        "produtos", "feed", "relay", "consumer",
+        "produtos-worker", "produtos-beat", "feed-worker", "feed-beat",
+    }  # fmt: skip
+    assert expected | {"postgres"} <= set(ecosystem())
+    assert set(ours()) <= set(ecosystem())
+    # RabbitMQ and Redis come with the profile too: a service without profiles always starts.
+    assert "management" in services()["rabbitmq"]["image"]
+
+
+def test_every_service_waits_for_what_it_needs():
+    jobs = set()
+    for name, service in ecosystem().items():
+        for target, dependency in service.get("depends_on", {}).items():
+            assert target in services(), f"{name} depends on {target}, which does not exist"
+            condition = dependency["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in services()[target], f"{name}: {target} has no health"
+            elif condition == "service_completed_successfully":
+                assert services()[target].get("restart") == "no", f"{target} is a one-off job"
+                jobs.add(target)
+            else:
+                pytest.fail(f"{name} waits for {target} to be merely started")
+    assert jobs == {"produtos-migrate", "feed-migrate", "feed-declare"}
+    needs = {name: set(s.get("depends_on", {})) for name, s in ecosystem().items()}
+    assert {"produtos-migrate"} <= needs["produtos"] and {"feed-migrate"} <= needs["feed"]
+    # The replica's queues exist before the first event goes out (as `apis up` does it).
+    assert {"produtos-migrate", "feed-declare", "rabbitmq"} <= needs["relay"]
+    assert {"feed-migrate", "feed-declare", "rabbitmq"} <= needs["consumer"]
+    for worker in ("produtos-worker", "feed-worker"):
+        assert {"rabbitmq", "redis"} <= needs[worker]
+    assert {"postgres"} <= needs["produtos-migrate"] & needs["feed-migrate"]
+
+
+def test_each_container_runs_what_apis_up_runs():
+    options = EcosystemOptions(host="0.0.0.0")
+    expected = processes(options, f"{IMAGE_ROOT}/var", "cqrs", {"produtos": {}, "feed": {}})
+    for name, (argv, service) in expected.items():
+        container = services()[name]
+        assert container["command"] == to_image(argv), name
+        assert container["working_dir"] == to_image([str(service.directory)])[0], name
+        database = urlsplit(environment(container)["DATABASE_URL"]).path
+        assert database == f"/{service.name}", f"{name} must use its service's database"
+    jobs = {
+        "produtos-migrate": PRODUTOS.manage("migrate", "--noinput"),
+        "feed-migrate": FEED.manage("migrate", "--noinput"),
+        "feed-declare": FEED.manage("cqrs_declare"),
+    }
+    for name, argv in jobs.items():
+        assert services()[name]["command"] == to_image(argv), name
+
+
+def test_the_services_find_each_other():
+    everything = services()
+    postgres = everything["postgres"]["environment"]
+    databases = {postgres["POSTGRES_DB"]} | set(
+        re.findall(
+            r"CREATE DATABASE (\w+)", compose()["configs"]["postgres-create-feed"]["content"]
+        )
+    )
+    rabbit = everything["rabbitmq"]["environment"]
+    for name, service in ours().items():
+        env = environment(service)
+        db = urlsplit(env["DATABASE_URL"])
+        assert db.scheme == "postgres" and db.hostname == "postgres", name
+        assert (db.username, db.password) == (
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_PASSWORD"],
+        )
+        assert db.path.strip("/") in databases, name
+        broker = urlsplit(env["RABBITMQ_URL"])
+        assert broker.hostname == "rabbitmq" and broker.port == 5672, name
+        assert (broker.username, broker.password) == (
+            rabbit["RABBITMQ_DEFAULT_USER"],
+            rabbit["RABBITMQ_DEFAULT_PASS"],
+        )
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis", name
+        service_name = db.path.strip("/")
+        assert service_name in env["ALLOWED_HOSTS"].split(","), name
+        if service_name == "feed":
+            assert env["CQRS_QUEUE_TYPE"] == "quorum", name
+        else:
+            assert env["PRODUTOS_API_KEY"], name
+            feed = urlsplit(env["FEED_URL"])
+            assert (feed.hostname, feed.port) == ("feed", 8000), name
+    # Each API answers on its port, inside and outside.
+    for name, service in (("produtos", PRODUTOS), ("feed", FEED)):
+        bind = option(services()[name]["command"], "--bind")
+        assert bind == f"0.0.0.0:{service.default_port}"
+        assert services()[name]["ports"] == [f"{service.default_port}:{service.default_port}"]
+
+
+def test_the_health_checks_are_the_ones_made_for_them():
+    for name, service in (("produtos", PRODUTOS), ("feed", FEED)):
+        test = services()[name]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        assert f"'http://127.0.0.1:{service.default_port}/health/ready'" in test[-1], name
+    relay = services()["relay"]["healthcheck"]["test"]
+    assert relay == ["CMD", "python", f"{IMAGE_ROOT}/api_produtos/manage.py", "outbox_relay_health"]
+    consumer = services()["consumer"]["healthcheck"]["test"]
+    assert consumer == ["CMD", "python", f"{IMAGE_ROOT}/api_feed/manage.py", "cqrs_consume_health"]
+    for name in ("produtos-worker", "feed-worker"):
+        command = services()[name]["command"]
+        check = shlex.split(interpolate(services()[name]["healthcheck"]["test"][1]))
+        assert check[:5] == ["python", "-m", "celery", "-A", option(command, "-A")]
+        node = option(command, "-n").split("@")[0]
+        assert option(check, "-d") == f"{node}@$HOSTNAME", name
+
+
+# --- the Dockerfile and its build context ------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def test_the_dockerfile_builds_the_image_the_compose_file_runs():
+    steps = instructions()
+    froms = [args for keyword, args in steps if keyword == "FROM"]
+    assert froms[-1] == "python:3.11-slim"
+    copies = [args for keyword, args in steps if keyword == "COPY"]
+    assert any(args.startswith("--from=ghcr.io/astral-sh/uv:") for args in copies)
+    env = " ".join(args for keyword, args in steps if keyword == "ENV")
+    assert "UV_COMPILE_BYTECODE=1" in env
+    assert f'PATH="{IMAGE_ROOT}/.venv/bin:$PATH"' in env, "python must be the venv's"
+    assert ("WORKDIR", IMAGE_ROOT) in steps
+    syncs = [args for keyword, args in steps if keyword == "RUN" and "uv sync" in args]
+    assert syncs and syncs[-1].endswith("uv sync --frozen --no-dev")
+    users = [args for keyword, args in steps if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the processes must not run as root"
+    assert not [k for k, _ in steps if k == "ENTRYPOINT"], "the compose command picks the process"
+    for name, service in ours().items():
+        assert service["build"] in (".", {"context": "."}), name
+        assert service["command"][0] == "python", name
+
+
+def dockerignore() -> list[str]:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _glob(pattern: str, path: str) -> bool:
+    """Docker's matching (Go's filepath.Match, plus `**` for any number of folders)."""
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex, i = regex + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            regex, i = regex + ".*", i + 2
+        elif pattern[i] == "*":
+            regex, i = regex + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            regex, i = regex + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            regex, i = regex + pattern[i : end + 1], end + 1
+        else:
+            regex, i = regex + re.escape(pattern[i]), i + 1
+    return re.fullmatch(regex, path) is not None
+
+
+def excluded(path: str, patterns: list[str]) -> bool:
+    """Whether the build leaves `path` (relative to the context) out: the last pattern that
+    matches it or one of its folders decides, `!` patterns bringing files back."""
+    result = False
+    parents = ["/".join(path.split("/")[: i + 1]) for i in range(path.count("/") + 1)]
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if any(_glob(pattern, candidate) for candidate in parents):
+            result = not negated
+    return result
+
+
+def build_context() -> list[str]:
+    """The repository's files (tracked, or new and not ignored) that reach the build."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    patterns = dockerignore()
+    return sorted(p for p in listed if (REPO_ROOT / p).is_file() and not excluded(p, patterns))
+
+
+def test_the_dockerignore_matcher_reads_patterns_as_docker_does():
+    patterns = ["**/__pycache__", "tests", "*.sqlite3", ".env.*", "!.env.keep"]
+    assert excluded("a/b/__pycache__/x.pyc", patterns)
+    assert excluded("tests/test_x.py", patterns) and not excluded("api/tests.py", patterns)
+    assert excluded("db.sqlite3", patterns) and not excluded("var/db.sqlite3", patterns)
+    assert excluded(".env.feed", patterns) and not excluded(".env.keep", patterns)
+
+
+def test_the_build_context_has_what_the_image_needs_and_nothing_private():
+    context = set(build_context())
+    needed = {"pyproject.toml", "uv.lock", "README.md", "apis/cli.py", "apis_lab/services.py"}
+    for service in SERVICES:
+        folder = service.directory.name
+        needed |= {
+            f"{folder}/pyproject.toml",
+            f"{folder}/manage.py",
+            f"{folder}/{service.project}/wsgi.py",
+            f"{folder}/{service.project}/celery.py",
+            f"{folder}/{service.project}/settings.py",
+        }
+    needed |= {"django_tools/pyproject.toml", "django_tools/django_tools/health.py"}
+    assert needed <= context, sorted(needed - context)
+    for copied in (args.split()[0] for k, args in instructions() if k == "COPY"):
+        if not copied.startswith("--") and copied != ".":
+            assert copied in context, f"the Dockerfile copies {copied}, left out of the build"
+    leaked = [
+        p for p in context
+        if p.startswith((".env", "tests/", "var/", ".venv/")) or "/tests/" in p
+        or p.endswith((".sqlite3", ".pyc"))
+    ]  # fmt: skip
+    assert not leaked, leaked
+
+
+# --- the image: the context installed the Dockerfile's way, every command run against it -------
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    """The build context in a folder of its own, installed as the Dockerfile does (the
+    workspace's packages and their dependencies, no dev group); the folder stands for /app."""
+    root = tmp_path_factory.mktemp("image") / "app"
+    for relative in build_context():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / relative, target)
+    env = {
+        **os.environ,
+        "UV_PROJECT_ENVIRONMENT": str(root / ".venv"),
+        "UV_COMPILE_BYTECODE": "0",  # the Dockerfile compiles; here it would only cost time
+    }
+    env.pop("VIRTUAL_ENV", None)
+    result = subprocess.run(
+        [shutil.which("uv") or "uv", "sync", "--frozen", "--no-dev"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def in_image(image: Path, argv: list[str]) -> list[str]:
+    python = str(image / ".venv" / "bin" / "python")
+    return [python if arg == "python" else arg.replace(IMAGE_ROOT, str(image)) for arg in argv]
+
+
+def run_in_image(image: Path, service: dict, argv: list[str]) -> tuple[list[str], int, str]:
+    """Run `argv` as the service's container would (its folder, its environment, no env file of
+    a developer's), in the installed image folder."""
+    env = {
+        "PATH": f"{image / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        "HOME": str(image),
+        "PRODUTOS_ENV_FILE": str(image / "no-env-file"),
+        "FEED_ENV_FILE": str(image / "no-env-file"),
+        "HEARTBEAT_DIR": str(image / "heartbeats"),
+        **environment(service),
+    }
+    cwd = Path(service["working_dir"].replace(IMAGE_ROOT, str(image)))
+    result = subprocess.run(
+        in_image(image, argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    return argv, result.returncode, (result.stdout + result.stderr)[-2000:]
+
+
+def checks_of(name: str, service: dict) -> list[list[str]]:
+    """Commands that succeed only when the service's command (and health check) can run: the
+    manage.py command exists, the WSGI app loads with gunicorn's options, the Celery app loads,
+    the health URL exists."""
+    command = service["command"]
+    checks = []
+    if command[1].endswith("manage.py"):
+        checks.append(["python", command[1], "help", command[2]])
+    elif command[1:3] == ["-m", "gunicorn"]:
+        checks.append(["python", "-m", "gunicorn", "--check-config", *command[3:]])
+    elif command[1:3] == ["-m", "celery"]:
+        checks.append(["python", "-m", "celery", "-A", option(command, "-A"), "report"])
+    else:
+        pytest.fail(f"{name}: a command this test does not know: {command}")
+    test = service.get("healthcheck", {}).get("test", [])
+    manage = f"{service['working_dir']}/manage.py"
+    if test[:1] == ["CMD"] and test[2:3] and test[2].endswith("manage.py"):
+        checks.append(["python", test[2], "help", test[3]])
+    elif test[:1] == ["CMD"] and "/health/ready" in test[-1]:
+        path = "/health/ready"
+        resolve = f"from django.urls import resolve; resolve({path!r})"
+        checks.append(["python", manage, "shell", "-c", resolve])
+    return checks
+
+
+def test_every_command_and_health_check_exists_in_the_image(image):
+    work = [
+        (service, check)
+        for name, service in ours().items()
+        for check in checks_of(name, service)
+    ]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda item: run_in_image(image, *item), work))
+    failed = [
+        f"{' '.join(argv)} → exit {code}:\n{output}" for argv, code, output in results if code
+    ]
+    assert not failed, "\n\n".join(failed)
+    assert len(results) >= 14
+
+
+def test_the_image_without_a_command_says_what_it_can_run(image):
+    cmd = json.loads(next(args for keyword, args in instructions() if keyword == "CMD"))
+    argv = [str(image / ".venv" / "bin" / cmd[0]), *cmd[1:]]
+    result = subprocess.run(argv, cwd=image, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "{up," in result.stdout, result.stdout
+
+
+def test_nothing_of_the_dev_group_is_in_the_image(image):
+    site = next((image / ".venv" / "lib").glob("python3*/site-packages"))
+    installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    assert {"django", "gunicorn", "celery", "psycopg", "whitenoise"} <= installed
+    assert not installed & {"pytest", "ruff", "hypothesis", "schemathesis", "jsonschema"}
