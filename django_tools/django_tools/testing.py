@@ -155,12 +155,19 @@ FAST_POLICY = RetryPolicy(base=0.3, factor=2.0, cap=1.2, max_retries=3, jitter=0
 
 
 def replica_cqrs_id() -> str:
-    """The CQRS_ID of the suite's replica model: where test messages go unless told otherwise."""
+    """The CQRS_ID test messages go to unless told otherwise: the setting TEST_CQRS_ID, else the
+    suite's only replica model's."""
     from dj_cqrs.registries import ReplicaRegistry
+    from django.conf import settings
 
+    chosen = getattr(settings, "TEST_CQRS_ID", None)
+    if chosen:
+        return chosen
     cqrs_ids = list(ReplicaRegistry.models)
     if len(cqrs_ids) != 1:
-        raise LookupError(f"name the CQRS_ID: the replica models have {cqrs_ids or 'none'}")
+        raise LookupError(
+            f"name the CQRS_ID (TEST_CQRS_ID): the replica models have {cqrs_ids or 'none'}"
+        )
     return cqrs_ids[0]
 
 

@@ -72,3 +72,6 @@ CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}django_tools_tests.tasks"  # 
 #: REPLICATION_MODE=celery: the master's relay sends to the replica's queue, this process's own.
 REPLICA_TASK_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 CELERY_TASK_QUEUES = task_queues(CELERY_TASK_DEFAULT_QUEUE, queue_type=CELERY_QUEUE_TYPE)  # noqa: F405
+
+#: Where test messages go unless a test names another CQRS_ID (django_tools.testing).
+TEST_CQRS_ID = "book"

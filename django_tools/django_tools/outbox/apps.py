@@ -8,6 +8,7 @@ class OutboxConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import django_tools.outbox.checks  # noqa: F401 - registers the system checks
         from django_tools.outbox.signals import OutboxSignals
 
         # Every django-cqrs master model now writes its events to the outbox, in the transaction

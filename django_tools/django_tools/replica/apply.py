@@ -13,11 +13,24 @@ Rules, per row (the row's primary key):
 
 `apply_changes` runs inside the caller's transaction; the consumer acknowledges the messages
 only after that transaction committed.
+
+Two ways to write, chosen per model (`hooks_of`):
+
+- a model that uses none of django-cqrs's replica hooks is written in bulk: one prebuilt
+  `INSERT … ON CONFLICT DO UPDATE` for a batch's saves, one `DELETE` for its deletes;
+- a model that uses any — `CQRS_MAPPING`, `CQRS_CUSTOM_SERIALIZATION`, its own `cqrs_save`,
+  `cqrs_create`, `cqrs_update` or `cqrs_delete`, or `pre/post_save`/`pre/post_delete` receivers —
+  is written through them, one change at a time, as django-cqrs's own consumer would: its
+  `cqrs_save(master_data, previous_data, sync, meta)` and `cqrs_delete(master_data, meta)`, whose
+  default implementations reach `cqrs_create` / `cqrs_update` and send the model's signals. The
+  decisions stay these rules' (revisions, tombstones, locks), in the same transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +39,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, models, router
 from django.db.models import F
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from django_tools.locks import advisory_key
 from django_tools.replica.messages import Event, InvalidData, UnknownCqrsId
@@ -41,11 +55,62 @@ class Change:
     event: Event
     model: type[models.Model]
     pk: Any
-    values: dict[str, Any] | None  # column values of a save; None for a delete
+    #: A save's column values (cleaned), or for a model applied through its hooks the data its
+    #: hooks are given (mapped, as django-cqrs maps it); None for a delete.
+    values: dict[str, Any] | None
+    #: The master's change time (cqrs_updated), for lag metrics and the replica's state.
+    updated: datetime | None = None
 
     @property
     def revision(self) -> int:
         return self.event.revision
+
+
+# --- which way a model is written -------------------------------------------------------
+
+_HOOK_SIGNALS = (
+    models.signals.pre_save,
+    models.signals.post_save,
+    models.signals.pre_delete,
+    models.signals.post_delete,
+)
+_HOOKS: dict[type[models.Model], tuple[str, ...]] = {}
+
+
+def hooks_of(model: type[models.Model]) -> tuple[str, ...]:
+    """The django-cqrs replica hooks `model` uses (empty: it is written in bulk). Worked out
+    once per process, at the model's first change: connect signal receivers in
+    `AppConfig.ready()`, as Django recommends (`forget_hooks()` makes it look again)."""
+    from dj_cqrs.mixins import ReplicaMixin
+
+    found = _HOOKS.get(model)
+    if found is None:
+        hooks = []
+        if getattr(model, "CQRS_MAPPING", None) is not None:
+            hooks.append("CQRS_MAPPING")
+        if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
+            hooks.append("CQRS_CUSTOM_SERIALIZATION")
+        for name in ("cqrs_save", "cqrs_create", "cqrs_delete"):
+            if getattr(model, name).__func__ is not getattr(ReplicaMixin, name).__func__:
+                hooks.append(name)
+        if model.cqrs_update is not ReplicaMixin.cqrs_update:
+            hooks.append("cqrs_update")
+        hooks += [
+            f"{signal_name(signal)} receiver"
+            for signal in _HOOK_SIGNALS
+            if signal.has_listeners(model)
+        ]
+        found = _HOOKS[model] = tuple(hooks)
+    return found
+
+
+def forget_hooks() -> None:
+    _HOOKS.clear()
+
+
+def signal_name(signal) -> str:
+    names = {id(s): n for n, s in vars(models.signals).items() if isinstance(s, type(signal))}
+    return names.get(id(signal), "signal")
 
 
 def replica_model(cqrs_id: str) -> type[models.Model]:
@@ -80,6 +145,9 @@ def prepare(event: Event) -> Change:
             raise InvalidData(f"a delete without {pk_field.name}")
         return Change(event, model, pk, None)
 
+    updated = _updated(event.data)
+    if hooks_of(model):
+        return Change(event, model, *_prepare_for_hooks(model, event), updated=updated)
     plans = _plans(model)
     data = event.data
     missing = sorted(plan.name for plan in plans if plan.required and plan.name not in data)
@@ -105,7 +173,70 @@ def prepare(event: Event) -> Change:
             errors.append(f"{plan.name}: {' '.join(exc.messages)}")
     if errors:
         raise InvalidData("; ".join(errors))
-    return Change(event, model, values[pk_field.attname], values)
+    return Change(event, model, values[pk_field.attname], values, updated=updated)
+
+
+def _updated(data: dict) -> datetime | None:
+    value = data.get("cqrs_updated")
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = parse_datetime(value)
+            if parsed is not None and timezone.is_naive(parsed):
+                parsed = timezone.make_aware(parsed, UTC)
+            return parsed
+    return None
+
+
+def _prepare_for_hooks(model: type[models.Model], event: Event) -> tuple[Any, dict | None]:
+    """(pk, the data the hooks get) of a change to a model written through its hooks. The
+    data is mapped as django-cqrs maps it (`CQRS_MAPPING`), and checked against the model's
+    fields unless the model serializes itself (`CQRS_CUSTOM_SERIALIZATION`)."""
+    manager = model.cqrs
+    pk_field = model._meta.pk
+    if event.is_delete:
+        mapped = manager._map_delete_data(event.data)
+        if not mapped:
+            raise InvalidData(f"a delete without id, cqrs_revision and cqrs_updated for {model}")
+        return _clean_pk(pk_field, mapped[pk_field.name]), None
+    mapped = manager._map_save_data(event.data)
+    if not mapped:
+        raise InvalidData(
+            "the data does not fit the replica model's CQRS_MAPPING, key or required fields"
+        )
+    if model.CQRS_CUSTOM_SERIALIZATION:
+        return _clean_pk(pk_field, mapped[pk_field.name]), mapped
+    errors = []
+    for plan in _plans(model):
+        if plan.name not in mapped:
+            continue
+        raw = mapped[plan.name]
+        wrong_type = _json_type_error(plan.field, raw)
+        if wrong_type:
+            errors.append(f"{plan.name}: {wrong_type}")
+            continue
+        try:
+            plan.clean(Decimal(repr(raw)) if plan.float_to_decimal and isinstance(raw, float)
+                       else raw)  # fmt: skip
+        except ValidationError as exc:
+            errors.append(f"{plan.name}: {' '.join(exc.messages)}")
+    if errors:
+        raise InvalidData("; ".join(errors))
+    return _clean_pk(pk_field, mapped[pk_field.name]), mapped
+
+
+def _clean_pk(pk_field: models.Field, raw: Any) -> Any:
+    wrong_type = _json_type_error(pk_field, raw)
+    if wrong_type:
+        raise InvalidData(f"{pk_field.name}: {wrong_type}")
+    try:
+        pk = pk_field.to_python(raw)
+    except ValidationError as exc:
+        raise InvalidData(f"{pk_field.name}: {'; '.join(exc.messages)}") from None
+    if pk is None:
+        raise InvalidData(f"no {pk_field.name}")
+    return pk
 
 
 class _FieldPlan:
@@ -258,10 +389,58 @@ def _apply_model(model: type[models.Model], changes: list[Change]) -> list[str]:
             else:
                 current.row, current.tomb = change.revision, None
         outcomes.append(outcome)
-    _write(model, writes, had_tombstone={pk for pk in pks if str(pk) in tombs})
+    had_tombstone = {pk for pk in pks if str(pk) in tombs}
+    if hooks_of(model):
+        applied = [c for c, o in zip(changes, outcomes, strict=True) if o == APPLIED]
+        _write_through_hooks(model, applied, had_tombstone)
+    else:
+        _write(model, writes, had_tombstone)
     if writes:
         _record_last(model, changes[max(i for i, o in enumerate(outcomes) if o == APPLIED)])
     return outcomes
+
+
+def _write_through_hooks(model: type[models.Model], applied: list[Change], had_tombstone: set):
+    """Every applied change in order, through the model's own `cqrs_save` / `cqrs_delete`."""
+    from django_tools.replica.managers import applying
+
+    buried = set(had_tombstone)
+    for change in applied:
+        event = change.event
+        with applying(model):
+            try:
+                if change.values is None:
+                    model.cqrs_delete(event.data, meta=event.meta)
+                else:
+                    model.cqrs_save(
+                        event.data, previous_data=event.previous_data, sync=event.is_sync,
+                        meta=event.meta,
+                    )  # fmt: skip
+            except ValidationError as exc:  # the model's hooks refused the data: for good
+                raise InvalidData(f"{model.__name__} hooks: {' '.join(exc.messages)}") from exc
+        if change.values is None:
+            _bury(model, [change])
+            buried.add(change.pk)
+        elif change.pk in buried:
+            Tombstone.objects.filter(cqrs_id=model.CQRS_ID, instance_pk=str(change.pk)).delete()
+            buried.discard(change.pk)
+
+
+def _bury(model: type[models.Model], deletes: list[Change]) -> None:
+    """The tombstones of applied deletes (a later save at or below their revision is stale)."""
+    now = timezone.now()
+    Tombstone.objects.bulk_create(
+        [
+            Tombstone(
+                cqrs_id=model.CQRS_ID, instance_pk=str(c.pk), cqrs_revision=c.revision,
+                deleted_at=now,
+            )
+            for c in deletes
+        ],
+        update_conflicts=True,
+        unique_fields=["cqrs_id", "instance_pk"],
+        update_fields=["cqrs_revision", "deleted_at"],
+    )  # fmt: skip
 
 
 def _decide(change: Change, current: _RowState) -> str:
@@ -293,21 +472,7 @@ def _write(model: type[models.Model], writes: dict[Any, Change], had_tombstone: 
             Tombstone.objects.filter(cqrs_id=model.CQRS_ID, instance_pk__in=revived).delete()
     if deletes:
         manager.filter(pk__in=[c.pk for c in deletes]).delete()
-        now = timezone.now()
-        Tombstone.objects.bulk_create(
-            [
-                Tombstone(
-                    cqrs_id=model.CQRS_ID,
-                    instance_pk=str(c.pk),
-                    cqrs_revision=c.revision,
-                    deleted_at=now,
-                )
-                for c in deletes
-            ],
-            update_conflicts=True,
-            unique_fields=["cqrs_id", "instance_pk"],
-            update_fields=["cqrs_revision", "deleted_at"],
-        )
+        _bury(model, deletes)
 
 
 def _upsert(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
@@ -348,7 +513,7 @@ def _upsert_sql(model: type[models.Model], vendor: str) -> str:
 
 
 def _record_last(model: type[models.Model], change: Change) -> None:
-    updated = change.values.get("cqrs_updated") if change.values else None
+    updated = change.updated
     fields = {
         "instance_pk": str(change.pk),
         "revision": change.revision,

@@ -218,7 +218,7 @@ class Consumer:
         for (cqrs_id, outcome), count in counts.items():
             metrics.EVENTS_APPLIED.labels(cqrs_id, outcome).inc(count)
         for (_, change), outcome in zip(changes, outcomes, strict=True):
-            updated = change.values.get("cqrs_updated") if change.values else None
+            updated = change.updated if change.values is not None else None
             if outcome == APPLIED and updated is not None:
                 metrics.REPLICATION_LAG.observe(max(0.0, now - updated.timestamp()))
             log_traced(change, outcome)

@@ -2,34 +2,88 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 from dj_cqrs.constants import SignalType
 from dj_cqrs.managers import ReplicaManager
 from django.db import router, transaction
 
 from django_tools.replica.apply import apply_changes, prepare
-from django_tools.replica.messages import Event
+from django_tools.replica.messages import Event, InvalidData
+
+_inside = threading.local()
+
+
+@contextlib.contextmanager
+def applying(model) -> Iterator[None]:
+    """While `apply` calls a model's own hooks: the manager then writes (the hooks' default
+    implementations call back into it) instead of starting another apply."""
+    previous = getattr(_inside, "model", None)
+    _inside.model = model
+    try:
+        yield
+    finally:
+        _inside.model = previous
+
+
+def _applying(model) -> bool:
+    return getattr(_inside, "model", None) is model
 
 
 class ConvergentReplicaManager(ReplicaManager):
-    """`cqrs` manager of replica models written only through `apply`: django-cqrs's own
-    entry points (`cqrs_save`, `cqrs_delete`, the stock consumer, `cqrs_bulk_load`) then obey the
-    same revision and tombstone rules as the reliable consumer."""
+    """`cqrs` manager of replica models written only through `apply`: django-cqrs's own entry
+    points (`cqrs_save`, `cqrs_delete`, the stock consumer, `cqrs_bulk_load`) then obey the same
+    revision and tombstone rules as the reliable consumer.
+
+    Inside an apply (a model written through its hooks), `save_instance` and `delete_instance`
+    do the write itself, as django-cqrs's manager does — but an error is raised, not logged and
+    swallowed, so the message is retried or dead-lettered instead of silently lost."""
 
     def save_instance(self, master_data, previous_data=None, sync=False, meta=None):
+        if _applying(self.model):
+            return self._save_through_hooks(master_data, previous_data, sync, meta)
         signal = SignalType.SYNC if sync else SignalType.SAVE
-        return self._apply_one(signal, master_data)
+        return self._apply_one(signal, master_data, previous_data, meta)
 
     def delete_instance(self, master_data) -> bool:
+        if _applying(self.model):
+            mapped = self._map_delete_data(master_data)
+            if not mapped:
+                raise InvalidData(f"a delete without id or cqrs fields for {self.model.__name__}")
+            pk_name = self._get_model_pk_name()
+            self.model._default_manager.filter(**{pk_name: mapped[pk_name]}).delete()
+            return True
         self._apply_one(SignalType.DELETE, master_data)
         return True
 
-    def _apply_one(self, signal_type: str, master_data: dict):
+    def _save_through_hooks(self, master_data, previous_data, sync, meta):
+        mapped = self._map_save_data(master_data)
+        if not mapped:
+            raise InvalidData(f"data that does not fit {self.model.__name__}'s CQRS mapping")
+        mapped_previous = self._map_previous_data(previous_data) if previous_data else None
+        pk_name = self._get_model_pk_name()
+        rows = self.model._default_manager.filter(**{pk_name: mapped[pk_name]}).order_by()
+        if self.model.CQRS_SELECT_FOR_UPDATE:
+            rows = rows.select_for_update()
+        instance = rows.first()
+        options = {"previous_data": mapped_previous}
+        if self.model.CQRS_META:
+            options["meta"] = meta
+        if instance is not None:
+            return instance.cqrs_update(sync, mapped, **options)
+        return self.model.cqrs_create(sync, mapped, **options)
+
+    def _apply_one(self, signal_type: str, master_data: dict, previous_data=None, meta=None):
         event = Event(
             cqrs_id=self.model.CQRS_ID,
             signal_type=signal_type,
             instance_pk=master_data.get(self.model._meta.pk.name, master_data.get("id")),
             revision=master_data.get("cqrs_revision"),
             data=master_data,
+            previous_data=previous_data,
+            meta=meta,
         )
         change = prepare(event)
         with transaction.atomic(using=router.db_for_write(self.model)):

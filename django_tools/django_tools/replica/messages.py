@@ -47,6 +47,9 @@ class Event:
     revision: int
     data: dict[str, Any]
     correlation_id: str | None = None
+    #: What a replica model's own hooks receive too (django-cqrs's `previous_data`, `meta`).
+    previous_data: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
 
     @property
     def is_delete(self) -> bool:
@@ -85,7 +88,13 @@ def decode(body: bytes) -> Event:
         revision=revision,
         data=data,
         correlation_id=message.get("correlation_id"),
+        previous_data=_dict_or_none(message.get("previous_data")),
+        meta=_dict_or_none(message.get("meta")),
     )
+
+
+def _dict_or_none(value: Any) -> dict | None:
+    return value if isinstance(value, dict) else None
 
 
 def _check_expiry(expires: Any) -> None:

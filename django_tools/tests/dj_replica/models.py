@@ -31,3 +31,83 @@ class BookReplica(ReplicaMixin):
 
     def __str__(self) -> str:
         return f"{self.isbn} {self.title} (rev {self.cqrs_revision})"
+
+
+# --- models that use django-cqrs's replica hooks (applied through them) ------------------------
+
+
+class AuthorMapped(ReplicaMixin):
+    """`CQRS_MAPPING`: the master's field names differ from the replica's."""
+
+    CQRS_ID = "author_mapped"
+    CQRS_MAPPING = {"id": "id", "name": "full_name", "books": "book_count"}
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.BigIntegerField(primary_key=True)
+    full_name = models.CharField(max_length=100)
+    book_count = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+
+
+class AuthorCustom(ReplicaMixin):
+    """`CQRS_CUSTOM_SERIALIZATION` with its own `cqrs_create` / `cqrs_update`: the master sends a
+    nested profile the model unpacks itself."""
+
+    CQRS_ID = "author_custom"
+    CQRS_CUSTOM_SERIALIZATION = True
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.BigIntegerField(primary_key=True)
+    full_name = models.CharField(max_length=100)
+    city = models.CharField(max_length=100, blank=True, default="")
+
+    @classmethod
+    def cqrs_create(cls, sync, mapped_data, previous_data=None, meta=None):
+        return cls.objects.create(id=mapped_data["id"], **cls._unpack(mapped_data))
+
+    def cqrs_update(self, sync, mapped_data, previous_data=None, meta=None):
+        for name, value in self._unpack(mapped_data).items():
+            setattr(self, name, value)
+        self.save()
+        return self
+
+    @staticmethod
+    def _unpack(data):
+        profile = data["profile"]
+        return {
+            "full_name": f"{profile['first']} {profile['last']}",
+            "city": profile.get("city", ""),
+            "cqrs_revision": data["cqrs_revision"],
+            "cqrs_updated": data["cqrs_updated"],
+        }
+
+
+#: What the hooks of AuthorHooked saw, in order (the tests read and clear it).
+HOOK_CALLS: list[tuple] = []
+
+
+class AuthorHooked(ReplicaMixin):
+    """Its own `cqrs_save` and `cqrs_delete` (calling django-cqrs's), `CQRS_META`, and
+    `post_save` / `post_delete` receivers (connected in the app's ready())."""
+
+    CQRS_ID = "author_hooked"
+    CQRS_META = True
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.BigIntegerField(primary_key=True)
+    full_name = models.CharField(max_length=100)
+
+    @classmethod
+    def cqrs_save(cls, master_data, previous_data=None, sync=False, meta=None):
+        HOOK_CALLS.append(("cqrs_save", master_data["id"], master_data["cqrs_revision"], meta))
+        return super().cqrs_save(master_data, previous_data=previous_data, sync=sync, meta=meta)
+
+    @classmethod
+    def cqrs_delete(cls, master_data, meta=None):
+        HOOK_CALLS.append(("cqrs_delete", master_data["id"], master_data["cqrs_revision"], meta))
+        return super().cqrs_delete(master_data, meta=meta)

@@ -23,8 +23,11 @@ from pathlib import Path
 
 from dj_cqrs.management.commands.cqrs_consume import Command as StockCommand
 from dj_cqrs.management.commands.cqrs_consume import WorkersManager, consume
+from django.conf import settings
+from django.core.management.base import CommandError
 from watchfiles.run import start_process
 
+from django_tools.replica.checks import check_queue_type
 from django_tools.replica.transport import PARENT_PID_ENV
 
 logger = logging.getLogger("django_tools.replica")
@@ -82,6 +85,17 @@ class SupervisedWorkers(WorkersManager):
 
 
 class Command(StockCommand):
+    def refuse_misconfiguration(self) -> None:
+        """One clear line instead of workers that die, restart and die again."""
+        if settings.REPLICATION_MODE == "celery":
+            raise CommandError(
+                "REPLICATION_MODE=celery: the replica's Celery worker applies the changes "
+                "(`celery -A <project> worker`), cqrs_consume has nothing to consume"
+            )
+        for problem in check_queue_type():
+            if problem.is_serious():
+                raise CommandError(f"{problem.msg}: {problem.hint}")
+
     help = (
         "Start N consumer workers (django-cqrs's command); a worker that dies is replaced, one "
         "that keeps dying stops the command with a non-zero exit."
@@ -98,6 +112,7 @@ class Command(StockCommand):
         sigkill_timeout=1,
         **options,
     ):
+        self.refuse_misconfiguration()
         manager = SupervisedWorkers(
             workers=workers,
             consume_kwargs=self.get_consume_kwargs(cqrs_id),

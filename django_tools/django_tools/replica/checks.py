@@ -1,0 +1,93 @@
+"""System checks of a replica: misconfigurations found when the process starts (`check`,
+`migrate`, `cqrs_consume`, `apis up`), each with the fix, instead of per message at run time —
+where, being a configuration error, it would be retried for ~23 minutes, then dead-lettered."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import checks
+
+REPLICA_TRANSPORT = "django_tools.replica.transport.ReliableRabbitMQTransport"
+REPLICA_OPTIONS = ("CQRS_MAX_RETRIES", "retry_base", "retry_factor", "retry_cap", "retry_jitter",
+                   "prefetch", "batch_size")  # fmt: skip
+
+
+@checks.register("cqrs")
+def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    from dj_cqrs.registries import ReplicaRegistry
+
+    from django_tools.replica.managers import ConvergentReplicaManager
+
+    problems: list[checks.CheckMessage] = []
+    cqrs = getattr(settings, "CQRS", None)
+    if not isinstance(cqrs, dict):
+        return [checks.Error("CQRS is not set", hint="see django_tools.settings.cqrs",
+                             id="django_tools.replica.E001")]  # fmt: skip
+    if not cqrs.get("queue"):
+        problems.append(checks.Error(
+            "CQRS['queue'] is not set: the replica has no queue to consume",
+            hint="set CQRS_QUEUE, or 'queue' in the service's CQRS setting",
+            id="django_tools.replica.E002",
+        ))  # fmt: skip
+    missing = [key for key in REPLICA_OPTIONS if key not in cqrs.get("replica", {})]
+    if missing:
+        problems.append(checks.Error(
+            f"CQRS['replica'] lacks {', '.join(missing)}",
+            hint="start from django_tools.settings.cqrs.CQRS_REPLICA_OPTIONS",
+            id="django_tools.replica.E003",
+        ))  # fmt: skip
+    if not ReplicaRegistry.models:
+        problems.append(checks.Error(
+            "no replica model is registered: cqrs_consume would consume nothing",
+            hint="declare a model with dj_cqrs.mixins.ReplicaMixin and a CQRS_ID",
+            id="django_tools.replica.E004",
+        ))  # fmt: skip
+    for cqrs_id, model in ReplicaRegistry.models.items():
+        if not isinstance(getattr(model, "cqrs", None), ConvergentReplicaManager):
+            problems.append(checks.Error(
+                f"replica model of CQRS_ID {cqrs_id!r} does not use the convergent manager: its "
+                "changes would bypass revisions and tombstones",
+                hint="add `cqrs = ConvergentReplicaManager()` "
+                "(from django_tools.replica.managers) to the model",
+                obj=model, id="django_tools.replica.E005",
+            ))  # fmt: skip
+    if cqrs.get("transport") != REPLICA_TRANSPORT:
+        problems.append(checks.Warning(
+            f"CQRS['transport'] is {cqrs.get('transport')!r}: cqrs_consume will not use the "
+            "reliable consumer (retry tiers, dead letters with reasons, batches)",
+            hint=f"use {REPLICA_TRANSPORT} (unset CQRS_TRANSPORT)",
+            id="django_tools.replica.W001",
+        ))  # fmt: skip
+    return problems
+
+
+@checks.register("cqrs_broker", deploy=True)
+def check_queue_type(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The replica's queue type against the broker (a connection: run by `cqrs_consume` and
+    `check --deploy`, not by every command)."""
+    from pika.exceptions import AMQPError
+
+    from django_tools.broker import blocking_connection
+    from django_tools.replica.topology import Topology
+
+    topology = Topology.from_settings()
+    if topology.queue_type is None:
+        return []
+    try:
+        connection = blocking_connection(socket_timeout=5, stack_timeout=5)
+    except (AMQPError, OSError) as exc:
+        return [checks.Warning(f"cannot check the queue type: broker unreachable ({exc!r})",
+                               id="django_tools.replica.W002")]  # fmt: skip
+    try:
+        existing = topology.existing_type(connection.channel())
+    finally:
+        connection.close()
+    if existing is None or existing == topology.queue_type:
+        return []
+    return [checks.Error(
+        f"queue {topology.queue} is a {existing} queue on the broker, CQRS_QUEUE_TYPE="
+        f"{topology.queue_type}",
+        hint=f"stop the consumers and run `manage.py cqrs_queues migrate --to "
+        f"{topology.queue_type}`, or set CQRS_QUEUE_TYPE={existing}",
+        id="django_tools.replica.E006",
+    )]  # fmt: skip
