@@ -18,6 +18,7 @@ from django_tools.settings.base import *  # noqa: E402, F403
 from django_tools.settings.celery import *  # noqa: E402, F403
 from django_tools.settings.cqrs import *  # noqa: E402, F403
 from django_tools.settings.logging import *  # noqa: E402, F403
+from django_tools.settings.tracing import *  # noqa: E402, F403
 
 # django_tools.replica before dj_cqrs: its cqrs_consume and cqrs_dead_letters replace the stock
 # commands of the same name.

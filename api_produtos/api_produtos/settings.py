@@ -18,6 +18,7 @@ from django_tools.settings.base import *  # noqa: E402, F403
 from django_tools.settings.celery import *  # noqa: E402, F403
 from django_tools.settings.cqrs import *  # noqa: E402, F403
 from django_tools.settings.logging import *  # noqa: E402, F403
+from django_tools.settings.tracing import *  # noqa: E402, F403
 
 INSTALLED_APPS = [*DJANGO_APPS, "dj_cqrs", "django_tools", "produto", "django_tools.outbox"]  # noqa: F405
 ROOT_URLCONF = "api_produtos.urls"

@@ -31,6 +31,7 @@ from django_tools.settings.base import *  # noqa: F403
 from django_tools.settings.celery import *  # noqa: F403
 from django_tools.settings.cqrs import *  # noqa: F403
 from django_tools.settings.logging import *  # noqa: F403
+from django_tools.settings.tracing import *  # noqa: F403
 
 SERVICE_NAME = "tools-tests"
 SECRET_KEY = "django-tools-tests"

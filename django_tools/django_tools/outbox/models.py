@@ -16,6 +16,8 @@ class OutboxEvent(models.Model):
     routing_key = models.CharField(max_length=255)
     body = models.TextField()
     correlation_id = models.CharField(max_length=128, blank=True, default="")
+    #: The W3C trace context of the change (JSON of traceparent/tracestate), when tracing is on.
+    trace_context = models.CharField(max_length=512, blank=True, default="")
     created_at = models.DateTimeField(db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
 

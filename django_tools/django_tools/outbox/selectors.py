@@ -31,12 +31,11 @@ def outbox_backlog() -> Backlog:
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
 
 
-def unpublished_rows(limit: int, after: int | None = None) -> list[tuple[int, str, str, str]]:
+def unpublished_rows(limit: int, after: int | None = None) -> list[tuple[int, str, str, str, str]]:
     """The oldest unpublished rows (with an id above `after`), what a relay sends:
-    (id, routing key, body, correlation id)."""
+    (id, routing key, body, correlation id, trace context)."""
     pending = OutboxEvent.objects.filter(published_at__isnull=True)
     if after is not None:
         pending = pending.filter(id__gt=after)
-    return list(
-        pending.order_by("id").values_list("id", "routing_key", "body", "correlation_id")[:limit]
-    )
+    columns = ("id", "routing_key", "body", "correlation_id", "trace_context")
+    return list(pending.order_by("id").values_list(*columns)[:limit])

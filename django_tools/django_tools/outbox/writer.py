@@ -10,6 +10,7 @@ from dj_cqrs.dataclasses import TransportPayload
 from django.db import connections, router
 from django.utils import timezone
 
+from django_tools import tracing
 from django_tools.outbox import metrics
 from django_tools.outbox.models import OutboxEvent
 from django_tools.wire import routing_key
@@ -24,9 +25,16 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
     of a master's write path together (measured with the bench's writer)."""
     connection = connections[using or router.db_for_write(OutboxEvent)]
     created_at = _CREATED_AT.get_db_prep_save(timezone.now(), connection)
+    traced = tracing.enabled()
     rows = []
     for payload in payloads:
         revision = (payload.instance_data or {}).get("cqrs_revision")
+        trace_context = ""
+        if traced:
+            # A span of its own: the relay's publish is its child, and the trace shows how
+            # long the event waited in the outbox.
+            with tracing.span("cqrs.outbox.write", **_attributes(payload)):
+                trace_context = tracing.serialize()
         rows.append(
             (
                 payload.cqrs_id,
@@ -36,6 +44,7 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 routing_key(payload.cqrs_id, payload.queue),
                 orjson.dumps(payload.to_dict(), default=_json_default).decode(),
                 str(payload.correlation_id or "")[:128],
+                trace_context,
                 created_at,
             )
         )
@@ -67,8 +76,16 @@ def _json_default(value):
 _CREATED_AT = OutboxEvent._meta.get_field("created_at")
 _COLUMNS = (
     "cqrs_id", "instance_pk", "signal_type", "revision", "routing_key", "body", "correlation_id",
-    "created_at",
+    "trace_context", "created_at",
 )  # fmt: skip
+
+
+def _attributes(payload: TransportPayload) -> dict:
+    return {
+        "cqrs.id": payload.cqrs_id,
+        "cqrs.signal_type": payload.signal_type,
+        "cqrs.instance_pk": str(payload.pk),
+    }
 
 
 def _insert_sql(connection) -> str:

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 import pika
 from django.db import close_old_connections, transaction
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
-from django_tools import amqp_properties
+from django_tools import amqp_properties, tracing
 from django_tools.broker import blocking_connection
 from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
@@ -107,6 +108,7 @@ class Consumer:
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
         self.stats: Counter[str] = Counter()
+        self._outcomes: dict[int, str] = {}  # delivery tag → outcome, for the batch in hand
         self.heartbeat = heartbeat or Heartbeat.disabled()
 
     # --- connection ----------------------------------------------------------------------
@@ -166,6 +168,8 @@ class Consumer:
 
     def handle(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
         close_old_connections()
+        received = tracing.now_ns() if tracing.enabled() else 0
+        self._outcomes: dict[int, str] = {}
         metrics.EVENTS_CONSUMED.inc(len(batch))
         failures: dict[int, FailedCopy] = {}
         changes: list[tuple[Delivery, Change]] = []
@@ -181,8 +185,32 @@ class Consumer:
             if failure is not None:
                 publish_copy(channel, failure, delivery.body)
                 logger.warning("%s: %s", failure.description, delivery.body[:500])
+                self._outcomes[delivery.tag] = failure.description
         # Every message of the batch is now applied or safely copied: acknowledge them all.
         channel.basic_ack(batch[-1].tag, multiple=True)
+        if received:
+            self._trace(batch, received)
+
+    def _trace(self, batch: list[Delivery], received: int) -> None:
+        """A span a traced message, continuing the trace its headers carry: from the batch's
+        arrival to its acknowledgement (its transaction committed, or its copy moved)."""
+        done = tracing.now_ns()
+        for delivery in batch:
+            parent = tracing.extract_headers(
+                delivery.properties.headers if delivery.properties else None
+            )
+            if parent is None:
+                continue
+            outcome = self._outcomes.get(delivery.tag, "")
+            span = tracing.tracer().start_span(
+                "cqrs.apply", context=parent, kind=SpanKind.CONSUMER, start_time=received,
+                attributes={"messaging.system": "rabbitmq", "cqrs.outcome": outcome,
+                            "messaging.destination.name": self.topology.queue,
+                            "messaging.batch.message_count": len(batch)},
+            )  # fmt: skip
+            if outcome not in ("applied", "duplicate", "stale", "deleted_before"):
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            span.end(end_time=done)
 
     def _apply(self, changes: list[tuple[Delivery, Change]]) -> dict[int, FailedCopy]:
         try:
@@ -208,6 +236,8 @@ class Consumer:
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         self.stats.update(outcomes)
         self._report(changes, outcomes)
+        for (delivery, _), outcome in zip(changes, outcomes, strict=True):
+            self._outcomes[delivery.tag] = outcome
 
     def _report(self, changes: list[tuple[Delivery, Change]], outcomes: list[str]) -> None:
         now = time.time()

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from django_tools import tracing
 from django_tools.replica import metrics
 from django_tools.replica.status import broker_view
 from django_tools.replica.topology import Topology
@@ -58,7 +59,9 @@ def apply_event(self, body: str) -> str:
     try:
         change = prepare(decode(payload))
         validating = False
-        with transaction.atomic():
+        # Traced: a child of the task's span, which the Celery instrumentation continued from
+        # the relay's publish.
+        with tracing.span("cqrs.apply", **{"cqrs.id": change.event.cqrs_id}), transaction.atomic():
             (outcome,) = apply_changes([change])
     except Exception as exc:
         decision = classify(exc, retries, topology.policy, validating=validating)

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 import pika
 from django.db import DatabaseError, connections
+from opentelemetry.trace import SpanKind, set_span_in_context
 from pika.adapters.select_connection import SelectConnection
 
-from django_tools import pika_writes
+from django_tools import pika_writes, tracing
 from django_tools.broker import connection_parameters
 from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
@@ -53,6 +54,7 @@ pika_writes.install()
 @dataclass
 class _Batch:
     ids: dict[int, int] = field(default_factory=dict)  # delivery tag → outbox id, unconfirmed
+    spans: list = field(default_factory=list)  # the publish spans of traced rows, until confirmed
     acked: list[int] = field(default_factory=list)
     nacked: list[int] = field(default_factory=list)
     timer: object = None  # the confirm timeout
@@ -264,11 +266,24 @@ class AmqpRelay:
     def _fetch(self, after: int | None = None) -> list[tuple[int, str, str, str]]:
         return unpublished_rows(self.batch_size, after=after)
 
-    def _publish(self, rows: list[tuple[int, str, str, str]]) -> None:
+    def _publish(self, rows: list[tuple[int, str, str, str, str]]) -> None:
         batch = _Batch()
-        for outbox_id, routing_key, body, correlation_id in rows:
+        traced = tracing.enabled()
+        for outbox_id, routing_key, body, correlation_id, trace_context in rows:
             self._next_tag += 1
             batch.ids[self._next_tag] = outbox_id
+            headers = None
+            if traced and trace_context:
+                publish = tracing.tracer().start_span(
+                    "cqrs.publish",
+                    context=tracing.deserialize(trace_context),
+                    kind=SpanKind.PRODUCER,
+                    attributes={"messaging.system": "rabbitmq", "outbox.id": outbox_id,
+                                "messaging.destination.name": self.exchange,
+                                "messaging.rabbitmq.destination.routing_key": routing_key},
+                )  # fmt: skip
+                batch.spans.append(publish)
+                headers = tracing.inject_headers({}, set_span_in_context(publish))
             self._channel.basic_publish(
                 exchange=self.exchange,
                 routing_key=routing_key,
@@ -278,6 +293,7 @@ class AmqpRelay:
                     delivery_mode=2,
                     message_id=str(outbox_id),
                     correlation_id=correlation_id or None,
+                    headers=headers,
                 ),
                 mandatory=True,
             )
@@ -303,6 +319,8 @@ class AmqpRelay:
 
     def _finish(self, batch: _Batch) -> None:
         self._connection.ioloop.remove_timeout(batch.timer)
+        for publish in batch.spans:  # from the publish to the broker's confirm
+            publish.end()
         if batch.nacked:
             logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
         try:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
+from django_tools import tracing
 from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.base import RelayStats, wait_for_lock
@@ -102,15 +103,19 @@ class CeleryRelay:
         confirmed = []
         try:
             with self.app.producer_or_acquire() as producer:
-                for outbox_id, _routing_key, body, _correlation_id in rows:
-                    self.app.send_task(
-                        APPLY_TASK,
-                        args=[body],
-                        queue=self.queue,
-                        producer=producer,
-                        headers={"outbox_id": outbox_id},
-                        retry=False,
-                    )
+                for outbox_id, _routing_key, body, _correlation_id, trace_context in rows:
+                    # Traced: the Celery instrumentation carries this span's context in the
+                    # task's headers to the worker that applies it.
+                    parent = tracing.deserialize(trace_context) if trace_context else None
+                    with tracing.span("cqrs.publish", parent, **{"outbox.id": outbox_id}):
+                        self.app.send_task(
+                            APPLY_TASK,
+                            args=[body],
+                            queue=self.queue,
+                            producer=producer,
+                            headers={"outbox_id": outbox_id},
+                            retry=False,
+                        )
                     confirmed.append(outbox_id)
         finally:
             # Whatever the broker confirmed is published, even if a later one failed.

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class DjangoToolsConfig(AppConfig):
+    name = "django_tools"
+    verbose_name = "django_tools"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from django_tools import tracing
+
+        # Off (and free) unless an OTLP endpoint is configured.
+        tracing.setup(getattr(settings, "SERVICE_NAME", "service"))
