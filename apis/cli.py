@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumers", type=int, default=1,
         help="feed consumer workers (1); with REPLICATION_MODE=celery, the feed Celery worker's",
     )  # fmt: skip
+    up.add_argument(
+        "--create-admin", action="store_true",
+        help="create (or update) a superuser in both services' databases from APIS_ADMIN_USER / "
+        "APIS_ADMIN_PASSWORD (default admin/admin, only on a loopback --host)",
+    )  # fmt: skip
 
     reconcile = commands.add_parser(
         "reconcile",
@@ -196,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                     feed_port=args.feed_port,
                     web_workers=args.web_workers,
                     consumers=args.consumers,
-                )
+                ),
+                create_admin_user=args.create_admin,
             )
         )

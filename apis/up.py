@@ -8,6 +8,7 @@ them all (SIGKILL after a grace period), and if one of them dies the others are 
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import socket
@@ -18,6 +19,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from urllib.parse import unquote
 
 from honcho.manager import Manager
 
@@ -34,6 +37,10 @@ from django_tools.env import (
 
 START_HINT = "start the infrastructure with `docker compose up -d`"
 READY_TIMEOUT = 60.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Where each service's admin lives, and the replica's dead-letter page in it.
+ADMIN_PATH = "/admin/"
+DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
 
 
 class Abort(Exception):
@@ -97,6 +104,83 @@ def declare_broker_topology() -> None:
         raise Abort(f"declaring the replica's queues failed: {result.stderr.strip()[-500:]}")
 
 
+@dataclass(frozen=True)
+class AdminAccount:
+    """The superuser `apis up --create-admin` makes (or updates) in both services."""
+
+    user: str
+    password: str
+    #: The password is the default "admin" (APIS_ADMIN_PASSWORD not set): local use only.
+    default: bool
+
+    @classmethod
+    def from_env(cls, host: str) -> AdminAccount:
+        user = os.environ.get("APIS_ADMIN_USER") or "admin"
+        password = os.environ.get("APIS_ADMIN_PASSWORD")
+        if password:
+            return cls(user, password, default=False)
+        if host not in LOOPBACK:
+            raise Abort(
+                f"--create-admin with --host {host} needs APIS_ADMIN_PASSWORD (and "
+                "APIS_ADMIN_USER): the default admin/admin is only for a lab on 127.0.0.1"
+            )
+        return cls(user, "admin", default=True)
+
+    def banner(self) -> str:
+        if self.default:
+            return (
+                f"{self.user}/{self.password} (default, local use only: "
+                "set APIS_ADMIN_USER / APIS_ADMIN_PASSWORD)"
+            )
+        return f"user {self.user}, password from APIS_ADMIN_PASSWORD"
+
+
+#: Creates or updates the superuser named in the environment (never on the command line, where
+#: `ps` would show the password).
+_CREATE_ADMIN = """
+import os
+from django.contrib.auth import get_user_model
+User = get_user_model()
+user = User.objects.filter(**{User.USERNAME_FIELD: os.environ["APIS_ADMIN_USER"]}).first()
+if user is None:
+    user = User(**{User.USERNAME_FIELD: os.environ["APIS_ADMIN_USER"]})
+user.is_active = user.is_staff = user.is_superuser = True
+user.set_password(os.environ["APIS_ADMIN_PASSWORD"])
+user.save()
+"""
+
+
+def create_admin(service: Service, account: AdminAccount) -> None:
+    print(f"apis up: admin user {account.user!r} in {service.directory.name}", flush=True)
+    result = subprocess.run(
+        service.manage("shell", "--no-imports", "-c", _CREATE_ADMIN),
+        cwd=service.directory,
+        env=service.env(APIS_ADMIN_USER=account.user, APIS_ADMIN_PASSWORD=account.password),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise Abort(
+            f"creating the admin user of {service.directory.name} failed: "
+            f"{result.stderr.strip()[-500:]}"
+        )
+
+
+def rabbitmq_ui(url: str) -> str:
+    """The management UI of the first node of RABBITMQ_URL, with its user (never the password):
+    `http://host:15672 (user admin)`."""
+    node = url.split(",")[0].strip()
+    rest = node.partition("://")[2] or node
+    userinfo, at, hostpart = rest.rpartition("@")
+    user = unquote(userinfo.partition(":")[0]) if at else "guest"
+    netloc = hostpart.split("/")[0].split("?")[0]
+    if netloc.startswith("["):
+        host = netloc[: netloc.index("]") + 1] if "]" in netloc else netloc
+    else:
+        host = netloc.rsplit(":", 1)[0] if ":" in netloc else netloc
+    return f"http://{host or 'localhost'}:15672 (user {user or 'guest'})"
+
+
 def replication_mode() -> str:
     """REPLICATION_MODE as both services see it (their env files included); they must agree."""
     modes = {}
@@ -120,7 +204,9 @@ def _healthy(url: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
+def announce_when_ready(
+    options: UpOptions, stop: threading.Event, admin: AdminAccount | None = None
+) -> None:
     # Health is polled (and URLs printed) on loopback whatever interface the APIs bind.
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host
     urls = {
@@ -155,18 +241,35 @@ def announce_when_ready(options: UpOptions, stop: threading.Event) -> None:
         f"{urls['API Produtos']}/api/outbox/status  {urls['API Feed']}/api/replication/status"
     )
     lines.append(f"  metrics       {urls['API Produtos']}/metrics  {urls['API Feed']}/metrics")
-    lines.append("  RabbitMQ UI   http://localhost:15672 (admin/admin)")
+    lines.append(
+        f"  admin         {urls['API Produtos']}{ADMIN_PATH}  {urls['API Feed']}{ADMIN_PATH}  "
+        f"dead letters {urls['API Feed']}{DEAD_LETTERS_PATH}"
+    )
+    if admin is not None:
+        lines.append(f"  admin login   {admin.banner()}")
+    else:
+        lines.append(
+            "  admin login   none created: `apis up --create-admin`, or "
+            "`cd api_produtos && uv run manage.py createsuperuser` (same in api_feed)"
+        )
+    rabbitmq_url = PRODUTOS.env().get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
+    lines.append(f"  RabbitMQ UI   {rabbitmq_ui(rabbitmq_url)}")
     lines.append("  Ctrl-C stops everything.")
     print("\n".join(lines), flush=True)
 
 
-def up(options: UpOptions) -> int:
+def up(options: UpOptions, *, create_admin_user: bool = False) -> int:
+    admin = None
     try:
         mode = replication_mode()
+        if create_admin_user:
+            admin = AdminAccount.from_env(options.host)
         check_infrastructure()
         check_ports_free(options.host, [options.produtos_port, options.feed_port])
         for service in SERVICES:
             migrate(service)
+            if admin is not None:
+                create_admin(service, admin)
         declare_broker_topology()
     except Abort as exc:
         print(f"apis up: {exc}", file=sys.stderr, flush=True)
@@ -192,7 +295,7 @@ def up(options: UpOptions) -> int:
             name, f"exec {shlex.join(command)}", env=env, cwd=str(service.directory)
         )
     stop = threading.Event()
-    watcher = threading.Thread(target=announce_when_ready, args=(options, stop), daemon=True)
+    watcher = threading.Thread(target=announce_when_ready, args=(options, stop, admin), daemon=True)
     watcher.start()
     try:
         manager.loop()

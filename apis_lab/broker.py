@@ -250,9 +250,12 @@ def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:
 
 
 def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -> None:
+    """The queues, the exchange, and the exchange Celery declares beside each of its queues
+    (named like the queue; deleting one that does not exist is fine)."""
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     channel = connection.channel()
     for queue in queues:
         channel.queue_delete(queue)
+        channel.exchange_delete(queue)
     channel.exchange_delete(exchange)
     connection.close()

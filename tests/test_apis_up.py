@@ -82,3 +82,36 @@ def test_the_apis_bind_loopback_unless_told_otherwise():
     assert build_parser().parse_args(["up"]).host == "127.0.0.1"
     assert build_parser().parse_args(["up", "--host", "0.0.0.0"]).host == "0.0.0.0"
     assert UpOptions().host == "127.0.0.1"
+
+
+def test_the_banner_names_the_rabbitmq_ui_of_rabbitmq_url_with_its_user_only():
+    """The banner said `http://localhost:15672 (admin/admin)` whatever RABBITMQ_URL was."""
+    from apis.up import rabbitmq_ui
+
+    assert (
+        rabbitmq_ui("amqp://admin:admin@localhost:5672/") == "http://localhost:15672 (user admin)"
+    )
+    several = "amqp://ops:p%40ss@mq-1.internal:5672/vh,amqp://ops:x@mq-2/"
+    assert rabbitmq_ui(several) == "http://mq-1.internal:15672 (user ops)"
+    assert rabbitmq_ui("amqp://ops:a@b/c@[::1]:5672/") == "http://[::1]:15672 (user ops)"
+    assert rabbitmq_ui("amqp://mq") == "http://mq:15672 (user guest)"
+
+
+def test_create_admin_takes_the_env_pair_and_admin_admin_only_on_loopback(monkeypatch):
+    from apis.cli import build_parser
+    from apis.up import Abort, AdminAccount
+
+    assert build_parser().parse_args(["up", "--create-admin"]).create_admin
+    assert not build_parser().parse_args(["up"]).create_admin
+    monkeypatch.delenv("APIS_ADMIN_USER", raising=False)
+    monkeypatch.delenv("APIS_ADMIN_PASSWORD", raising=False)
+    local = AdminAccount.from_env("127.0.0.1")
+    assert (local.user, local.password, local.default) == ("admin", "admin", True)
+    assert "admin/admin" in local.banner()
+    with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
+        AdminAccount.from_env("0.0.0.0")
+    monkeypatch.setenv("APIS_ADMIN_USER", "ops")
+    monkeypatch.setenv("APIS_ADMIN_PASSWORD", "s3cret")
+    chosen = AdminAccount.from_env("0.0.0.0")
+    assert (chosen.user, chosen.password, chosen.default) == ("ops", "s3cret", False)
+    assert "s3cret" not in chosen.banner() and "ops" in chosen.banner()

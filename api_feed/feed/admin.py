@@ -1,11 +1,13 @@
 from django.contrib import admin
 
+from django_tools.admin import ReadOnlyModelAdmin
 from feed.models import ProdutoMirror
 
 
 @admin.register(ProdutoMirror)
-class ProdutoMirrorAdmin(admin.ModelAdmin):
-    """Read-only: the replica changes only through replication."""
+class ProdutoMirrorAdmin(ReadOnlyModelAdmin):
+    """Read-only: the replica changes only through replication (tombstones, the last applied
+    state and the dead letters are django_tools.replica.admin's)."""
 
     list_display = (
         "id",
@@ -19,12 +21,3 @@ class ProdutoMirrorAdmin(admin.ModelAdmin):
     )
     list_filter = ("ativo",)
     search_fields = ("sku", "nome")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

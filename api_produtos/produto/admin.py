@@ -1,10 +1,14 @@
 from django.contrib import admin
 
+from django_tools.outbox.admin import OutboxSyncAdminMixin
 from produto.models import Produto
 
 
 @admin.register(Produto)
-class ProdutoAdmin(admin.ModelAdmin):
+class ProdutoAdmin(OutboxSyncAdminMixin, admin.ModelAdmin):
+    """Products, with django-cqrs's resync action: each selected product goes to the outbox as
+    a SYNC, and the relay publishes it (the outbox page is django_tools.outbox.admin's)."""
+
     list_display = (
         "id",
         "sku",

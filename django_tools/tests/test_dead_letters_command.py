@@ -46,7 +46,7 @@ def three_dead_letters(consumers, publish, event_payload, instance_data, rabbitm
 def test_dump_prints_one_json_object_per_dead_letter_and_changes_nothing(
     three_dead_letters, rabbitmq_url
 ):
-    out, err = command("dump")
+    out, err = command("dump", "--detail")
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert len(lines) == 3
     assert [line["error_class"].rsplit(".", 1)[1] for line in lines] == [
@@ -62,18 +62,36 @@ def test_dump_prints_one_json_object_per_dead_letter_and_changes_nothing(
     assert all(line["retries"] == 0 and line["first_failure"] for line in lines)
     assert "3 of 3" in err
     letters_back(rabbitmq_url, three_dead_letters, 3)
-    out_again, _ = command("dump")
+    out_again, _ = command("dump", "--detail")
     assert out_again == out  # same letters, same order
 
 
-def test_dump_filters(three_dead_letters, rabbitmq_url):
+def test_dump_prints_the_stock_shape_by_default_each_body_as_it_is(
+    three_dead_letters, rabbitmq_url
+):
+    """django-cqrs's own `dump` prints each body on a line and nothing else: a script written
+    for it reads this command's default output unchanged."""
+    out, _ = command("dump")
+    lines = out.splitlines()
+    assert lines[0] == "not json at all"
+    bodies = [orjson.loads(line) for line in lines[1:]]
+    assert [body["cqrs_id"] for body in bodies] == ["book", "order"]
+    assert bodies[0]["instance_data"]["copies"] == -5
+    assert "dead_reason" not in bodies[0]  # the reasons are `--detail`'s
+    letters_back(rabbitmq_url, three_dead_letters, 3)
     out, _ = command("dump", "--cqrs-id", "order")
+    assert [orjson.loads(line)["cqrs_id"] for line in out.splitlines()] == ["order"]
+
+
+def test_dump_filters(three_dead_letters, rabbitmq_url):
+    out, _ = command("dump", "--detail", "--cqrs-id", "order")
     assert [orjson.loads(line)["payload"]["cqrs_id"] for line in out.splitlines()] == ["order"]
     letters_back(rabbitmq_url, three_dead_letters, 3)
-    out, _ = command("dump", "--cqrs-id", "book")  # a body that is not JSON has no CQRS_ID
+    # A body that is not JSON has no CQRS_ID.
+    out, _ = command("dump", "--detail", "--cqrs-id", "book")
     assert [orjson.loads(line)["payload"]["instance_pk"] for line in out.splitlines()] == [40]
     letters_back(rabbitmq_url, three_dead_letters, 3)
-    out, _ = command("dump", "--limit", "2")
+    out, _ = command("dump", "--detail", "--limit", "2")
     assert len(out.splitlines()) == 2
 
 
@@ -87,7 +105,7 @@ def test_retry_sends_them_back_and_bad_ones_dead_letter_again(
         lambda: consumers.stats("dead_lettered") == before + 3, what="a second dead-lettering"
     )
     wait_until(lambda: queue_depth(rabbitmq_url, three_dead_letters.dead_letter_queue) == 3)
-    dumped = [orjson.loads(line) for line in command("dump")[0].splitlines()]
+    dumped = [orjson.loads(line) for line in command("dump", "--detail")[0].splitlines()]
     assert sorted(d["retries"] for d in dumped) == [0, 0, 0]  # reset, then failed again at once
 
 
@@ -120,10 +138,10 @@ def test_purge_empties_or_removes_only_what_matches(three_dead_letters, rabbitmq
 
 def test_bad_arguments_and_an_unreachable_broker_are_clear_errors(settings, topology):
     with pytest.raises(CommandError, match="--limit"):
-        command("dump", "--limit", "0")
+        command("dump", "--detail", "--limit", "0")
     settings.CQRS = {**settings.CQRS, "url": "amqp://admin:admin@127.0.0.1:1/"}
     with pytest.raises(CommandError, match="not reachable"):
-        command("dump")
+        command("dump", "--detail")
 
 
 def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
@@ -155,7 +173,7 @@ def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
             pika.BasicProperties(delivery_mode=2),
         )
 
-    lines = [orjson.loads(line) for line in command("dump")[0].splitlines()]
+    lines = [orjson.loads(line) for line in command("dump", "--detail")[0].splitlines()]
     assert len(lines) == 2
     letters_back(rabbitmq_url, topology, 2)
     assert lines[0]["error"] == "\\xff\\xfe not utf-8"
@@ -167,3 +185,39 @@ def test_a_dead_letter_with_headers_that_are_not_utf8_never_hides_the_others(
     assert "sent 1 of 1" in command("retry", "--cqrs-id", "book")[0]
     wait_until(lambda: BookReplica.objects.filter(pk=61, title="behind the odd one").exists())
     assert queue_depth(rabbitmq_url, topology.dead_letter_queue) == 0
+
+
+def test_dump_shows_each_letters_identity_and_the_filters_take_it(three_dead_letters, rabbitmq_url):
+    """The identity of `dump` (and of the admin's dead-letter page) chooses letters for `retry`
+    and `purge`; `--reason` chooses by why they died."""
+    ids = [orjson.loads(line)["id"] for line in command("dump", "--detail")[0].splitlines()]
+    assert len(set(ids)) == 3
+    letters_back(rabbitmq_url, three_dead_letters, 3)
+    assert "purged 1 of 3" in command("purge", "--id", ids[1])[0]
+    letters_back(rabbitmq_url, three_dead_letters, 2)
+    remaining = {orjson.loads(line)["id"] for line in command("dump", "--detail")[0].splitlines()}
+    assert remaining == {ids[0], ids[2]}
+    letters_back(rabbitmq_url, three_dead_letters, 2)
+    assert command("dump", "--detail", "--reason", "retries-exhausted")[0] == ""
+    letters_back(rabbitmq_url, three_dead_letters, 2)
+    assert len(command("dump", "--detail", "--reason", "permanent")[0].splitlines()) == 2
+
+
+def test_a_letters_identity_is_its_content_not_the_brokers_counters():
+    from django_tools.replica.dead_letters import letter_id
+
+    headers = {"b": 1, "a": {"y": b"\xff", "x": [1, 2]}}
+    read_once = pika.BasicProperties(message_id="7", headers=headers)
+    # Given back and read again from a quorum queue: a delivery count, tables in another order.
+    read_again = pika.BasicProperties(
+        message_id="7", headers={"x-delivery-count": 2, "a": {"x": [1, 2], "y": b"\xff"}, "b": 1}
+    )
+    assert letter_id(read_once, b"body") == letter_id(read_again, b"body")
+    assert letter_id(read_once, b"body") != letter_id(read_once, b"other body")
+    assert letter_id(read_once, b"body") != letter_id(
+        pika.BasicProperties(message_id="8", headers=headers), b"body"
+    )
+    assert letter_id(read_once, b"body") != letter_id(
+        pika.BasicProperties(message_id="7", headers={**headers, "b": "1"}), b"body"
+    )
+    assert len(letter_id(None, b"")) == 16

@@ -207,6 +207,7 @@ def test_the_celery_relay_sends_one_apply_task_per_change_and_marks_them(rabbitm
         while (message := channel.basic_get(queue, auto_ack=True))[0] is not None:
             tasks.append(message)
         channel.queue_delete(queue)
+        channel.exchange_delete(queue)  # Celery's, named like its queue
     assert [props.headers["task"] for _, props, _ in tasks] == ["replica.apply_event"] * 2
     payloads = [json.loads(json.loads(body)[0][0]) for _, _, body in tasks]
     assert [p["instance_data"]["cqrs_revision"] for p in payloads] == [0, 1]

@@ -49,6 +49,7 @@ OUR_HEADERS = (
 PERMANENT = "permanent"  # can never be applied as it is
 EXHAUSTED = "retries-exhausted"  # kept failing for a transient reason
 UNDECODABLE = "undecodable"  # its AMQP properties could not be decoded; the body is kept
+DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE)
 
 
 class UndecodableMessage(PermanentFailure):

@@ -1,0 +1,222 @@
+"""The replica's admin: the read-only pages, and the dead-letter page on the real broker (list,
+filter, retry and purge only the selected letters after a confirmation, a broker that is down)."""
+
+import re
+
+import orjson
+import pika
+import pytest
+from django.contrib.auth.models import Permission, User
+
+from django_tools.connectivity import amqp_channel
+from django_tools.replica import failures
+from django_tools.testing import queue_depth, wait_until
+from feed.models import ProdutoMirror
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PAGE = "/admin/cqrs_replica/replicastate/dead-letters/"
+
+
+def dead_letter(url, topology, body: dict | bytes, reason: str, error: str, **headers) -> None:
+    """A letter put straight into the dead-letter queue, with the headers the consumer writes."""
+    with amqp_channel(url) as channel:
+        channel.confirm_delivery()
+        channel.basic_publish(
+            "",
+            topology.dead_letter_queue,
+            body if isinstance(body, bytes) else orjson.dumps(body),
+            pika.BasicProperties(
+                delivery_mode=2,
+                headers={
+                    failures.DEAD_REASON: reason,
+                    failures.ERROR_CLASS: f"django.db.utils.{error}",
+                    failures.ERROR: f"{error} while applying",
+                    failures.RETRIES: 3 if reason == failures.EXHAUSTED else 0,
+                    failures.FIRST_FAILURE: "2026-01-01T00:00:00+00:00",
+                    failures.LAST_FAILURE: "2026-01-01T00:00:07+00:00",
+                    failures.ORIGINAL_ROUTING_KEY: "produto",
+                    **headers,
+                },
+            ),
+            mandatory=True,
+        )
+
+
+@pytest.fixture
+def letters(rabbitmq_url, topology, event_payload, instance_data):
+    """Three dead letters: a valid save that failed for a transient reason (its cause is gone),
+    an invalid one (estoque -1), and one of another CQRS_ID."""
+    dead_letter(
+        rabbitmq_url,
+        topology,
+        event_payload("SAVE", instance_data(70, nome="Volta")),
+        failures.EXHAUSTED,
+        "OperationalError",
+    )
+    dead_letter(
+        rabbitmq_url,
+        topology,
+        event_payload("SAVE", instance_data(71, estoque=-1)),
+        failures.PERMANENT,
+        "InvalidData",
+    )
+    dead_letter(
+        rabbitmq_url,
+        topology,
+        event_payload("SAVE", instance_data(72), cqrs_id="pedido"),
+        failures.PERMANENT,
+        "UnknownCqrsId",
+    )
+    return topology
+
+
+def shown_ids(response) -> list[str]:
+    return re.findall(r'<tr class="dead-letter" data-letter-id="([^"]+)"', response.text)
+
+
+def depth_is(url, queue, expected):
+    wait_until(lambda: queue_depth(url, queue) == expected, what=f"{expected} in {queue}")
+
+
+def test_the_page_lists_every_letter_with_its_story_and_changes_nothing(
+    admin_client, letters, rabbitmq_url
+):
+    response = admin_client.get(PAGE)
+    assert response.status_code == 200
+    text = response.text
+    assert len(shown_ids(response)) == 3
+    needed = (
+        "OperationalError",
+        "InvalidData",
+        "UnknownCqrsId",
+        "retries-exhausted",
+        "permanent",
+        "2026-01-01 00:00:07",
+        "&quot;estoque&quot;:-1",
+        "pedido",
+    )
+    for part in needed:
+        assert part in text, part
+    assert "3 mensagem(ns) mostrada(s) de 3 na fila" in text
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)  # given back, all of them
+    # Same letters, same identities, on every read.
+    assert shown_ids(admin_client.get(PAGE)) == shown_ids(response)
+
+
+def test_filters_by_reason_and_cqrs_id(admin_client, letters, rabbitmq_url):
+    all_ids = shown_ids(admin_client.get(PAGE))
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+    assert shown_ids(admin_client.get(PAGE, {"reason": "retries-exhausted"})) == all_ids[:1]
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+    assert shown_ids(admin_client.get(PAGE, {"cqrs_id": "pedido"})) == all_ids[2:]
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+    assert shown_ids(admin_client.get(PAGE, {"cqrs_id": "produto", "reason": "permanent"})) == [
+        all_ids[1]
+    ]
+
+
+def test_retry_and_purge_act_only_on_the_selected_letters_after_a_confirmation(
+    admin_client, letters, rabbitmq_url, consumers
+):
+    transient, invalid, other = shown_ids(admin_client.get(PAGE))
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+
+    # Step one: the confirmation, which changes nothing yet.
+    response = admin_client.post(PAGE, {"action": "retry", "_selected_letter": [transient]})
+    assert response.status_code == 200
+    assert "Tem certeza?" in response.text
+    assert shown_ids(response) == [transient]
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+
+    consumers.start()  # the cause is gone: the replica can apply it now
+    response = admin_client.post(
+        PAGE, {"action": "retry", "_selected_letter": [transient], "confirm": "yes"}, follow=True
+    )
+    assert "1 mensagem(ns) reenviada(s)" in response.text
+    wait_until(lambda: ProdutoMirror.objects.filter(pk=70, nome="Volta").exists())
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 2)
+    assert shown_ids(response) == [invalid, other]
+
+    response = admin_client.post(
+        PAGE, {"action": "purge", "_selected_letter": [other], "confirm": "yes"}, follow=True
+    )
+    assert "1 mensagem(ns) descartada(s)" in response.text
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 1)
+    assert shown_ids(admin_client.get(PAGE)) == [invalid]
+    assert not ProdutoMirror.objects.filter(pk__in=[71, 72]).exists()
+
+
+def test_a_letter_already_gone_and_no_selection_are_said_plainly(admin_client, letters):
+    response = admin_client.post(PAGE, {"action": "purge"}, follow=True)
+    assert "Nenhuma mensagem selecionada" in response.text
+    response = admin_client.post(
+        PAGE, {"action": "purge", "_selected_letter": ["0" * 16], "confirm": "yes"}, follow=True
+    )
+    assert "0 mensagem(ns) descartada(s); 1 já não estava(m) na fila" in response.text
+    assert len(shown_ids(response)) == 3
+
+
+def test_identical_letters_are_told_apart(
+    admin_client, rabbitmq_url, topology, event_payload, instance_data
+):
+    body = event_payload("SAVE", instance_data(80, estoque=-1))
+    for _ in range(2):
+        dead_letter(rabbitmq_url, topology, body, failures.PERMANENT, "InvalidData")
+    first, second = shown_ids(admin_client.get(PAGE))
+    assert second == f"{first}-2"
+    depth_is(rabbitmq_url, topology.dead_letter_queue, 2)
+    admin_client.post(PAGE, {"action": "purge", "_selected_letter": [second], "confirm": "yes"})
+    depth_is(rabbitmq_url, topology.dead_letter_queue, 1)
+    assert shown_ids(admin_client.get(PAGE)) == [first]
+
+
+def test_staff_may_look_only_superusers_may_act_and_others_are_sent_to_log_in(
+    client, letters, rabbitmq_url
+):
+    assert client.get(PAGE).status_code == 302  # anonymous: the admin's login page
+    staff = User.objects.create_user("op", password="x", is_staff=True)
+    client.force_login(staff)
+    assert client.get(PAGE).status_code == 403  # staff, but may not view the replica's state
+    staff.user_permissions.add(Permission.objects.get(codename="view_replicastate"))
+    response = client.get(PAGE)
+    assert response.status_code == 200
+    ids = shown_ids(response)
+    assert len(ids) == 3
+    assert 'name="_selected_letter"' not in response.text
+    assert "exigem um superusuário" in response.text
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+    response = client.post(PAGE, {"action": "purge", "_selected_letter": ids, "confirm": "yes"})
+    assert response.status_code == 403
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
+
+
+def test_a_broker_that_is_down_is_one_line_not_a_500(admin_client, settings, topology):
+    settings.CQRS = {**settings.CQRS, "url": "amqp://admin:s3cret@127.0.0.1:1/"}
+    response = admin_client.get(PAGE)
+    assert response.status_code == 200
+    errors = re.findall(r'<p class="errornote" id="broker-error">([^<]*)</p>', response.text)
+    assert len(errors) == 1 and "RabbitMQ inacessível em amqp://admin:***@127.0.0.1:1/" in errors[0]
+    assert "s3cret" not in response.text
+    response = admin_client.post(
+        PAGE, {"action": "retry", "_selected_letter": ["a" * 16]}
+    )  # the confirmation step reads the broker too
+    assert response.status_code == 200 and "RabbitMQ inacessível" in response.text
+    response = admin_client.post(
+        PAGE, {"action": "retry", "_selected_letter": ["a" * 16], "confirm": "yes"}, follow=True
+    )
+    assert response.status_code == 200 and "Nada confirmado: RabbitMQ inacessível" in response.text
+    assert "s3cret" not in response.text
+
+
+def test_the_replica_pages_are_read_only(admin_client, mirror):
+    mirror(5)
+    for model in ("feed/produtomirror", "cqrs_replica/tombstone", "cqrs_replica/replicastate"):
+        assert admin_client.get(f"/admin/{model}/").status_code == 200, model
+        assert admin_client.get(f"/admin/{model}/add/").status_code == 403, model
+    assert admin_client.get("/admin/feed/produtomirror/5/change/").status_code == 200
+    response = admin_client.post("/admin/feed/produtomirror/5/change/", {"nome": "x"})
+    assert response.status_code == 403
+    assert ProdutoMirror.objects.get(pk=5).nome == "Produto 5"
+    replica_state = admin_client.get("/admin/cqrs_replica/replicastate/").text
+    assert PAGE in replica_state  # the way to the dead letters

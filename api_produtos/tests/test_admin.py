@@ -1,0 +1,99 @@
+"""The master's admin: products with django-cqrs's resync action (through the outbox), and the
+outbox page (state filter, backlog summary, republish)."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
+
+from django_tools.outbox.models import OutboxEvent
+from produto import services
+
+pytestmark = pytest.mark.django_db
+
+OUTBOX = "/admin/cqrs_outbox/outboxevent/"
+
+
+def make(n: int):
+    return services.produto_create(sku=f"SKU-{n}", nome=f"Produto {n}", preco=Decimal("10.00"))
+
+
+@pytest.fixture
+def events():
+    """Three products' events: the first two published (one an hour ago), the third pending."""
+    for n in range(3):
+        make(n)
+    first, second, third = OutboxEvent.objects.order_by("id")
+    now = timezone.now()
+    OutboxEvent.objects.filter(pk=first.pk).update(published_at=now - timedelta(hours=1))
+    OutboxEvent.objects.filter(pk=second.pk).update(published_at=now - timedelta(minutes=2))
+    OutboxEvent.objects.filter(pk=third.pk).update(created_at=now - timedelta(minutes=5))
+    return first, second, third
+
+
+def test_the_outbox_page_shows_the_backlog_and_filters_by_state(admin_client, events):
+    first, second, third = events
+    response = admin_client.get(OUTBOX)
+    assert response.status_code == 200
+    text = response.text
+    assert "Backlog do outbox" in text
+    assert '<td class="backlog-count">1</td>' in text
+    assert "há 5 min" in text  # the oldest pending
+    assert "há 2 min" in text  # the last published
+    assert text.count("pendente") >= 1 and "publicado" in text
+    pending = admin_client.get(OUTBOX, {"estado": "pendente"})
+    assert list(pending.context["cl"].result_list) == [third]
+    published = admin_client.get(OUTBOX, {"estado": "publicado"})
+    assert list(published.context["cl"].result_list) == [second, first]
+
+
+def test_republish_sets_only_the_selected_rows_pending(admin_client, events):
+    first, second, third = events
+    response = admin_client.post(
+        OUTBOX, {"action": "republish", "_selected_action": [first.pk]}, follow=True
+    )
+    assert "1 evento(s) de volta a pendente" in response.text
+    pending = set(
+        OutboxEvent.objects.filter(published_at__isnull=True).values_list("pk", flat=True)
+    )
+    assert pending == {first.pk, third.pk}
+    assert OutboxEvent.objects.get(pk=second.pk).published_at is not None
+    assert '<td class="backlog-count">2</td>' in response.text
+
+
+def test_the_outbox_is_read_only_and_republishing_needs_the_change_permission(client, events):
+    first, _, _ = events
+    staff = User.objects.create_user("op", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_outboxevent"))
+    client.force_login(staff)
+    response = client.get(OUTBOX)
+    assert response.status_code == 200
+    assert response.context["action_form"] is None  # no action it may run
+    client.post(OUTBOX, {"action": "republish", "_selected_action": [first.pk]})
+    assert OutboxEvent.objects.get(pk=first.pk).published_at is not None
+    assert client.get(f"{OUTBOX}add/").status_code == 403
+    assert client.get(f"{OUTBOX}{first.pk}/change/").status_code == 200  # viewing only
+    assert client.post(f"{OUTBOX}{first.pk}/delete/").status_code == 403
+
+
+def test_the_resync_action_writes_a_sync_to_the_outbox(
+    admin_client, django_capture_on_commit_callbacks
+):
+    produtos = [make(n) for n in range(3)]
+    before = OutboxEvent.objects.count()
+    # django-cqrs produces a sync after the commit (here, the test's transaction never commits).
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/produto/produto/",
+            {"action": "sync_items", "_selected_action": [produtos[0].pk, produtos[2].pk]},
+            follow=True,
+        )
+    assert "2 sincronização(ões) no outbox" in response.text
+    syncs = OutboxEvent.objects.order_by("id")[before:]
+    assert [(e.signal_type, e.instance_pk) for e in syncs] == [
+        ("SYNC", str(produtos[0].pk)),
+        ("SYNC", str(produtos[2].pk)),
+    ]
+    assert all(e.published_at is None for e in syncs)

@@ -1,0 +1,210 @@
+"""The replica's side of the admin: tombstones and the last applied state (read-only), and the
+dead-letter page (`ReplicaStateAdmin.dead_letters_view`, at `replicastate/dead-letters/`).
+
+The dead-letter page reads the broker's dead-letter queue through
+django_tools.replica.dead_letters, as `manage.py cqrs_dead_letters` does: viewing reads each
+letter with `basic_get` and gives it back unacknowledged (nothing changes); `retry` and `purge`
+act only on the letters chosen by their identity (`dead_letters.letter_id`), after a
+confirmation step. Viewing needs staff and the view permission of "replica state"; acting needs
+`has_dead_letter_action_permission` (superusers). A broker that is down makes the page say so in
+one line.
+
+Generic: any replica with `django_tools.replica` installed gets these pages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from django_tools.admin import ReadOnlyModelAdmin
+from django_tools.env import redact_url
+from django_tools.replica import dead_letters
+from django_tools.replica.failures import DEAD_REASONS, EXHAUSTED, PERMANENT, UNDECODABLE
+from django_tools.replica.models import ReplicaState, Tombstone
+from django_tools.replica.topology import Topology
+
+#: Letters shown on one page (each one is read from the broker and given back).
+PAGE_LIMIT = 100
+#: Seconds the page waits for the broker before saying it is unreachable.
+BROKER_TIMEOUT = 3.0
+PREVIEW_CHARS = 200
+REASON_LABELS = {
+    PERMANENT: "permanente (não pode ser aplicada como está)",
+    EXHAUSTED: "tentativas esgotadas (falha transitória)",
+    UNDECODABLE: "propriedades AMQP ilegíveis",
+}
+ACTION_LABELS = {
+    dead_letters.RETRY: "Reenviar para a fila da réplica (tentativas zeradas)",
+    dead_letters.PURGE: "Descartar (apagar da fila de mensagens mortas)",
+}
+SELECTED = "_selected_letter"
+
+
+@admin.register(Tombstone)
+class TombstoneAdmin(ReadOnlyModelAdmin):
+    list_display = ("cqrs_id", "instance_pk", "cqrs_revision", "deleted_at")
+    list_filter = ("cqrs_id",)
+    search_fields = ("=instance_pk",)
+    ordering = ("-deleted_at",)
+
+
+@admin.register(ReplicaState)
+class ReplicaStateAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "cqrs_id",
+        "instance_pk",
+        "revision",
+        "signal_type",
+        "master_updated_at",
+        "applied_at",
+        "version",
+        "correlation_id",
+    )
+    ordering = ("cqrs_id",)
+
+    # --- the dead-letter page --------------------------------------------------------------
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_dead_letters"
+        view = self.admin_site.admin_view(self.dead_letters_view)  # staff only
+        return [path("dead-letters/", view, name=name), *super().get_urls()]
+
+    def has_dead_letter_action_permission(self, request) -> bool:
+        """Who may retry or purge dead letters: superusers (override to widen)."""
+        return request.user.is_active and request.user.is_superuser
+
+    def dead_letters_url(self, **query) -> str:
+        url = reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_dead_letters"
+        )
+        query = {key: value for key, value in query.items() if value}
+        return f"{url}?{urlencode(query)}" if query else url
+
+    def dead_letters_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        topology = Topology.from_settings()
+        reason = request.GET.get("reason")
+        filters = {
+            "cqrs_id": (request.GET.get("cqrs_id") or "").strip() or None,
+            "reason": reason if reason in DEAD_REASONS else None,
+        }
+        if request.method == "POST":
+            return self._dead_letters_post(request, topology, filters)
+        context = {"filters": filters, "limit": PAGE_LIMIT}
+        try:
+            listing = dead_letters.browse(
+                topology, **filters, limit=PAGE_LIMIT, timeout=BROKER_TIMEOUT
+            )
+        except dead_letters.BROKER_ERRORS as exc:
+            context["broker_error"] = broker_problem(exc)
+        else:
+            context["listing"] = listing
+            context["rows"] = [letter_row(letter) for letter in listing.letters]
+        return self._render(request, "dead_letters.html", "Mensagens mortas", context)
+
+    def _dead_letters_post(self, request, topology: Topology, filters: dict):
+        if not self.has_dead_letter_action_permission(request):
+            raise PermissionDenied
+        back = HttpResponseRedirect(self.dead_letters_url(**filters))
+        action = request.POST.get("action")
+        ids = request.POST.getlist(SELECTED)
+        if action not in dead_letters.ACTIONS:
+            messages.error(request, "Escolha uma ação: reenviar ou descartar.")
+            return back
+        if not ids:
+            messages.warning(request, "Nenhuma mensagem selecionada: nada foi feito.")
+            return back
+        if request.POST.get("confirm") != "yes":
+            # The confirmation step: the chosen letters read again (nothing changes yet).
+            context = {"filters": filters, "action": action, "ids": ids}
+            context["action_label"] = ACTION_LABELS[action]
+            try:
+                listing = dead_letters.browse(topology, ids=ids, timeout=BROKER_TIMEOUT)
+            except dead_letters.BROKER_ERRORS as exc:
+                context["broker_error"] = broker_problem(exc)
+            else:
+                context["rows"] = [letter_row(letter) for letter in listing.letters]
+                context["missing"] = len(ids) - len(listing.letters)
+            return self._render(request, "dead_letters_confirm.html", "Confirmar", context)
+        try:
+            outcome = dead_letters.act_on(topology, action, ids, timeout=BROKER_TIMEOUT)
+        except dead_letters.BROKER_ERRORS as exc:
+            messages.error(request, f"Nada confirmado: {broker_problem(exc)}")
+            return back
+        done = len(outcome.done)
+        if action == dead_letters.RETRY:
+            text = f"{done} mensagem(ns) reenviada(s) para a fila da réplica, tentativas zeradas"
+        else:
+            text = f"{done} mensagem(ns) descartada(s)"
+        if done < len(ids):
+            text += f"; {len(ids) - done} já não estava(m) na fila"
+        messages.success(request, text + ".")
+        return back
+
+    def _render(self, request, template: str, title: str, context: dict):
+        opts = self.opts
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "app_label": opts.app_label,
+            "title": title,
+            "queue": Topology.from_settings().dead_letter_queue,
+            "reasons": [(reason, REASON_LABELS[reason]) for reason in DEAD_REASONS],
+            "actions": list(ACTION_LABELS.items()),
+            "can_act": self.has_dead_letter_action_permission(request),
+            "page_url": self.dead_letters_url(**context.get("filters", {})),
+            "selected_name": SELECTED,
+            **context,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, f"admin/{opts.app_label}/{template}", context)
+
+
+def broker_problem(exc: BaseException) -> str:
+    """One line: which broker, and what went wrong (never its password)."""
+    url = redact_url(settings.CQRS["url"])
+    return f"RabbitMQ inacessível em {url}: {str(exc) or type(exc).__name__}"
+
+
+def letter_row(letter: dead_letters.DeadLetter) -> dict:
+    """What a line of the page shows of a letter."""
+    report = letter.report
+    payload = report.payload if isinstance(report.payload, dict) else {}
+    body = letter.body.decode("utf-8", errors="replace")
+    error_class = report.error_class or ""
+    return {
+        "id": letter.id,
+        "cqrs_id": payload.get("cqrs_id") or "",
+        "signal_type": payload.get("signal_type") or "",
+        "instance_pk": payload.get("instance_pk", ""),
+        "reason": report.dead_reason or "",
+        "error_class": error_class,
+        "error_name": error_class.rsplit(".", 1)[-1],
+        "error": report.error or "",
+        "retries": report.retries,
+        "first_failure": report.first_failure or "",
+        "first_failure_short": short_time(report.first_failure),
+        "last_failure": report.last_failure or "",
+        "last_failure_short": short_time(report.last_failure),
+        "preview": body if len(body) <= PREVIEW_CHARS else body[:PREVIEW_CHARS] + "…",
+    }
+
+
+def short_time(text: str | None) -> str:
+    """An ISO 8601 failure time as `2026-01-01 10:01:02` (the full text stays in a tooltip);
+    anything else as it is."""
+    if not text:
+        return ""
+    try:
+        return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return text
