@@ -6,9 +6,9 @@
 # keeps the two in step), each in its service's folder:
 #
 #   API Produtos   python -m gunicorn api_produtos.wsgi:application --chdir /app/api_produtos
-#                  --bind 0.0.0.0:8001 --workers 2 ...            (health: /health/ready)
+#                  --bind 0.0.0.0:8001 --workers 4 ...            (health: /health/ready)
 #   API Feed       python -m gunicorn api_feed.wsgi:application --chdir /app/api_feed
-#                  --bind 0.0.0.0:8000 --workers 2 ...            (health: /health/ready)
+#                  --bind 0.0.0.0:8000 --workers 4 ...            (health: /health/ready)
 #   relay          python /app/api_produtos/manage.py outbox_relay      (outbox_relay_health)
 #   consumer       python /app/api_feed/manage.py cqrs_consume -w 1     (cqrs_consume_health)
 #   Celery         python -m celery -A api_produtos|api_feed worker|beat ...

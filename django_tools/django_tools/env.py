@@ -62,13 +62,14 @@ def parse_replication_mode(value: str | None) -> str:
 QUEUE_TYPES = ("quorum", "classic")
 
 
-def parse_queue_type(value: str | None) -> str | None:
-    """CQRS_QUEUE_TYPE: `quorum`, `classic`, or None (unset: decided by the broker's state)."""
+def parse_queue_type(value: str | None, name: str = "CQRS_QUEUE_TYPE") -> str | None:
+    """A queue type variable (`name`): `quorum`, `classic`, or None (unset: the caller's
+    default; for CQRS_QUEUE_TYPE, decided by the broker's state)."""
     if not value or not value.strip():
         return None
     queue_type = value.strip().lower()
     if queue_type not in QUEUE_TYPES:
-        raise ImproperlyConfiguredEnv(f"CQRS_QUEUE_TYPE={value!r}: use quorum or classic")
+        raise ImproperlyConfiguredEnv(f"{name}={value!r}: use quorum or classic")
     return queue_type
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
-OUTBOX_TRANSPORT = "django_tools.outbox.transport.OutboxTransport"
+from django_tools.settings.cqrs import OUTBOX_TRANSPORT
 
 
 @checks.register("cqrs")

@@ -9,9 +9,13 @@ from django_tools.settings.base import *          # Django, URLs, hosts, broker 
 from django_tools.settings.cqrs import *          # exchange, transports, retry policy, outbox
 from django_tools.settings.celery import *        # CELERY_*
 from django_tools.settings.logging import *       # LOGGING
+from django_tools.settings.tracing import *       # TRACING (on when an OTLP endpoint is set)
 ```
 
-Every environment variable is read here (through `django_tools.env`), nowhere else in the
-library: the rest of the code reads `django.conf.settings`. CQRS.md ("Configuração") lists every
-variable; a test fails when one read here is missing from it.
+The library's settings are read here (through `django_tools.env`); the rest of the code reads
+`django.conf.settings`. Three variables belong to the libraries that read them and are read
+where those start, not here: the OpenTelemetry SDK's `OTEL_SERVICE_NAME` (django_tools/tracing.py),
+prometheus-client's `PROMETHEUS_MULTIPROC_DIR` (observability/metrics.py) and the tests'
+`RABBITMQCTL` (django_tools/testing.py). CQRS.md ("Configuração") lists every variable; a test
+(tests/test_docs.py) fails when one the code reads is missing from it.
 """

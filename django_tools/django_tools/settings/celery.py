@@ -12,7 +12,7 @@ CELERY_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX")
 #: The type of the services' task queues: classic (unset), or quorum — in a RabbitMQ cluster, so
 #: that a task queue survives the loss of the node it lives on (a classic queue's worker stops).
 #: Changing it needs the queues deleted first (they are declared by every worker and publisher).
-CELERY_QUEUE_TYPE = parse_queue_type(env_str("CELERY_QUEUE_TYPE")) or "classic"
+CELERY_QUEUE_TYPE = parse_queue_type(env_str("CELERY_QUEUE_TYPE"), "CELERY_QUEUE_TYPE") or "classic"
 
 #: kombu fails over between the nodes of RABBITMQ_URL, in order.
 CELERY_BROKER_URL = celery_broker_url(RABBITMQ_URL)
