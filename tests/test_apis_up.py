@@ -16,7 +16,7 @@ from e2e_lab import (
     wait_until,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.any_database]
 
 
 def live_processes_in_groups(groups: list[int]) -> list[int]:

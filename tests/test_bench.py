@@ -42,6 +42,7 @@ def test_bench_json_contract(rabbitmq_url):
     print("\n" + table.split("apis bench —")[-1])
 
 
+@pytest.mark.any_database
 def test_bench_refuses_nonsense_and_a_missing_broker():
     bad = subprocess.run([APIS, "bench", "-n", "0"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "-n" in bad.stderr

@@ -43,6 +43,7 @@ def test_one_seeded_round_of_every_fault_holds_every_invariant():
     assert report["schedule"][-1]["converge_s"] is not None
 
 
+@pytest.mark.any_database  # the checks of the suite itself, on whichever database
 def test_a_replica_broken_behind_the_pipelines_back_is_reported():
     result, report = chaos(
         "--faults", "corrupt-replica", "--rounds", "1", "--seed", "1", "--converge-timeout", "3"
@@ -52,6 +53,7 @@ def test_a_replica_broken_behind_the_pipelines_back_is_reported():
     assert any("not converged" in v and "1 rows differ" in v for v in report["violations"])
 
 
+@pytest.mark.any_database
 def test_nonsense_is_refused_in_one_line():
     result = subprocess.run(
         [APIS, "chaos", "--faults", "meteor"], capture_output=True, text=True, timeout=30

@@ -22,14 +22,15 @@ def test_node_loss_and_every_fault_on_a_cluster_with_scaled_out_workers():
         "chaos", "--json", "--database", DATABASE, "--cluster", "3", "--rounds", "1",
         "--seed", "20261128", "--duration", "600", "--consumers", "2",
         "--consumer-processes", "2", "--relays", "2",
-        "--faults", "node-loss,connections-closed,broker-restart,kill-relay,kill-consumer,"
-        "kill-consumer-worker,queue-deleted,poison",
+        # Node loss, and the faults that hit the scaled-out processes and their connections;
+        # the others are tested on one node by test_chaos.py.
+        "--faults", "node-loss,connections-closed,kill-relay,kill-consumer,kill-consumer-worker",
         timeout=400,
     )  # fmt: skip
     print("\n" + result.stderr[-4000:])
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["faults_by_kind"]["node-loss"] == 1 and report["faults"] == 8
+    assert report["faults_by_kind"]["node-loss"] == 1 and report["faults"] == 5
     assert report["lost"] == 0 and report["invariants_held"] is True
     (node_loss,) = [f for f in report["schedule"] if f["fault"] == "node-loss"]
     # How long writes stayed unreplicated while the leader was gone: bounded by the reconnect

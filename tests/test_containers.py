@@ -32,6 +32,8 @@ from e2e_lab import REPO_ROOT
 
 from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, processes
 
+pytestmark = pytest.mark.any_database
+
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"

@@ -3,7 +3,10 @@ configuration table of CQRS.md, and every variable of that table is read by the 
 
 import re
 
+import pytest
 from e2e_lab import REPO_ROOT
+
+pytestmark = pytest.mark.any_database
 
 #: Set by one of our processes for another, never by a user.
 INTERNAL = {

@@ -1,8 +1,11 @@
 """The files a user starts from say what the contract says."""
 
+import pytest
 import yaml
 from dotenv import dotenv_values
 from e2e_lab import REPO_ROOT
+
+pytestmark = pytest.mark.any_database
 
 
 def test_compose_brings_rabbitmq_with_management_and_redis_with_healthchecks():

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core import checks
 
 from django_tools.settings.cqrs import REPLICA_TRANSPORT
+
 REPLICA_OPTIONS = ("CQRS_MAX_RETRIES", "retry_base", "retry_factor", "retry_cap", "retry_jitter",
                    "prefetch", "batch_size")  # fmt: skip
 
