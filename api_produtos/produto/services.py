@@ -1,5 +1,6 @@
-"""Writes on Produto. Each one runs in a transaction; django-cqrs turns the committed change
-into the event that replicates it (see `models.Produto`)."""
+"""Writes on Produto. Each one runs in a transaction, and the outbox writes the django-cqrs
+event that replicates it inside that same transaction (see `models.Produto`): the change and its
+event commit together, and the relay publishes the event afterwards."""
 
 from __future__ import annotations
 

@@ -102,25 +102,36 @@ def run(options: BenchOptions) -> BenchReport:
     )
     try:
         report.ceiling_n = _ceiling_n(options.n)
+        throughput = Workload(n=options.n, batch=options.batch, rate=options.rate)
+        results = {name: report.pipelines.setdefault(name, PipelineResult(name))
+                   for name in options.pipelines}  # fmt: skip
+        # Rounds, not one pipeline after the other: whatever drifts on a shared machine (the
+        # broker compacting what the last run left, another process) weighs on every pipeline
+        # and on the ceiling alike, so that their ratios can be trusted.
         for number in range(options.runs):
-            progress.show(f"broker ceiling ({number + 1}/{options.runs})…")
+            round_ = f"{number + 1}/{options.runs}"
+            progress.show(f"broker ceiling ({round_})…")
             try:
                 measured = ceiling.measure(rabbitmq_url, report.ceiling_n, queue_type)
             except (RuntimeError, AMQPError, OSError) as exc:
                 raise BenchError(f"measuring the broker's ceiling failed: {exc}") from exc
             report.ceiling.append(measured.end_to_end_per_s)
-        progress.done(f"broker ceiling: {report.ceiling_spread} msgs/s end to end")
-        throughput = Workload(n=options.n, batch=options.batch, rate=options.rate)
-        for name in options.pipelines:
-            result = report.pipelines.setdefault(name, PipelineResult(name))
-            for number in range(options.runs):
-                progress.show(f"{name} ({number + 1}/{options.runs})…")
-                result.runs.append(
+            for name in options.pipelines:
+                progress.show(f"{name} ({round_})…")
+                results[name].runs.append(
                     pipelines.run(
                         _pipeline(name, options), throughput, rabbitmq_url, databases, workdir,
                         progress, extra_env,
                     )
                 )  # fmt: skip
+            rates = ", ".join(
+                f"{name} {results[name].runs[-1].msgs_per_s:,.0f}" for name in options.pipelines
+            )
+            progress.done(
+                f"round {round_}: broker ceiling {measured.end_to_end_per_s:,.0f}, {rates} msgs/s"
+            )
+        progress.done(f"broker ceiling: {report.ceiling_spread} msgs/s end to end")
+        for name, result in results.items():
             progress.done(
                 f"{name}: {result.msgs_per_s} msgs/s end to end, lag p50 {result.lag(50):,.1f} "
                 f"ms, p99 {result.lag(99):,.1f} ms"
