@@ -186,7 +186,11 @@ def test_a_consumer_worker_killed_is_replaced_and_consumption_goes_on(feed):
         publisher.publish(stock_payload("SAVE", produto_data(pk, 0)))
     wait_until(lambda: len(db.rows()) == 40, 30, what="every save after the kill")
     assert publisher.depth(env["CQRS_QUEUE"]) == 0
-    assert "died (exit code -9)" in log.read_text()
+    # The parent logs the death once `start_process` returns, and a spawned child shows in /proc
+    # before that (start() waits for the child to read its launch data): wait for the line.
+    wait_until(
+        lambda: "died (exit code -9)" in log.read_text(), 15, what="the parent to log the death"
+    )
 
     # The parent killed with SIGKILL: its workers stop on their own instead of consuming on.
     os.kill(parent, signal.SIGKILL)
