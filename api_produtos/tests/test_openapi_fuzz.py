@@ -17,6 +17,8 @@ def with_key(settings):
 
 @pytest.mark.django_db
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized: the same examples every run, so CI never fails on a new random draw; a
+# failure found by exploring locally (drop derandomize) becomes a regular test.
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_input_breaks_the_api(case, with_key, direct_wsgi_calls):
     case.call_and_validate(headers={"X-API-Key": "fuzz-key"})
