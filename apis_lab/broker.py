@@ -23,6 +23,7 @@ from pathlib import Path
 import pika
 
 from apis_lab.net import free_port
+from django_tools.heartbeat import pid_alive
 from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.topology import Topology
 
@@ -162,9 +163,9 @@ class RabbitNode:
             self.ctl("stop", check=False, timeout=30)
         if pid is not None:
             deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -174,16 +175,6 @@ class RabbitNode:
         """Stop the node and delete its folders."""
         self.halt()
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

@@ -103,14 +103,6 @@ def children_of(pid: int | None, marker: bytes = b"") -> list[int]:
     return found
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def wait_for(condition, timeout: float, interval: float = 0.1):
     """Poll until `condition()` is truthy; its value, or None after `timeout` seconds."""
     deadline = time.monotonic() + timeout

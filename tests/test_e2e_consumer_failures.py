@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from e2e_lab import (
@@ -21,6 +20,8 @@ from e2e_lab import (
     wait_until,
 )
 
+from apis_lab import processes
+from django_tools.heartbeat import pid_alive as alive
 from django_tools.replica.policy import RetryPolicy
 
 pytestmark = pytest.mark.e2e
@@ -142,26 +143,9 @@ def test_consumers_killed_again_and_again_still_converge(feed):
 
 
 def children_of(pid: int) -> list[int]:
-    """Live (not zombie) consumer workers of `cqrs_consume` process `pid`, from /proc (not its
-    multiprocessing resource tracker)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    """Live consumer workers of `cqrs_consume` process `pid` (not its multiprocessing resource
+    tracker)."""
+    return processes.children_of(pid, b"spawn_main")
 
 
 def test_a_consumer_worker_killed_is_replaced_and_consumption_goes_on(feed):

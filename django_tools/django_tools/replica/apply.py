@@ -134,15 +134,7 @@ def prepare(event: Event) -> Change:
     pk_field = model._meta.pk
     if event.is_delete:
         raw_pk = event.data.get(pk_field.name, event.data.get("id"))
-        wrong_type = _json_type_error(pk_field, raw_pk)
-        if wrong_type:
-            raise InvalidData(f"{pk_field.name}: {wrong_type}")
-        try:
-            pk = pk_field.to_python(raw_pk)
-        except ValidationError as exc:
-            raise InvalidData(f"{pk_field.name}: {'; '.join(exc.messages)}") from None
-        if pk is None:
-            raise InvalidData(f"a delete without {pk_field.name}")
+        pk = _clean_pk(pk_field, raw_pk, missing=f"a delete without {pk_field.name}")
         return Change(event, model, pk, None)
 
     updated = _updated(event.data)
@@ -226,7 +218,7 @@ def _prepare_for_hooks(model: type[models.Model], event: Event) -> tuple[Any, di
     return _clean_pk(pk_field, mapped[pk_field.name]), mapped
 
 
-def _clean_pk(pk_field: models.Field, raw: Any) -> Any:
+def _clean_pk(pk_field: models.Field, raw: Any, missing: str = "") -> Any:
     wrong_type = _json_type_error(pk_field, raw)
     if wrong_type:
         raise InvalidData(f"{pk_field.name}: {wrong_type}")
@@ -235,7 +227,7 @@ def _clean_pk(pk_field: models.Field, raw: Any) -> Any:
     except ValidationError as exc:
         raise InvalidData(f"{pk_field.name}: {'; '.join(exc.messages)}") from None
     if pk is None:
-        raise InvalidData(f"no {pk_field.name}")
+        raise InvalidData(missing or f"no {pk_field.name}")
     return pk
 
 
