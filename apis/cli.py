@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--relays", type=int, default=1, help="outbox relays: one publishes, the others stand by"
     )
+    chaos.add_argument(
+        "--quick", action="store_true",
+        help="compact pacing for tests: the same schedule, holds x0.4, gaps of 0.3-0.8 s",
+    )  # fmt: skip
     chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
     bench = commands.add_parser(

@@ -194,9 +194,10 @@ class PostgresServer:
     def start_server(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} "
-            # A lab's throwaway data: durability against an OS crash is not what is tested
-            # (a restart, even an immediate one, recovers from the WAL in the page cache).
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            # A lab's throwaway data: durability against an OS crash is not what is tested (a
+            # restart, even an immediate one, recovers from the WAL in the page cache). Commits
+            # stay synchronous: a commit answered is in that WAL, as in production.
+            "-c fsync=off -c full_page_writes=off "
             "-c max_connections=300"
         )
         self._run(

@@ -50,6 +50,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         consumers=args.consumers,
         consumer_processes=args.consumer_processes,
         relays=args.relays,
+        quick=args.quick,
     )
     applying, skipped = plan(options, PIPELINES[args.pipeline].roles)
     if args.faults and not applying:

@@ -73,6 +73,10 @@ class Fault:
         """Undo what inject broke (nothing, for faults the system must heal by itself)."""
         return None
 
+    def settled(self, lab: ChaosLab) -> dict:
+        """Evidence known only once the replica converged (or the wait for it ended)."""
+        return {}
+
     @classmethod
     def skip_reason(cls, *, cluster: bool, postgres: bool, roles: frozenset[str]) -> str | None:
         """Why this kind means nothing for a run, or None when it applies."""
@@ -524,9 +528,11 @@ class CrashLoop(Fault):
         return Injected("a message that kills its consumer worker", (message_id,))
 
     def heal(self, lab):
-        # The worker sees it within a moment; how often it died is known at the end only.
+        # A worker reads it within a moment; how often one died is known once it settled.
         wait_for(lambda: lab.crash_hook_kills() > self.deaths_before, 15, interval=0.1)
-        return Healed({"worker_deaths_so_far": lab.crash_hook_kills() - self.deaths_before})
+
+    def settled(self, lab):
+        return {"worker_deaths": lab.crash_hook_kills() - self.deaths_before}
 
 
 class MigrateKilled(Fault):
@@ -577,7 +583,12 @@ class MigrateKilled(Fault):
         )
         return Injected(
             f"consumers stopped; cqrs_queues migrate --to {self.target} {when}",
-            evidence={"to": self.target, "killed": not finished, "lines_before_kill": lines},
+            evidence={
+                "to": self.target,
+                "killed": not finished,
+                "progress_lines_before": len(lines),
+                "last_line_before": lines[-1] if lines else None,
+            },
         )
 
     def heal(self, lab):
