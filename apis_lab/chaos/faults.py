@@ -551,10 +551,12 @@ class MigrateKilled(Fault):
 
     def inject(self, lab, rng):
         eco = lab.eco
+        began = time.monotonic()
         self.target = "classic" if lab.queue_type() == "quorum" else "quorum"
         for consumer in eco.named("consumer"):
             consumer.stop()
         wait_for(lambda: (eco.queue_state() or (0, 1))[1] == 0, 15)
+        stopped = time.monotonic()
         steps = rng.randrange(0, 13)
         process = subprocess.Popen(
             eco.manage_argv("feed", "cqrs_queues", "migrate", "--to", self.target),
@@ -585,6 +587,8 @@ class MigrateKilled(Fault):
             f"consumers stopped; cqrs_queues migrate --to {self.target} {when}",
             evidence={
                 "to": self.target,
+                "consumers_stopped_s": round(stopped - began, 2),
+                "killed_after_s": round(time.monotonic() - stopped, 2),
                 "killed": not finished,
                 "progress_lines_before": len(lines),
                 "last_line_before": lines[-1] if lines else None,
@@ -594,7 +598,9 @@ class MigrateKilled(Fault):
     def heal(self, lab):
         eco = lab.eco
         healed = Healed()
+        began = time.monotonic()
         result = eco.manage("feed", "cqrs_queues", "migrate", "--to", self.target, timeout=180)
+        healed.evidence["rerun_s"] = round(time.monotonic() - began, 2)
         healed.evidence["rerun"] = (result.stdout + result.stderr).strip().splitlines()[-1:]
         if result.returncode != 0:
             healed.problems.append(
