@@ -347,6 +347,7 @@ class Blackhole(Fault):
         return rng.uniform(2.0, 6.0)
 
     def inject(self, lab, rng):
+        self.swallowed_before = lab.proxies.swallowed
         killed = lab.proxies.blackhole()
         return Injected(
             f"{killed} broker connections black-holed (no FIN, no RST; new ones too while it "
@@ -355,9 +356,9 @@ class Blackhole(Fault):
         )
 
     def heal(self, lab):
-        dropped = sum(proxy.dropped_bytes for proxy in lab.proxies.proxies)
+        swallowed = lab.proxies.swallowed - self.swallowed_before
         lab.proxies.heal()
-        return Healed({"bytes_swallowed": dropped})
+        return Healed({"bytes_swallowed": swallowed})
 
 
 class Pause(Fault):

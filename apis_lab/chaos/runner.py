@@ -31,14 +31,13 @@ Invariants, after every heal:
 The schedule (which fault, in which order, how long it holds, the gaps between) comes from the
 seed alone: the same seed injects the same faults in the same order.
 
-Besides the time to converge, each fault's **stall**: the longest time during which writes were
-acknowledged and nothing was applied on the replica, from the injection until convergence (see
-`stall`; CQRS.md defines it for the reader).
+Besides the time to converge, each fault's **stall**: the longest time an acknowledged write
+waited for the replica, from the injection until convergence (see `stall`; CQRS.md defines it for
+the reader).
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import itertools
 import os
@@ -58,7 +57,7 @@ from apis_lab.broker import RabbitCluster, RabbitNode
 from apis_lab.chaos import crash_hook
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Healed, Injected
 from apis_lab.chaos.pipelines import PIPELINES, Setup
-from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Workload
+from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Ledger, Workload
 from apis_lab.databases import Databases, PostgresServer
 from apis_lab.ecosystem import API_KEY, Ecosystem
 from apis_lab.processes import Supervised, children_of, wait_for
@@ -463,10 +462,11 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
             )
         )  # fmt: skip
         lab = ChaosLab(broker, redis, eco, proxies=proxies, postgres=postgres)
-        sampler = ReplicationSampler(eco).start()
         workload = Workload(
             eco.produtos_url, API_KEY, rate=options.rate, clients=options.clients, seed=seed
-        ).start()
+        )
+        sampler = ReplicationSampler(eco, workload.ledger).start()
+        workload.start()
         checker = Checker(lab, workload, options, report, sampler)
         say(f"chaos: ecosystem up; workload {options.rate:g} writes/s from {options.clients} "
             f"clients; faults for {options.duration:g}s")  # fmt: skip
@@ -543,6 +543,12 @@ def _tally(report: ChaosReport, workload: Workload) -> None:
 # --- the checks -------------------------------------------------------------------------
 
 
+def _row(row: tuple) -> tuple:
+    """A row of `COLUMNS`, comparable between master and replica and with a write's state."""
+    return (row[0], row[1], row[2], row[3], row[4], Decimal(str(row[5])).quantize(CENT), row[6],
+            bool(row[7]))  # fmt: skip
+
+
 def _holds(row: tuple | None, state: dict | None) -> bool:
     """Whether a row (master or replica, as `Checker._rows` reads it) is the state a write
     left: gone after a delete, else the fields the write decided."""
@@ -554,12 +560,19 @@ def _holds(row: tuple | None, state: dict | None) -> bool:
 
 
 class ReplicationSampler:
-    """Watches the replica's change counter (bumped by every applied batch) every 50 ms, to
-    tell how long replication stood still during a fault."""
+    """Watches the replica every 50 ms: its change counter (bumped by every applied batch), to
+    tell how long replication stood still during a fault; and every acknowledged write of the
+    workload until the replica holds its state, to tell how long each one waited."""
 
-    def __init__(self, eco: Ecosystem, every: float = 0.05) -> None:
-        self.db, self.every = eco.database("feed"), every
+    def __init__(self, eco: Ecosystem, ledger: Ledger | None = None, every: float = 0.05) -> None:
+        self.db, self.ledger, self.every = eco.database("feed"), ledger, every
         self.changes: list[float] = []  # when the counter was seen to move
+        #: pk → when its oldest write not yet on the replica was acknowledged.
+        self.pending: dict[int, float] = {}
+        #: (acknowledged, seen on the replica) of every write that arrived.
+        self.waits: list[tuple[float, float]] = []
+        self._cursor = 0  # writes of the ledger already looked at
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replication-sampler", daemon=True)
 
@@ -574,22 +587,55 @@ class ReplicationSampler:
                 value = self.db.scalar(
                     "SELECT COALESCE(SUM(version), 0) FROM cqrs_replica_replicastate"
                 )
+                if value != last:
+                    self.changes.append(time.monotonic())
+                    last = value
             except Exception:
-                continue  # locked or restarting: no news
-            if value != last:
-                self.changes.append(time.monotonic())
-                last = value
+                pass  # locked or restarting: no news
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):  # locked or restarting: next time
+                    self._follow_writes()
+
+    def _follow_writes(self) -> None:
+        ledger = self.ledger
+        with ledger.lock:
+            new = ledger.writes[self._cursor :]
+            self._cursor = len(ledger.writes)
+            uncertain = set(ledger.uncertain)
+        with self._lock:
+            for write in new:
+                if write.outcome == OK and write.pk is not None:
+                    self.pending.setdefault(write.pk, write.started + write.seconds)
+            for pk in uncertain & self.pending.keys():
+                del self.pending[pk]  # the master alone says what it is: not followed
+            waiting = sorted(self.pending)
+        if not waiting:
+            return
+        with ledger.lock:
+            expected = {pk: ledger.expected.get(pk) for pk in waiting}
+        rows = {}
+        for first in range(0, len(waiting), 500):
+            found = self.db.fetchall(
+                f"SELECT {COLUMNS} FROM feed_produtomirror WHERE id IN "
+                f"({', '.join(str(int(pk)) for pk in waiting[first : first + 500])})"
+            )
+            rows.update({row[0]: _row(row)[1:] for row in found})
+        now = time.monotonic()
+        with self._lock:
+            for pk in waiting:
+                if pk in self.pending and _holds(rows.get(pk), expected[pk]):
+                    self.waits.append((self.pending.pop(pk), now))
 
     def longest_pause(self, start: float, end: float) -> float:
         """The longest stretch in [start, end] without a change."""
         moments = [start, *(t for t in self.changes if start < t < end), end]
         return max(b - a for a, b in itertools.pairwise(moments))
 
-    def stall(
-        self, acks: list[float], start: float, end: float, heal: float
-    ) -> tuple[float, float]:
-        """See `stall`."""
-        return stall(list(self.changes), acks, start, end, heal)
+    def stall(self, start: float, end: float, heal: float) -> tuple[float, float]:
+        """See `stall`: over the writes followed so far (those still waiting, until `end`)."""
+        with self._lock:
+            waits = list(self.waits) + [(acked, end) for acked in self.pending.values()]
+        return stall(waits, start, end, heal)
 
     def stop(self) -> None:
         self._stop.set()
@@ -597,30 +643,21 @@ class ReplicationSampler:
 
 
 def stall(
-    applied: list[float], acks: list[float], start: float, end: float, heal: float
+    waits: list[tuple[float, float]], start: float, end: float, heal: float
 ) -> tuple[float, float]:
-    """The longest time, within [start, end], that writes were acknowledged and nothing was
-    applied on the replica; and the longest such time after `heal`.
+    """The longest time, within [start, end], that an acknowledged write waited for the
+    replica; and the longest part of such a wait after `heal`.
 
-    `applied`: when the replica's change counter was seen to move (every 50 ms); `acks`: when
-    the master answered 2xx to a write. Between two moments the replica applied something
-    (`start` and `end` count as such: the injection, and convergence, when everything is
-    applied), the stall is from the first write acknowledged in between until the second
-    moment — that write waited at least that long. A stretch with no write acknowledged in it
-    is no stall (nothing was waiting, or the writes were paused: the suite pauses them from the
-    heal until convergence, while those acknowledged before still wait and count).
+    `waits`: for each acknowledged write, when the master answered 2xx and when the replica was
+    first seen (every 50 ms) holding its state or a later one (still waiting: `end`). Only the
+    part of each wait inside the window counts: a write acknowledged before the injection and
+    still waiting counts from the injection.
     """
-    moments = [start, *(t for t in applied if start < t < end), end]
-    acks = sorted(acks)
     worst = after_heal = 0.0
-    for previous, following in itertools.pairwise(moments):
-        first = bisect.bisect_right(acks, previous)
-        if first == len(acks) or acks[first] >= following:
-            continue
-        waited_from = acks[first]
-        worst = max(worst, following - waited_from)
-        if following > heal:
-            after_heal = max(after_heal, following - max(waited_from, heal))
+    for acked, applied in waits:
+        stop = min(applied, end)
+        worst = max(worst, stop - max(acked, start))
+        after_heal = max(after_heal, stop - max(acked, heal))
     return worst, after_heal
 
 
@@ -652,10 +689,8 @@ class Checker:
             if result.converge_seconds is not None:
                 # Writes are paused from the heal on: only the stretch before it counts.
                 result.replication_gap = self.sampler.longest_pause(injected_at, healed_at)
-            acks = [w.started + w.seconds for w in self.workload.ledger.during(
-                injected_at - 60, result.settled_at) if w.outcome == OK]  # fmt: skip
             result.stall, result.stall_after_heal = self.sampler.stall(
-                acks, injected_at, result.settled_at, healed_at
+                injected_at, result.settled_at, healed_at
             )
         if fault.broker_outage:
             outage = [w for w in self.workload.ledger.during(injected_at, healed_at)
@@ -697,11 +732,7 @@ class Checker:
 
     def _rows(self, service: str, table: str) -> dict[int, tuple]:
         rows = self.lab.eco.database(service).fetchall(f"SELECT {COLUMNS} FROM {table}")
-        return {
-            row[0]: (row[1], row[2], row[3], row[4], Decimal(str(row[5])).quantize(CENT), row[6],
-                     bool(row[7]))
-            for row in rows
-        }  # fmt: skip
+        return {row[0]: _row(row)[1:] for row in rows}
 
     def master_rows(self) -> dict[int, tuple]:
         return self._rows("produtos", "produto_produto")
