@@ -81,8 +81,12 @@ def test_one_seeded_round_of_every_fault_holds_every_invariant():
     assert report["lost"] == 0 and report["invariants_held"] is True
     assert report["lost_by_fault"] == dict.fromkeys(expected, 0)
     assert set(report["max_stall_s"]) == expected
-    stalled = {kind: s for kind, s in report["max_stall_s"].items() if s >= STALL_BOUND}
+    # migrate-killed stops the consumers for the whole migration, on purpose (the operator's
+    # procedure): its stall includes that maintenance window; what follows the heal must not.
+    stalled = {kind: s for kind, s in report["max_stall_s"].items()
+               if s >= STALL_BOUND and kind != "migrate-killed"}  # fmt: skip
     assert not stalled, stalled
+    assert faults["migrate-killed"]["stall_after_heal_s"] < STALL_BOUND
     assert report["writes"] > 100  # the workload ran all along
     assert report["broker_down_write_max_ms"] < 2000  # writes never waited for the broker
     # The pipeline still works after the last heal: new writes reached the replica.
@@ -218,3 +222,18 @@ def test_the_crash_hook_kills_only_the_process_that_decodes_the_marker(tmp_path)
     assert plain.returncode != -9 and crash_hook.KILL_LINE not in plain.stderr
     without_hook = {k: v for k, v in env.items() if k not in ("PYTHONPATH",)}
     assert decode(marked, without_hook).returncode != -9
+
+
+@pytest.mark.any_database
+def test_the_stall_is_the_longest_wait_of_a_write_inside_the_fault_window():
+    from apis_lab.chaos.runner import stall
+
+    # Injected at 100, healed at 103, converged at 227. One write waited from before the
+    # injection, one through the whole outage, one is still waiting at the end, one was quick.
+    waits = [(98.0, 100.5), (101.0, 226.0), (102.0, 227.0), (103.5, 103.6)]
+    worst, after_heal = stall(waits, start=100.0, end=227.0, heal=103.0)
+    assert worst == pytest.approx(125.0)  # 101 → 226, and 102 → 227 (still waiting at the end)
+    assert after_heal == pytest.approx(124.0)  # 103 → 227
+    # A write waiting since before the injection counts from the injection only.
+    assert stall([(90.0, 104.0)], start=100.0, end=110.0, heal=105.0) == (4.0, 0.0)
+    assert stall([(98.0, 99.0)], start=100.0, end=110.0, heal=105.0) == (0.0, 0.0)
