@@ -462,6 +462,9 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
             )
         )  # fmt: skip
         lab = ChaosLab(broker, redis, eco, proxies=proxies, postgres=postgres)
+        # Up means consuming too (the APIs answer first): a fault right away acts on every
+        # connection of the pipeline.
+        wait_for(lambda: (eco.queue_state() or (0, 0))[1] >= eco.queue_consumers, 60)
         workload = Workload(
             eco.produtos_url, API_KEY, rate=options.rate, clients=options.clients, seed=seed
         )
