@@ -236,7 +236,7 @@ class ChaosReport:
             f"ms, max while the broker was down {self.outage_write_max_ms:.0f} ms",
             "converged after each heal: "
             + ("-" if p50 is None else f"p50 {p50:.2f}s, max {worst:.2f}s"),
-            "longest stall (writes acknowledged, nothing applied) per kind: " + (stalls or "-"),
+            "longest stall (an acknowledged write waiting) per kind: " + (stalls or "-"),
             "skipped: " + (", ".join(f"{k} ({why})" for k, why in self.skipped.items()) or "none"),
             f"lost {self.lost}"
             + (
