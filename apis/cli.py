@@ -9,7 +9,9 @@ import sys
 FAULT_NAMES = (
     "broker-restart", "connections-closed", "kill-relay", "kill-consumer",
     "kill-consumer-worker", "kill-web-worker", "kill-celery", "queue-deleted", "redis-down",
-    "poison", "db-lock", "node-loss (with --cluster)",
+    "poison", "db-lock", "blackhole", "pause-broker", "pause-relay", "pause-consumer-worker",
+    "pause-database (postgres)", "disk-alarm", "pg-restart (postgres)", "crash-loop",
+    "migrate-killed (one node)", "node-loss (with --cluster)", "partition (with --cluster)",
 )  # fmt: skip
 
 
@@ -59,13 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     chaos = commands.add_parser(
         "chaos",
         help="the seeded fault suite against the real processes",
-        description="Start a RabbitMQ node, a Redis server and databases of its own, run the "
-        "whole ecosystem on them under a REST workload, and inject a seeded schedule of faults "
-        "(broker restart, connections closed, kill -9 of each process, queue deleted, Redis "
-        "down, poison messages, a locked replica table). After every heal it checks that the "
-        "replica converges to the master, nothing acknowledged is lost, the dead-letter queue "
-        "holds only the injected poison and every process is alive. Exits 1 when an invariant "
-        "broke.",
+        description="Start a RabbitMQ node (behind proxies of its own), a Redis server and "
+        "databases of its own (on PostgreSQL: a server of its own), run the whole ecosystem on "
+        "them under a REST workload, and inject a seeded schedule of faults (broker restart, "
+        "connections closed or silently black-holed, kill -9 and SIGSTOP of each process, "
+        "broker and database paused or restarted, disk alarm, queue deleted, Redis down, "
+        "poison and crash-looping messages, a locked replica table, a queue migration killed "
+        "halfway). After every heal it checks that the replica converges to the master, "
+        "nothing acknowledged is lost, the dead-letter queue holds only the injected messages "
+        "and every process is alive, and measures the longest stall. Kinds that mean nothing "
+        "for a run are skipped and listed. Exits 1 when an invariant broke.",
     )
     chaos.add_argument("--duration", type=float, default=120.0, help="seconds of faults (120)")
     chaos.add_argument("--seed", type=int, help="the schedule's seed (default: a random one)")
@@ -74,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--faults", help=f"comma-separated fault kinds (default all: {', '.join(FAULT_NAMES)})"
     )
-    chaos.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    chaos.add_argument(
+        "--database", choices=["sqlite", "postgres"], default="sqlite",
+        help="SQLite files, or a PostgreSQL server of the suite's own (sqlite)",
+    )  # fmt: skip
+    chaos.add_argument(
+        "--pipeline", default="project",
+        help="the replication pipeline under test (project; stock and celery: not yet)",
+    )  # fmt: skip
     chaos.add_argument("--rate", type=float, default=30.0, help="REST writes per second (30)")
     chaos.add_argument(
         "--converge-timeout", type=float, default=90.0,
@@ -82,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     chaos.add_argument(
         "--cluster", type=int, default=1,
-        help="RabbitMQ nodes (1); 3 makes a cluster with quorum queues and adds node-loss",
+        help="RabbitMQ nodes (1); 3 makes a cluster (quorum queues, pause_minority) and adds "
+        "node-loss and partition",
     )  # fmt: skip
     chaos.add_argument(
         "--consumers", type=int, default=1, help="workers of each cqrs_consume process (1)"
@@ -93,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--relays", type=int, default=1, help="outbox relays: one publishes, the others stand by"
     )
+    chaos.add_argument(
+        "--quick", action="store_true",
+        help="compact pacing for tests: the same schedule, holds x0.4, gaps of 0.3-0.8 s",
+    )  # fmt: skip
     chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
     bench = commands.add_parser(

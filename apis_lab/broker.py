@@ -61,6 +61,11 @@ class RabbitNode:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="apis-rabbit-")))
     user: str = "guest"
     password: str = "guest"
+    #: `cluster_partition_handling` (a cluster's nodes get `pause_minority`); None: the
+    #: server's default.
+    partition_handling: str | None = None
+    #: The free disk space below which the node blocks publishers (see `set_disk_alarm`).
+    disk_free_limit: int = 1_000_000
 
     @property
     def node(self) -> str:
@@ -97,8 +102,14 @@ class RabbitNode:
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            # A node of tests: disk alarms must not block publishers on a busy CI disk.
-            "disk_free_limit.absolute = 1MB\n"
+            # A node of tests: disk alarms must not block publishers on a busy CI disk (the
+            # fault suite raises one on purpose: `set_disk_alarm`).
+            f"disk_free_limit.absolute = {self.disk_free_limit}\n"
+            + (
+                f"cluster_partition_handling = {self.partition_handling}\n"
+                if self.partition_handling
+                else ""
+            )
         )
         subprocess.run(
             [_sbin("rabbitmq-server"), "-detached"],
@@ -169,10 +180,64 @@ class RabbitNode:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
+    def pause(self) -> int | None:
+        """SIGSTOP the node's Erlang VM: the node is still there (its sockets accept, the
+        kernel acknowledges) but answers nothing, as a frozen VM or a stalled disk does.
+        Returns the pid stopped."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    def resume(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def alarms(self) -> str:
+        """The node's resource alarms, as `rabbitmqctl eval` prints them ("[]" when none)."""
+        return self.ctl("eval", "rabbit_alarm:get_alarms().", timeout=30).stdout.strip()
+
+    def set_disk_alarm(self, raised: bool) -> None:
+        """A disk alarm (raised: a free-disk limit far above what the disk has) blocks every
+        publishing connection of the cluster until it clears (the configured limit back)."""
+        limit = 10**15 if raised else self.disk_free_limit  # a petabyte: never free here
+        self.ctl("set_disk_free_limit", str(limit))
+
+    def isolate(self) -> None:
+        """Cut the node off from the rest of its cluster while it keeps running: a new Erlang
+        cookie (the others can no longer connect to it, nor it to them) and every distribution
+        link dropped — a network partition as the nodes see it."""
+        cookie = secrets.token_hex(16)
+        self.ctl(
+            "eval",
+            f"erlang:set_cookie(node(), '{cookie}'), "
+            "[erlang:disconnect_node(N) || N <- nodes()], ok.",
+        )  # fmt: skip
+        self._own_cookie, self.cookie = self.cookie, cookie
+
+    def rejoin(self, others: list[RabbitNode]) -> None:
+        """Heal `isolate`: the cluster's cookie back, the others pinged."""
+        original = getattr(self, "_own_cookie", None)
+        if original is None:
+            return
+        peers = ", ".join(f"'{node.node}'" for node in others)
+        self.ctl(
+            "eval",
+            f"erlang:set_cookie(node(), '{original}'), [net_adm:ping(N) || N <- [{peers}]], ok.",
+        )  # fmt: skip
+        self.cookie, self._own_cookie = original, None
+
     # --- the end -------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Stop the node and delete its folders."""
+        self.resume()  # a paused VM cannot stop
+        if getattr(self, "_own_cookie", None):
+            with contextlib.suppress(Exception):
+                self.ctl("eval", f"erlang:set_cookie(node(), '{self._own_cookie}').", timeout=20)
+            self.cookie = self._own_cookie
         self.halt()
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -184,10 +249,19 @@ class RabbitCluster:
 
     size: int = 3
     nodes: list[RabbitNode] = field(default_factory=list)
+    #: What a node cut off from the others does: `pause_minority` (the advice for production
+    #: too) stops a node that sees less than half the cluster, so clients move to the majority
+    #: and no two sides ever accept writes apart.
+    partition_handling: str = "pause_minority"
 
     def start(self) -> RabbitCluster:
         cookie, prefix = secrets.token_hex(16), f"apislab{secrets.token_hex(2)}"
-        self.nodes = [RabbitNode(name=f"{prefix}n{i + 1}", cookie=cookie) for i in range(self.size)]
+        self.nodes = [
+            RabbitNode(
+                name=f"{prefix}n{i + 1}", cookie=cookie, partition_handling=self.partition_handling
+            )
+            for i in range(self.size)
+        ]
         try:
             first, *others = self.nodes
             first.start()
@@ -227,6 +301,18 @@ class RabbitCluster:
                 if name == queue and leader.strip():
                     return self.node_named(leader.strip())
         return None
+
+    def running_nodes(self, asking: RabbitNode) -> list[str] | None:
+        """The cluster's running nodes as `asking` sees them (None: it does not answer)."""
+        result = asking.ctl("eval", "rabbit_nodes:all_running().", check=False, timeout=20)
+        if result.returncode != 0:
+            return None
+        return [node.node for node in self.nodes if node.node in result.stdout]
+
+    def partitions(self, asking: RabbitNode) -> str | None:
+        """The partitions `asking` has seen (Erlang term; "[]" when none)."""
+        result = asking.ctl("eval", "rabbit_node_monitor:partitions().", check=False, timeout=20)
+        return result.stdout.strip() if result.returncode == 0 else None
 
     def stop(self) -> None:
         for node in self.nodes:

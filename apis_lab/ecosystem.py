@@ -1,6 +1,10 @@
 """The whole ecosystem as `apis up` runs it — both APIs under gunicorn, the relay, the consumer,
 each service's Celery worker and beat — but each process supervised by the lab, on a broker,
-Redis and databases the lab owns."""
+Redis and databases the lab owns.
+
+`rabbitmq_url` is what the processes connect to (the fault suite gives them its proxies, so
+that it can black-hole their links); `lab_url`, what the lab's own checks use (the broker
+itself, which no fault of the links touches)."""
 
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ class Ecosystem:
     relays: int = 1  # outbox relays: one publishes, the others stand by
     web_workers: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: role → variables only that role's processes get (`consumer`: also `consumer-2`, …).
+    role_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    lab_url: str = ""  # default: rabbitmq_url
     produtos_port: int = field(default_factory=free_port)
     feed_port: int = field(default_factory=free_port)
     exchange: str = field(default_factory=lambda: f"lab_cqrs_{uuid.uuid4().hex[:8]}")
@@ -47,6 +54,7 @@ class Ecosystem:
     envs: dict[str, dict[str, str]] = field(default_factory=dict)
     database_urls: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Supervised] = field(default_factory=dict)
+    service_of: dict[str, str] = field(default_factory=dict)  # process name → service name
 
     @property
     def produtos_url(self) -> str:
@@ -75,6 +83,14 @@ class Ecosystem:
 
     def database(self, service: str) -> ServiceDatabase:
         return ServiceDatabase(self.database_urls[service])
+
+    def set_env(self, service: str, **values: str) -> None:
+        """Change a service's settings for every process of it started from now on (a deploy
+        with new settings: each process takes them at its next start)."""
+        self.envs[service].update(values)
+        for name, process in self.processes.items():
+            if self.service_of[name] == service:
+                process.env.update(values)
 
     # --- start ---------------------------------------------------------------------------
 
@@ -137,13 +153,15 @@ class Ecosystem:
             for number in range(2, count + 1):
                 commands[f"{role}-{number}"] = commands[role]
         for name, (command, service) in commands.items():
+            role = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
             self.processes[name] = Supervised(
                 name=name,
                 argv=command,
                 cwd=service.directory,
-                env=self.envs[service.name],
+                env={**self.envs[service.name], **self.role_env.get(role, {})},
                 log=self.work / f"{name}.log",
             ).start()
+            self.service_of[name] = service.name
         self.wait_ready()
         return self
 
@@ -171,8 +189,9 @@ class Ecosystem:
         """(messages, consumers) of a queue, or None when the broker cannot tell."""
         try:
             connection = blocking_connection(
-                self.rabbitmq_url, socket_timeout=5, stack_timeout=5, blocked_connection_timeout=5
-            )
+                self.lab_url or self.rabbitmq_url, socket_timeout=5, stack_timeout=5,
+                blocked_connection_timeout=5,
+            )  # fmt: skip
         except Exception:
             return None
         try:
@@ -184,12 +203,18 @@ class Ecosystem:
             with contextlib.suppress(Exception):
                 connection.close()
 
+    def manage_argv(self, service: str, *args: str) -> list[str]:
+        return [sys.executable, str(self.service_dir(service) / "manage.py"), *args]
+
+    @staticmethod
+    def service_dir(service: str) -> Path:
+        return (PRODUTOS if service == PRODUTOS.name else FEED).directory
+
     def manage(self, service: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        target = PRODUTOS if service == PRODUTOS.name else FEED
         return subprocess.run(
-            [sys.executable, str(target.directory / "manage.py"), *args],
-            cwd=target.directory, env=self.envs[service], capture_output=True, text=True,
-            timeout=timeout,
+            self.manage_argv(service, *args),
+            cwd=self.service_dir(service), env=self.envs[service], capture_output=True,
+            text=True, timeout=timeout,
         )  # fmt: skip
 
     def stop(self) -> None:

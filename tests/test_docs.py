@@ -16,6 +16,8 @@ INTERNAL = {
     "DJANGO_SETTINGS_MODULE",
     "PYTHONUNBUFFERED",
     "HOME",
+    "APIS_LAB_CRASH_MARKER",  # the fault suite → its consumer's crash-loop hook
+    "PYTHONPATH",  # the fault suite puts that hook first on its consumer's path
 }
 READS = re.compile(
     r"""(?:env_(?:str|int|float|bool|list)\(\s*|environ(?:\.get)?[(\[]\s*|env\(\)\.get\(\s*)

@@ -9,7 +9,9 @@ import sys
 
 from apis_lab.broker import BrokerUnavailable
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
-from apis_lab.chaos.runner import ChaosOptions, run
+from apis_lab.chaos.pipelines import PIPELINES
+from apis_lab.chaos.runner import ChaosOptions, plan, run
+from apis_lab.databases import DatabaseUnavailable
 from apis_lab.ecosystem import EcosystemError
 from apis_lab.redis_server import RedisUnavailable
 
@@ -29,15 +31,17 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--duration, --rate and --converge-timeout must be positive, --rounds >= 1")
     if min(args.cluster, args.consumers, args.consumer_processes, args.relays) < 1:
         parser.error("--cluster, --consumers, --consumer-processes and --relays must be >= 1")
-    if args.cluster < 2 and any(
-        (FAULTS.get(k) or SELF_TEST_FAULTS[k]).needs_cluster for k in kinds if args.faults
-    ):
-        parser.error("node-loss needs a cluster: add --cluster 3")
+    if args.pipeline not in PIPELINES:
+        parser.error(
+            f"--pipeline {args.pipeline}: the fault suite runs {', '.join(PIPELINES)} (not yet "
+            "the others)"
+        )
     options = ChaosOptions(
         duration=args.duration,
         seed=args.seed,
         rounds=args.rounds,
         faults=kinds,
+        pipeline=args.pipeline,
         database=args.database,
         rate=args.rate,
         converge_timeout=args.converge_timeout,
@@ -46,14 +50,21 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         consumers=args.consumers,
         consumer_processes=args.consumer_processes,
         relays=args.relays,
+        quick=args.quick,
     )
+    applying, skipped = plan(options, PIPELINES[args.pipeline].roles)
+    if args.faults and not applying:
+        parser.error(
+            "no fault kind asked for applies to this run: "
+            + "; ".join(f"{kind}: {why}" for kind, why in skipped.items())
+        )
     progress = sys.stderr if args.json else sys.stdout
     # SIGTERM (a CI timeout, a supervisor) stops the suite the way Ctrl-C does: through its
     # clean-up, which stops the broker nodes, Redis and every process it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run(options, say=lambda line: print(line, file=progress, flush=True))
-    except (BrokerUnavailable, RedisUnavailable, EcosystemError) as exc:
+    except (BrokerUnavailable, RedisUnavailable, DatabaseUnavailable, EcosystemError) as exc:
         print(f"apis chaos: {exc}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

@@ -10,13 +10,19 @@ for each fault of the schedule:
 one last round of writes, converge, check
 ```
 
+The suite owns what the pipeline runs on — a RabbitMQ node (or cluster) with a TCP proxy in front
+of each node (every process of the pipeline connects through it, so that `blackhole` can drop
+their links silently), a Redis server, and SQLite files or a PostgreSQL server of its own — so
+that it can stop, pause and cut them without touching the machine's.
+
 Invariants, after every heal:
 - **converged**: the replica's rows equal the master's (key, revision, every field) and the
   outbox backlog is 0, within `converge_timeout` of the heal — after a reconciliation where the
   fault loses messages on the broker by design (a deleted queue);
 - **nothing lost**: every acknowledged write is on the master as acknowledged (and so, once
   converged, on the replica);
-- **dead letters**: the dead-letter queue holds exactly the injected poison messages;
+- **dead letters**: the dead-letter queue holds exactly the injected poison and crash-loop
+  messages;
 - **alive**: every process runs (those killed were restarted), the consumer has its workers and
   the queue its consumers, each API its gunicorn workers;
 - **writes never wait for the broker**: while the broker is down, writes stay under
@@ -24,12 +30,17 @@ Invariants, after every heal:
 
 The schedule (which fault, in which order, how long it holds, the gaps between) comes from the
 seed alone: the same seed injects the same faults in the same order.
+
+Besides the time to converge, each fault's **stall**: the longest time an acknowledged write
+waited for the replica, from the injection until convergence (see `stall`; CQRS.md defines it for
+the reader).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import random
 import shutil
 import statistics
@@ -40,13 +51,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apis_lab.broker import RabbitCluster, RabbitNode
-from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Injected
-from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Workload
-from apis_lab.databases import Databases
+from apis_lab.chaos import crash_hook
+from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Healed, Injected
+from apis_lab.chaos.pipelines import PIPELINES, Setup
+from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Ledger, Workload
+from apis_lab.databases import Databases, PostgresServer
 from apis_lab.ecosystem import API_KEY, Ecosystem
-from apis_lab.processes import wait_for
+from apis_lab.processes import Supervised, children_of, wait_for
+from apis_lab.proxy import BrokerProxies
 from apis_lab.redis_server import RedisServer
 from django_tools.broker import blocking_connection
 
@@ -61,6 +76,8 @@ LAB_ENV = {
     # Reconciliation is the suite's to run (after the faults that need it), not beat's.
     "RECONCILE_INTERVAL": "86400",
 }
+#: `--quick`: each hold this fraction of its draw.
+QUICK_HOLDS = 0.4
 COLUMNS = "id, cqrs_revision, sku, nome, descricao, preco, estoque, ativo"
 CENT = Decimal("0.01")
 
@@ -71,7 +88,8 @@ class ChaosOptions:
     seed: int | None = None
     rounds: int | None = None  # stop after this many rounds of every fault, if sooner
     faults: tuple[str, ...] = tuple(FAULTS)
-    database: str = "sqlite"  # or postgres (DATABASE_URL's server, else the local one)
+    pipeline: str = "project"
+    database: str = "sqlite"  # or postgres (a server of the suite's own)
     rate: float = 30.0  # writes per second, all clients together
     clients: int = 4
     converge_timeout: float = 90.0
@@ -81,6 +99,8 @@ class ChaosOptions:
     consumers: int = 1  # workers of each cqrs_consume process
     consumer_processes: int = 1
     relays: int = 1  # one publishes, the others stand by (advisory lock / flock)
+    #: Compact pacing (for the tests): the same draws, holds × 0.4 and gaps of 0.3–0.8 s.
+    quick: bool = False
 
 
 @dataclass
@@ -92,9 +112,15 @@ class FaultResult:
     converge_seconds: float | None
     writes_during: int
     violations: list[str] = field(default_factory=list)
-    #: The longest time the replica applied nothing while writes were acknowledged, from the
-    #: injection until convergence: how long writes stayed unreplicated.
+    #: The longest stretch without any change applied on the replica between the injection
+    #: and the heal (whether or not writes were waiting).
     replication_gap: float | None = None
+    #: The longest time writes were acknowledged and nothing was applied on the replica, from
+    #: the injection until convergence (see `stall`), and its part after the heal.
+    stall: float | None = None
+    stall_after_heal: float | None = None
+    evidence: dict = field(default_factory=dict)
+    settled_at: float = 0.0  # monotonic: converged, or the wait for it ended
 
     def as_dict(self) -> dict:
         return {
@@ -106,18 +132,28 @@ class FaultResult:
             if self.converge_seconds is None
             else round(self.converge_seconds, 3),
             "writes_during": self.writes_during,
-            "replication_gap_s": None
-            if self.replication_gap is None
-            else round(self.replication_gap, 3),
+            "replication_gap_s": _round(self.replication_gap),
+            "stall_s": _round(self.stall),
+            "stall_after_heal_s": _round(self.stall_after_heal),
+            "evidence": self.evidence,
             "violations": self.violations,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass
 class ChaosReport:
     seed: int
     database: str
+    pipeline: str = "project"
     results: list[FaultResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # kind → why it means nothing here
+    #: pk → the fault kind after whose heal an acknowledged write of it was first seen missing
+    #: (on the master, or on the replica once the wait for convergence ended).
+    missing_since: dict[int, str] = field(default_factory=dict)
     writes: int = 0
     uncertain: int = 0
     refused: int = 0
@@ -137,6 +173,19 @@ class ChaosReport:
     def invariants_held(self) -> bool:
         return not self.violations and not any(r.violations for r in self.results)
 
+    def max_stall(self) -> dict[str, float]:
+        stalls: dict[str, float] = {}
+        for result in self.faults:
+            if result.stall is not None:
+                stalls[result.name] = round(max(stalls.get(result.name, 0.0), result.stall), 3)
+        return stalls
+
+    def lost_by_fault(self) -> dict[str, int]:
+        counts = dict.fromkeys(_count(r.name for r in self.faults), 0)
+        for kind in self.missing_since.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
     def converge_stats(self) -> tuple[float | None, float | None]:
         times = [r.converge_seconds for r in self.faults if r.converge_seconds is not None]
         if not times:
@@ -145,16 +194,22 @@ class ChaosReport:
 
     def as_dict(self) -> dict:
         p50, worst = self.converge_stats()
+        by_kind = _count(r.name for r in self.faults)
         return {
             "seed": self.seed,
+            "pipeline": self.pipeline,
             "database": self.database,
-            "faults": len(self.faults),
-            "faults_by_kind": _count(r.name for r in self.faults),
+            "faults": by_kind,
+            "faults_total": len(self.faults),
+            "faults_by_kind": by_kind,  # the same as "faults" (its name before the contract)
+            "skipped": self.skipped,
             "writes": self.writes,
             "writes_uncertain": self.uncertain,
             "writes_refused": self.refused,
             "lost": self.lost,
+            "lost_by_fault": self.lost_by_fault(),
             "lost_sample": self.lost_sample,
+            "max_stall_s": self.max_stall(),
             "invariants_held": self.invariants_held,
             "converge_p50_s": None if p50 is None else round(p50, 3),
             "converge_max_s": None if worst is None else round(worst, 3),
@@ -171,15 +226,25 @@ class ChaosReport:
         p50, worst = self.converge_stats()
         kinds = ", ".join(f"{name} {count}" for name, count in _count(
             r.name for r in self.faults).items())  # fmt: skip
+        stalls = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in sorted(
+            self.max_stall().items(), key=lambda item: -item[1]))  # fmt: skip
         lines = [
-            f"seed {self.seed} ({self.database}), {self.seconds:.0f}s: {len(self.faults)} faults "
-            f"({kinds})",
+            f"seed {self.seed} ({self.pipeline}, {self.database}), {self.seconds:.0f}s: "
+            f"{len(self.faults)} faults ({kinds})",
             f"writes acknowledged {self.writes} (uncertain {self.uncertain}, refused "
             f"{self.refused}); write p50 {self.write_p50_ms:.1f} ms, max {self.write_max_ms:.0f} "
             f"ms, max while the broker was down {self.outage_write_max_ms:.0f} ms",
             "converged after each heal: "
             + ("-" if p50 is None else f"p50 {p50:.2f}s, max {worst:.2f}s"),
-            f"lost {self.lost}" + (f" (e.g. {self.lost_sample})" if self.lost else ""),
+            "longest stall (an acknowledged write waiting) per kind: " + (stalls or "-"),
+            "skipped: " + (", ".join(f"{k} ({why})" for k, why in self.skipped.items()) or "none"),
+            f"lost {self.lost}"
+            + (
+                f" (e.g. {self.lost_sample}; by fault: "
+                f"{ {k: n for k, n in self.lost_by_fault().items() if n} })"
+                if self.lost
+                else ""
+            ),
             "invariants: " + ("all held" if self.invariants_held else "BROKEN"),
         ]
         lines += [f"  - {v}" for v in self.as_dict()["violations"]]
@@ -201,8 +266,12 @@ class ChaosLab:
     broker: RabbitNode | RabbitCluster
     redis: RedisServer
     eco: Ecosystem
+    proxies: BrokerProxies | None = None
+    postgres: PostgresServer | None = None
     poison_sent: int = 0
+    crashes_sent: int = 0
     dead_letters: list[str] = field(default_factory=list)  # message ids the DLQ must hold
+    _queue_type: str | None = None
 
     @property
     def nodes(self) -> list[RabbitNode]:
@@ -211,6 +280,77 @@ class ChaosLab:
     def next_poison(self) -> int:
         self.poison_sent += 1
         return self.poison_sent
+
+    def next_crash(self) -> int:
+        self.crashes_sent += 1
+        return self.crashes_sent
+
+    def crash_hook_kills(self) -> int:
+        """How many consumer workers killed themselves on the crash-loop marker so far."""
+        kills = 0
+        for consumer in self.eco.named("consumer"):
+            with contextlib.suppress(OSError):
+                kills += consumer.log.read_text(errors="replace").count(crash_hook.KILL_LINE)
+        return kills
+
+    # --- the replica's queue type (migrate-killed flips it) -------------------------------
+
+    def queue_type(self) -> str:
+        if self._queue_type is None:
+            listed = (
+                self.nodes[0]
+                .ctl("list_queues", "name", "type", "--quiet", "--no-table-headers", timeout=30)
+                .stdout
+            )
+            types = dict(
+                line.split("\t", 1) for line in listed.splitlines() if line.count("\t") == 1
+            )
+            self._queue_type = types.get(self.eco.queue, "quorum").strip()
+        return self._queue_type
+
+    def set_queue_type(self, queue_type: str) -> None:
+        self._queue_type = queue_type
+        self.eco.set_env("feed", CQRS_QUEUE_TYPE=queue_type)
+
+    # --- which relay publishes ------------------------------------------------------------
+
+    def active_relay(self, rng: random.Random) -> Supervised:
+        """The relay holding the relay lock (the one publishing), else one drawn."""
+        relays = [relay for relay in self.eco.named("relay") if relay.alive()]
+        if len(relays) <= 1:
+            return relays[0] if relays else rng.choice(self.eco.named("relay"))
+        holder = self._relay_lock_holder()
+        for relay in relays:
+            if holder is not None and holder in (relay.pid, *children_of(relay.pid)):
+                return relay
+        return rng.choice(relays)
+
+    def _relay_lock_holder(self) -> int | None:
+        """The pid holding the relay lock: the `flock` beside the SQLite file (/proc/locks), or
+        the PostgreSQL advisory lock (its session's client port, then the process owning that
+        socket)."""
+        url = self.eco.database_urls["produtos"]
+        try:
+            if not url.startswith(("postgres://", "postgresql://")):
+                inode = os.stat(Path(urlsplit(url).path).with_suffix(".relay.lock")).st_ino
+                for line in Path("/proc/locks").read_text().splitlines():
+                    fields = line.split()
+                    if (
+                        "->" not in fields
+                        and fields[1] == "FLOCK"
+                        and (fields[5].rsplit(":", 1)[-1] == str(inode))
+                    ):
+                        return int(fields[4])
+                return None
+            port = self.eco.database("produtos").scalar(
+                "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted LIMIT 1"
+            )
+            if port is None:
+                return None
+            return _socket_owner(int(port), [r.pid for r in self.eco.named("relay")])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @contextlib.contextmanager
     def channel(self) -> Iterator:
@@ -240,13 +380,52 @@ class Schedule:
         return (FAULTS.get(name) or SELF_TEST_FAULTS[name])()
 
 
+def _socket_owner(local_port: int, pids: list[int | None]) -> int | None:
+    """Which of `pids` (or their children) has the TCP socket bound to `local_port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for candidate in (pid, *children_of(pid)):
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{candidate}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        if os.readlink(fd) in inodes:
+                            return candidate
+    return None
+
+
+def plan(options: ChaosOptions, roles: frozenset[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The kinds that apply to this run, and those skipped with why."""
+    kinds, skipped = [], {}
+    for kind in options.faults:
+        reason = _fault(kind).skip_reason(
+            cluster=options.cluster > 1, postgres=options.database == "postgres", roles=roles
+        )
+        if reason is None:
+            kinds.append(kind)
+        else:
+            skipped[kind] = reason
+    return tuple(kinds), skipped
+
+
+def _fault(kind: str) -> type[Fault]:
+    return FAULTS.get(kind) or SELF_TEST_FAULTS[kind]
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
 def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosReport:
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
-    report = ChaosReport(seed=seed, database=options.database)
+    pipeline = PIPELINES[options.pipeline]()
+    report = ChaosReport(seed=seed, database=options.database, pipeline=pipeline.name)
+    kinds, report.skipped = plan(options, pipeline.roles)
     work = Path(tempfile.mkdtemp(prefix="apis-chaos-"))
     started = time.monotonic()
     plain_say = say
@@ -254,42 +433,56 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
     def say(line: str) -> None:
         plain_say(f"[{time.monotonic() - started:6.1f}s] {line}")
 
-    broker = redis = eco = workload = databases = sampler = None
+    broker = proxies = redis = postgres = eco = workload = databases = sampler = None
     try:
         what = f"a {options.cluster}-node RabbitMQ cluster" if options.cluster > 1 else (
             "a RabbitMQ node"
         )  # fmt: skip
-        say(f"chaos: seed {seed}; starting {what}, Redis and the ecosystem ({work})")
+        say(f"chaos: seed {seed}; starting {what} behind proxies, Redis"
+            f"{', a PostgreSQL server' if options.database == 'postgres' else ''} and the "
+            f"{pipeline.name} pipeline ({work})")  # fmt: skip
+        if report.skipped:
+            say("chaos: skipped (no meaning for this run): " + ", ".join(
+                f"{kind} ({why})" for kind, why in report.skipped.items()))  # fmt: skip
         broker = RabbitCluster(options.cluster).start() if options.cluster > 1 else RabbitNode()
         if isinstance(broker, RabbitNode):
             broker.start()
+        proxies = BrokerProxies(broker.url).start()
         redis = RedisServer().start()
-        databases = Databases(work, server_url=_database_server(options.database), prefix="chaos")
+        if options.database == "postgres":
+            postgres = PostgresServer(work / "postgres").start()
+        databases = Databases(work, server_url=postgres.url if postgres else "", prefix="chaos")
         # In a cluster every queue must survive the loss of a node: Celery's too.
         env = {**LAB_ENV, **({"CELERY_QUEUE_TYPE": "quorum"} if options.cluster > 1 else {})}
-        eco = Ecosystem(
-            work, broker.url, redis.url, databases, extra_env=env,
-            consumers=options.consumers, consumer_processes=options.consumer_processes,
-            relays=options.relays,
-        ).start()  # fmt: skip
-        lab = ChaosLab(broker, redis, eco)
-        sampler = ReplicationSampler(eco).start()
+        eco = pipeline.start(
+            Setup(
+                work, proxies.url, broker.url, redis.url, databases, env=env,
+                consumers=options.consumers, consumer_processes=options.consumer_processes,
+                relays=options.relays,
+            )
+        )  # fmt: skip
+        lab = ChaosLab(broker, redis, eco, proxies=proxies, postgres=postgres)
+        # Up means consuming too (the APIs answer first): a fault right away acts on every
+        # connection of the pipeline.
+        wait_for(lambda: (eco.queue_state() or (0, 0))[1] >= eco.queue_consumers, 60)
         workload = Workload(
             eco.produtos_url, API_KEY, rate=options.rate, clients=options.clients, seed=seed
-        ).start()
+        )
+        sampler = ReplicationSampler(eco, workload.ledger).start()
+        workload.start()
         checker = Checker(lab, workload, options, report, sampler)
         say(f"chaos: ecosystem up; workload {options.rate:g} writes/s from {options.clients} "
             f"clients; faults for {options.duration:g}s")  # fmt: skip
-        kinds = tuple(k for k in options.faults if options.cluster > 1 or not _needs_cluster(k))
         schedule = Schedule(rng, kinds, options.rounds)
         deadline = time.monotonic() + options.duration  # faults only: start-up not counted
         number = 0
-        while time.monotonic() < deadline:
+        while kinds and time.monotonic() < deadline:
             fault = schedule.next()
             if fault is None:
                 break
             number += 1
-            time.sleep(rng.uniform(1.0, 3.0))  # the workload runs on its own for a while
+            gap = rng.uniform(1.0, 3.0)  # the workload runs on its own for a while
+            time.sleep(0.3 + (gap - 1.0) / 4 if options.quick else gap)
             result = checker.inject_and_heal(number, fault, rng)
             report.results.append(result)
             say(_line(result))
@@ -303,11 +496,14 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
             _tally(report, workload)
         if sampler is not None:
             sampler.stop()
-        for part in (eco, redis, broker):
+        for part in (eco, proxies, redis, broker):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
-        if databases is not None:
+        if postgres is not None:
+            with contextlib.suppress(Exception):
+                postgres.stop()
+        elif databases is not None:
             with contextlib.suppress(Exception):
                 databases.drop_all()
         if options.keep:
@@ -318,35 +514,22 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
     return report
 
 
-def _needs_cluster(kind: str) -> bool:
-    fault = FAULTS.get(kind) or SELF_TEST_FAULTS[kind]
-    return fault.needs_cluster
-
-
 def _line(result: FaultResult) -> str:
     converged = (
         "did not converge"
         if result.converge_seconds is None
         else f"converged in {result.converge_seconds:.2f}s"
     )
-    if result.replication_gap is not None:
-        converged += f" (replication paused at most {result.replication_gap:.2f}s)"
+    if result.stall is not None:
+        converged += (
+            f" (stalled at most {result.stall:.2f}s, {result.stall_after_heal or 0:.2f}s of it "
+            "after the heal)"
+        )
     status = "ok" if not result.violations else "BROKEN: " + "; ".join(result.violations)
     return (
         f"chaos: #{result.number} {result.name} — {result.detail} (held {result.held:.1f}s, "
         f"{result.writes_during} writes meanwhile): {converged}; {status}"
     )
-
-
-def _database_server(database: str) -> str:
-    if database != "postgres":
-        return ""
-    import os
-
-    url = os.environ.get("DATABASE_URL", "")
-    return url if url.startswith(("postgres://", "postgresql://")) else (
-        "postgres://postgres@127.0.0.1:5432/test"
-    )  # fmt: skip
 
 
 def _tally(report: ChaosReport, workload: Workload) -> None:
@@ -363,13 +546,36 @@ def _tally(report: ChaosReport, workload: Workload) -> None:
 # --- the checks -------------------------------------------------------------------------
 
 
-class ReplicationSampler:
-    """Watches the replica's change counter (bumped by every applied batch) every 50 ms, to
-    tell how long replication stood still during a fault."""
+def _row(row: tuple) -> tuple:
+    """A row of `COLUMNS`, comparable between master and replica and with a write's state."""
+    return (row[0], row[1], row[2], row[3], row[4], Decimal(str(row[5])).quantize(CENT), row[6],
+            bool(row[7]))  # fmt: skip
 
-    def __init__(self, eco: Ecosystem, every: float = 0.05) -> None:
-        self.db, self.every = eco.database("feed"), every
+
+def _holds(row: tuple | None, state: dict | None) -> bool:
+    """Whether a row (master or replica, as `Checker._rows` reads it) is the state a write
+    left: gone after a delete, else the fields the write decided."""
+    if state is None:
+        return row is None
+    return row is not None and (row[1], row[2], row[4], row[5]) == (
+        state["sku"], state["nome"], Decimal(state["preco"]).quantize(CENT), state["estoque"],
+    )  # fmt: skip
+
+
+class ReplicationSampler:
+    """Watches the replica every 50 ms: its change counter (bumped by every applied batch), to
+    tell how long replication stood still during a fault; and every acknowledged write of the
+    workload until the replica holds its state, to tell how long each one waited."""
+
+    def __init__(self, eco: Ecosystem, ledger: Ledger | None = None, every: float = 0.05) -> None:
+        self.db, self.ledger, self.every = eco.database("feed"), ledger, every
         self.changes: list[float] = []  # when the counter was seen to move
+        #: pk → when its oldest write not yet on the replica was acknowledged.
+        self.pending: dict[int, float] = {}
+        #: (acknowledged, seen on the replica) of every write that arrived.
+        self.waits: list[tuple[float, float]] = []
+        self._cursor = 0  # writes of the ledger already looked at
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replication-sampler", daemon=True)
 
@@ -384,20 +590,78 @@ class ReplicationSampler:
                 value = self.db.scalar(
                     "SELECT COALESCE(SUM(version), 0) FROM cqrs_replica_replicastate"
                 )
+                if value != last:
+                    self.changes.append(time.monotonic())
+                    last = value
             except Exception:
-                continue  # locked or restarting: no news
-            if value != last:
-                self.changes.append(time.monotonic())
-                last = value
+                pass  # locked or restarting: no news
+            if self.ledger is not None:
+                with contextlib.suppress(Exception):  # locked or restarting: next time
+                    self._follow_writes()
+
+    def _follow_writes(self) -> None:
+        ledger = self.ledger
+        with ledger.lock:
+            new = ledger.writes[self._cursor :]
+            self._cursor = len(ledger.writes)
+            uncertain = set(ledger.uncertain)
+        with self._lock:
+            for write in new:
+                if write.outcome == OK and write.pk is not None:
+                    self.pending.setdefault(write.pk, write.started + write.seconds)
+            for pk in uncertain & self.pending.keys():
+                del self.pending[pk]  # the master alone says what it is: not followed
+            waiting = sorted(self.pending)
+        if not waiting:
+            return
+        with ledger.lock:
+            expected = {pk: ledger.expected.get(pk) for pk in waiting}
+        rows = {}
+        for first in range(0, len(waiting), 500):
+            found = self.db.fetchall(
+                f"SELECT {COLUMNS} FROM feed_produtomirror WHERE id IN "
+                f"({', '.join(str(int(pk)) for pk in waiting[first : first + 500])})"
+            )
+            rows.update({row[0]: _row(row)[1:] for row in found})
+        now = time.monotonic()
+        with self._lock:
+            for pk in waiting:
+                if pk in self.pending and _holds(rows.get(pk), expected[pk]):
+                    self.waits.append((self.pending.pop(pk), now))
 
     def longest_pause(self, start: float, end: float) -> float:
         """The longest stretch in [start, end] without a change."""
         moments = [start, *(t for t in self.changes if start < t < end), end]
         return max(b - a for a, b in itertools.pairwise(moments))
 
+    def stall(self, start: float, end: float, heal: float) -> tuple[float, float]:
+        """See `stall`: over the writes followed so far (those still waiting, until `end`)."""
+        with self._lock:
+            waits = list(self.waits) + [(acked, end) for acked in self.pending.values()]
+        return stall(waits, start, end, heal)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def stall(
+    waits: list[tuple[float, float]], start: float, end: float, heal: float
+) -> tuple[float, float]:
+    """The longest time, within [start, end], that an acknowledged write waited for the
+    replica; and the longest part of such a wait after `heal`.
+
+    `waits`: for each acknowledged write, when the master answered 2xx and when the replica was
+    first seen (every 50 ms) holding its state or a later one (still waiting: `end`). Only the
+    part of each wait inside the window counts: a write acknowledged before the injection and
+    still waiting counts from the injection.
+    """
+    worst = after_heal = 0.0
+    for acked, applied in waits:
+        stop = min(applied, end)
+        worst = max(worst, stop - max(acked, start))
+        after_heal = max(after_heal, stop - max(acked, heal))
+    return worst, after_heal
 
 
 class Checker:
@@ -416,15 +680,21 @@ class Checker:
         injected_at = time.monotonic()
         injected: Injected = fault.inject(self.lab, rng)
         self.lab.dead_letters.extend(injected.dead_letters)
-        held = fault.hold(rng)
+        held = fault.hold(rng) * (QUICK_HOLDS if self.options.quick else 1.0)
         time.sleep(held)
-        fault.heal(self.lab)
+        healed: Healed = fault.heal(self.lab) or Healed()
         healed_at = time.monotonic()
         result = self.settle(number, fault.name, injected.detail, healed_at - injected_at, fault)
+        result.evidence = {**injected.evidence, **healed.evidence, **fault.settled(self.lab)}
+        result.violations = healed.problems + result.violations
         result.writes_during = len(self.workload.ledger.during(injected_at, healed_at))
-        if self.sampler is not None and result.converge_seconds is not None:
-            # Writes are paused from the heal on: only the stretch before it counts.
-            result.replication_gap = self.sampler.longest_pause(injected_at, healed_at)
+        if self.sampler is not None:
+            if result.converge_seconds is not None:
+                # Writes are paused from the heal on: only the stretch before it counts.
+                result.replication_gap = self.sampler.longest_pause(injected_at, healed_at)
+            result.stall, result.stall_after_heal = self.sampler.stall(
+                injected_at, result.settled_at, healed_at
+            )
         if fault.broker_outage:
             outage = [w for w in self.workload.ledger.during(injected_at, healed_at)
                       if w.outcome == OK]  # fmt: skip
@@ -448,11 +718,13 @@ class Checker:
             if fault is not None and fault.needs_reconcile:
                 self._reconcile(result)
             converged = wait_for(self._converged, self.options.converge_timeout, interval=0.05)
+            result.settled_at = time.monotonic()
             if converged:
-                result.converge_seconds = time.monotonic() - healed_at
+                result.converge_seconds = result.settled_at - healed_at
             else:
                 result.violations.append(self._divergence())
-            result.violations += self._lost()
+            blamed = name if fault is not None else self._last_fault_kind()
+            result.violations += self._lost(blamed)
             result.violations += self._dead_letters()
             result.violations += self._alive()
         finally:
@@ -463,11 +735,7 @@ class Checker:
 
     def _rows(self, service: str, table: str) -> dict[int, tuple]:
         rows = self.lab.eco.database(service).fetchall(f"SELECT {COLUMNS} FROM {table}")
-        return {
-            row[0]: (row[1], row[2], row[3], row[4], Decimal(str(row[5])).quantize(CENT), row[6],
-                     bool(row[7]))
-            for row in rows
-        }  # fmt: skip
+        return {row[0]: _row(row)[1:] for row in rows}
 
     def master_rows(self) -> dict[int, tuple]:
         return self._rows("produtos", "produto_produto")
@@ -512,30 +780,46 @@ class Checker:
 
     # --- invariants -----------------------------------------------------------------------
 
-    def _lost(self) -> list[str]:
+    def _last_fault_kind(self) -> str:
+        faults = self.report.faults
+        return faults[-1].name if faults else "none"
+
+    def _lost(self, blamed: str) -> list[str]:
+        """Acknowledged writes whose state is not on the master, or — once the wait for
+        convergence is over — not on the replica. Each is blamed on the fault after whose heal
+        it was first seen missing; `report.lost` is how many are missing now."""
         ledger = self.workload.ledger
-        master = self.master_rows()
-        lost = []
+        master, replica = self.master_rows(), self.replica_rows()
         with ledger.lock:
             expected = dict(ledger.expected)
             uncertain = set(ledger.uncertain)
+        not_on_master, not_on_replica = [], []
         for pk, state in expected.items():
             if pk in uncertain:
                 continue
-            row = master.get(pk)
-            if state is None:
-                if row is not None:
-                    lost.append(pk)  # an acknowledged delete is not on the master
-            elif row is None or (row[1], row[2], row[4], row[5]) != (
-                state["sku"], state["nome"], Decimal(state["preco"]).quantize(CENT),
-                state["estoque"],
-            ):  # fmt: skip
-                lost.append(pk)
-        self.report.lost = max(self.report.lost, len(lost))
-        if lost:
-            self.report.lost_sample = sorted(lost)[:10]
-            return [f"{len(lost)} acknowledged writes not on the master (e.g. {lost[:5]})"]
-        return []
+            if not _holds(master.get(pk), state):
+                not_on_master.append(pk)
+            elif not _holds(replica.get(pk), state):
+                not_on_replica.append(pk)
+        missing = set(not_on_master) | set(not_on_replica)
+        for pk in missing:
+            self.report.missing_since.setdefault(pk, blamed)
+        for pk in set(self.report.missing_since) - missing:  # late, not lost: it arrived
+            del self.report.missing_since[pk]
+        self.report.lost = len(missing)
+        self.report.lost_sample = sorted(missing)[:10]
+        problems = []
+        if not_on_master:
+            problems.append(
+                f"{len(not_on_master)} acknowledged writes not on the master "
+                f"(e.g. {sorted(not_on_master)[:5]})"
+            )
+        if not_on_replica:
+            problems.append(
+                f"{len(not_on_replica)} acknowledged writes not on the replica "
+                f"(e.g. {sorted(not_on_replica)[:5]})"
+            )
+        return problems
 
     def _dead_letter_ids(self) -> list[str] | str:
         """The message ids in the dead-letter queue (left in place), or why it can't be read."""
@@ -555,8 +839,17 @@ class Checker:
         return sorted(found)
 
     def _dead_letters(self) -> list[str]:
-        expected = sorted(self.lab.dead_letters)
-        if wait_for(lambda: self._dead_letter_ids() == expected, 15):
+        """Every injected letter there and nothing else. A second copy of one is no violation:
+        moving a queue (`cqrs_queues migrate`) is at least once, and a migration killed between
+        a copy's confirm and the original's ack leaves both; retrying a letter twice is as
+        harmless as any duplicate."""
+        expected = sorted(set(self.lab.dead_letters))
+
+        def held() -> list[str] | str:
+            found = self._dead_letter_ids()
+            return found if isinstance(found, str) else sorted(set(found))
+
+        if wait_for(lambda: held() == expected, 15):
             return []
         found = self._dead_letter_ids()
         if isinstance(found, str):
