@@ -48,6 +48,12 @@ from django_tools.replica.models import ReplicaState, Tombstone
 APPLIED, DUPLICATE, STALE, DELETED = "applied", "duplicate", "stale", "deleted_before"
 
 
+class HookFailed(RuntimeError):
+    """A replica model's `cqrs_save` / `cqrs_delete` returned a falsy value: not applied. A
+    transient failure, as in django-cqrs's consumer (its `should_retry_cqrs`): the model may
+    refuse now and accept later (a row it depends on has not arrived yet)."""
+
+
 @dataclass(frozen=True)
 class Change:
     """A validated event, ready to be applied to `model`."""
@@ -402,14 +408,25 @@ def _write_through_hooks(model: type[models.Model], applied: list[Change], had_t
         with applying(model):
             try:
                 if change.values is None:
-                    model.cqrs_delete(event.data, meta=event.meta)
+                    hook = "cqrs_delete"
+                    result = model.cqrs_delete(event.data, meta=event.meta)
                 else:
-                    model.cqrs_save(
+                    hook = "cqrs_save"
+                    result = model.cqrs_save(
                         event.data, previous_data=event.previous_data, sync=event.is_sync,
                         meta=event.meta,
                     )  # fmt: skip
             except ValidationError as exc:  # the model's hooks refused the data: for good
                 raise InvalidData(f"{model.__name__} hooks: {' '.join(exc.messages)}") from exc
+        if not result:
+            # django-cqrs's consumer acks only `if instance and exception is None`: a falsy
+            # return (None, False, ...) is a failure there, retried. Here too: raised, so the
+            # transaction (row, tombstone, version) rolls back and `failures.classify` retries
+            # the message, then dead-letters it after the last retry.
+            raise HookFailed(
+                f"{model.__name__}.{hook}() returned {result!r} for {change.pk} revision "
+                f"{change.revision}: django-cqrs takes a falsy return as a failure"
+            )
         if change.values is None:
             _bury(model, [change])
             buried.add(change.pk)
