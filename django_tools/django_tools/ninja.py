@@ -1,7 +1,8 @@
 """django-ninja pieces both APIs share: the API factory with the JSON error format, bounded
 pagination and the field types that keep bad input out of the database.
 
-Every error leaves as `{"detail": ...}`; bad input answers 4xx, never 500.
+Every error leaves as `{"detail": ...}`; bad input answers 4xx, never 500; a database that cannot
+be reached (down, restarting, refusing connections) answers 503 with `Retry-After`, never 500.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Schema
 from ninja.errors import HttpError
@@ -122,6 +124,10 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
         offset: int = Field(0, ge=0, le=10**12)
 
 
+#: Seconds a client is told to wait (`Retry-After`) when the database cannot be reached.
+DATABASE_RETRY_AFTER = 5
+
+
 class ErrorOut(Schema):
     detail: Any
 
@@ -146,6 +152,25 @@ def build_api(*, title: str, version: str, description: str, **kwargs: Any) -> N
     @api.exception_handler(ConflictError)
     def conflict(request: HttpRequest, exc: ConflictError) -> HttpResponse:
         return api.create_response(request, {"detail": str(exc)}, status=409)
+
+    def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+        # OperationalError: connection refused, server gone mid-request, too many clients, a
+        # statement or lock timeout, SQLite's "database is locked"; InterfaceError: a connection
+        # the server closed. Each is the database's state, not the request's fault: the client
+        # may send the same request again. The message names no host, user or password.
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        logger.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method, request.path, type(exc).__name__, reason,
+        )  # fmt: skip
+        response = api.create_response(
+            request, {"detail": "Database unavailable; try again shortly."}, status=503
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
+
+    api.add_exception_handler(OperationalError, database_unavailable)
+    api.add_exception_handler(InterfaceError, database_unavailable)
 
     @api.exception_handler(DjangoValidationError)
     def invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:

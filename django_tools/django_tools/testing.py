@@ -6,6 +6,7 @@ it, instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -360,3 +361,37 @@ def direct_wsgi_calls():
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+@contextlib.contextmanager
+def database_unreachable(alias: str = "default") -> Iterator[int]:
+    """Within the block, database `alias` is a real PostgreSQL connection to a port on which
+    nothing listens (connection refused, as when the server is down or restarting): what every
+    request meets during a database outage. Yields the port; the real connection (and a test's
+    transaction on it) is back afterwards. Needs database access (a `django_db` test, or
+    `django_db_blocker.unblock()`)."""
+    import socket
+
+    from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    original = connections[alias]
+    down = DatabaseWrapper(
+        {
+            **original.settings_dict,
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "unreachable", "USER": "postgres", "PASSWORD": "",
+            "HOST": "127.0.0.1", "PORT": str(port),
+            "OPTIONS": {"connect_timeout": 2}, "CONN_MAX_AGE": 0,
+        },
+        alias=alias,
+    )  # fmt: skip
+    connections[alias] = down
+    try:
+        yield port
+    finally:
+        down.close()
+        connections[alias] = original

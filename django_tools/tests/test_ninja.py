@@ -85,3 +85,30 @@ def test_domain_errors_map_to_status_codes():
 
 def test_money_keeps_two_places():
     assert Body(name="a", price=Decimal("1")).model_dump()["price"] == "1.00"
+
+
+@api.get("/rows")
+def rows(request):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+@pytest.mark.django_db
+def test_a_database_that_cannot_be_reached_answers_503_json_not_500(caplog):
+    """Connection refused by a real PostgreSQL client (nothing listens on the port): 503 with
+    Retry-After and one log line without host, user or password; the same request works once
+    the database is back."""
+    from django_tools.testing import database_unreachable
+
+    with database_unreachable() as port:
+        response = client.get("/rows")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Database unavailable; try again shortly."}
+    assert response["Retry-After"] == "5"
+    (line,) = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert line.startswith("database unavailable on GET /rows: OperationalError: ")
+    assert "unreachable" not in response.content.decode() and str(port) not in str(response.json())
+    assert client.get("/rows").status_code == 200
