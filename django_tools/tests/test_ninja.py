@@ -112,3 +112,38 @@ def test_a_database_that_cannot_be_reached_answers_503_json_not_500(caplog):
     assert line.startswith("database unavailable on GET /rows: OperationalError: ")
     assert "unreachable" not in response.content.decode() and str(port) not in str(response.json())
     assert client.get("/rows").status_code == 200
+
+
+@api.get("/server-gone")
+def server_gone(request):
+    """The server ends this request's session halfway (as a PostgreSQL restart or an operator's
+    pg_terminate_backend does), then the view goes on using the connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    import psycopg
+
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_that_goes_away_mid_request_answers_503():
+    from django.core.signals import request_finished
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a server session ended by the server: PostgreSQL only")
+    response = client.get("/server-gone")
+    assert response.status_code == 503, response.content
+    assert response.json() == {"detail": "Database unavailable; try again shortly."}
+    # Django's request cycle (which ninja's TestClient skips) drops the broken connection at
+    # the end of the request; the next request opens a new one.
+    request_finished.send(sender=None)
+    assert client.get("/rows").status_code == 200
