@@ -4,6 +4,7 @@ from dj_cqrs.mixins import MasterMixin
 from django.core.validators import MinLengthValidator, MinValueValidator
 from django.db import models
 
+from django_tools.ninja import no_negative_zero
 from django_tools.outbox.models import OutboxMasterManager, TransactionalWritesMixin
 
 
@@ -41,9 +42,14 @@ class Produto(TransactionalWritesMixin, MasterMixin):
     def __str__(self) -> str:
         return f"{self.sku} — {self.nome}"
 
+    def clean(self) -> None:
+        # "-0" passes preco >= 0 and would be answered and replicated as "-0.00".
+        if isinstance(self.preco, Decimal):
+            self.preco = no_negative_zero(self.preco)
+
     def to_cqrs_dict(self, using: str | None = None, sync: bool = False) -> dict:
         data = super().to_cqrs_dict(using, sync=sync)
         # ujson would turn a Decimal into a float; the exact string keeps "19.90" intact on
         # the wire and any replica's DecimalField parses it.
-        data["preco"] = f"{Decimal(data['preco']):.2f}"
+        data["preco"] = f"{no_negative_zero(Decimal(data['preco'])):.2f}"
         return data

@@ -87,11 +87,19 @@ def json_int(*, ge: int | None = None, le: int | None = None) -> Any:
     return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
 
 
-#: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output.
+def no_negative_zero(value: Decimal) -> Decimal:
+    """`-0` (which `Decimal("-0")`, `"-0.00"` and the JSON number `-0.0` all are) as `0`: it is
+    ≥ 0, so it passes the bound, and would be served as "-0.00"."""
+    return value.copy_abs() if value.is_zero() else value
+
+
+#: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output
+#: ("-0" in is 0; a -0 read from anywhere is served as "0.00").
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=2),
-    PlainSerializer(lambda value: f"{value:.2f}", return_type=str),
+    AfterValidator(no_negative_zero),
+    PlainSerializer(lambda value: f"{no_negative_zero(value):.2f}", return_type=str),
     # What the validator really accepts, so the schema promises no more than that.
     WithJsonSchema(
         {

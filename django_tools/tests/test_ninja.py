@@ -147,3 +147,10 @@ def test_a_server_that_goes_away_mid_request_answers_503():
     # the end of the request; the next request opens a new one.
     request_finished.send(sender=None)
     assert client.get("/rows").status_code == 200
+
+
+@pytest.mark.parametrize("price", ["-0", "-0.00", -0.0, 0, "0"])
+def test_a_negative_zero_price_is_zero(price):
+    response = client.post("/echo", json={"name": "a", "price": price})
+    assert response.status_code == 200
+    assert response.json()["price"] == "0.00"
