@@ -135,3 +135,9 @@ def test_a_negative_zero_price_is_served_as_zero(client, instance_data):
     row = ProdutoMirror.objects.get(pk=3)
     row.preco = Decimal("-0.00")
     assert FeedItemOut.model_validate(row).model_dump(mode="json")["preco"] == "0.00"
+
+
+def test_every_text_the_api_accepts_has_a_maximum_length(client):
+    from django_tools.testing import unbounded_inputs
+
+    assert unbounded_inputs(client.get("/api/openapi.json").json()) == []

@@ -234,3 +234,34 @@ def test_a_negative_zero_already_in_memory_is_sent_and_served_as_zero(db):
     produto.preco = Decimal("-0.00")
     produto.criado_em = produto.atualizado_em = "2026-01-01T00:00:00Z"
     assert ProdutoOut.model_validate(produto).model_dump(mode="json")["preco"] == "0.00"
+
+
+def test_every_text_the_api_accepts_has_a_maximum_length(api):
+    from django_tools.testing import unbounded_inputs
+
+    assert unbounded_inputs(api.get("/api/openapi.json").json()) == []
+
+
+@pytest.mark.parametrize(("field", "longest"), [("sku", 64), ("nome", 200), ("descricao", 10_000)])
+def test_each_text_field_takes_its_maximum_and_refuses_one_more(api, created, field, longest):
+    body = created(**{field: "x" * longest})
+    assert body[field] == "x" * longest
+    too_long = {field: "x" * (longest + 1)}
+    for method in (api.patch, api.put):
+        payload = too_long if method == api.patch else {**body, "sku": "OTHER", **too_long}
+        response = method(f"{URL}{body['id']}", payload)
+        assert response.status_code == 422, response.content
+        assert field in str(response.json()["detail"])
+    response = api.post(URL, {**body, "sku": "NEW", **too_long})
+    assert response.status_code == 422 and field in str(response.json()["detail"])
+
+
+def test_the_model_refuses_a_longer_descricao_whoever_writes_it(db):
+    """The services (and the admin) validate the model: the API's limit is the model's."""
+    from django.core.exceptions import ValidationError
+
+    from produto import services
+
+    with pytest.raises(ValidationError) as refused:
+        services.produto_create(sku="S", nome="N", preco="1.00", descricao="x" * 10_001)
+    assert "descricao" in refused.value.message_dict

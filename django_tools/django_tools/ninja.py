@@ -105,7 +105,7 @@ Money = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$", "maxLength": 13},
             ]
         },
         mode="validation",
@@ -116,7 +116,9 @@ Money = Annotated[
 DecimalParam = Annotated[
     Decimal,
     Field(max_digits=14, decimal_places=2),
-    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$", "maxLength": 16}
+    ),
 ]
 
 #: A primary key in a path.

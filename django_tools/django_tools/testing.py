@@ -395,3 +395,39 @@ def database_unreachable(alias: str = "default") -> Iterator[int]:
     finally:
         down.close()
         connections[alias] = original
+
+
+def unbounded_inputs(openapi: dict) -> list[str]:
+    """Where an OpenAPI schema accepts text without a maximum length: every string of every
+    parameter and request body (references followed) needs `maxLength` or an `enum`."""
+    components = openapi.get("components", {}).get("schemas", {})
+    found: list[str] = []
+
+    def walk(schema, where: str, seen: frozenset) -> None:
+        if isinstance(schema, list):
+            for n, item in enumerate(schema):
+                walk(item, f"{where}[{n}]", seen)
+            return
+        if not isinstance(schema, dict):
+            return
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen:
+                walk(components.get(name, {}), f"{where}->{name}", seen | {name})
+        if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+            found.append(where)
+        for key, value in schema.items():
+            if isinstance(value, dict | list):
+                walk(value, f"{where}/{key}", seen)
+
+    for path, operations in openapi.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                walk(parameter.get("schema", {}), f"{method} {path} {parameter.get('name')}",
+                     frozenset())  # fmt: skip
+            for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                walk(content.get("schema", {}), f"{method} {path} body ({media})", frozenset())
+    return found

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Max, Min
+from django.conf import settings
+from django.db.models import Func, IntegerField, Max, Min
 from django.utils import timezone
 
+from django_tools import limits
 from django_tools.outbox.models import OutboxEvent
 
 
@@ -31,11 +33,38 @@ def outbox_backlog() -> Backlog:
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
 
 
-def unpublished_rows(limit: int, after: int | None = None) -> list[tuple[int, str, str, str, str]]:
+class OctetLength(Func):
+    """The size of a text in bytes (not characters), read without fetching the text: PostgreSQL
+    takes it from the value's header, even for a large (TOASTed) one."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))")
+
+
+def unpublished_rows(
+    limit: int, after: int | None = None, max_bytes: int | None = None
+) -> list[tuple[int, str, str, str, str]]:
     """The oldest unpublished rows (with an id above `after`), what a relay sends:
-    (id, routing key, body, correlation id, trace context)."""
+    (id, routing key, body, correlation id, trace context). At most `limit` rows, and at most
+    `max_bytes` of bodies (OUTBOX_BATCH_BYTES; always at least one row), so that a batch of large
+    rows never holds more: their sizes are read first, then only the bodies that fit."""
     pending = OutboxEvent.objects.filter(published_at__isnull=True)
     if after is not None:
         pending = pending.filter(id__gt=after)
+    pending = pending.order_by("id")
+    if max_bytes is None:
+        max_bytes = getattr(settings, "OUTBOX_BATCH_BYTES", limits.OUTBOX_BATCH_BYTES)
+    sizes = pending.annotate(size=OctetLength("body")).values_list("id", "size")[:limit]
+    chosen, total = [], 0
+    for outbox_id, size in sizes:
+        total += size or 0
+        if chosen and total > max_bytes:
+            break
+        chosen.append(outbox_id)
+    if not chosen:
+        return []
     columns = ("id", "routing_key", "body", "correlation_id", "trace_context")
-    return list(pending.order_by("id").values_list(*columns)[:limit])
+    return list(pending.filter(id__in=chosen).values_list(*columns))
