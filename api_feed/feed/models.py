@@ -1,10 +1,15 @@
 from decimal import Decimal
 
 from dj_cqrs.mixins import ReplicaMixin
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxLengthValidator, MinValueValidator
 from django.db import models
 
 from django_tools.replica.managers import ConvergentReplicaManager
+
+#: The master's limits (api_produtos: sku 64, nome 200, descricao DESCRICAO_MAX_LENGTH): an event
+#: over them — from a stock django-cqrs master that does not check them — cannot be applied and
+#: is dead-lettered as `permanent`.
+DESCRICAO_MAX_LENGTH = 10_000
 
 
 class ProdutoMirror(ReplicaMixin):
@@ -26,7 +31,11 @@ class ProdutoMirror(ReplicaMixin):
     # order across products.
     sku = models.CharField(max_length=64, db_index=True)
     nome = models.CharField(max_length=200)
-    descricao = models.TextField(blank=True, default="")
+    descricao = models.TextField(
+        blank=True,
+        default="",
+        validators=[MaxLengthValidator(DESCRICAO_MAX_LENGTH)],
+    )
     preco = models.DecimalField(
         max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
     )

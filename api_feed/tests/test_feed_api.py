@@ -113,3 +113,31 @@ def test_openapi(client):
         "/api/replication/rows",
         "/api/replication/tombstones",
     }
+
+
+def test_a_negative_zero_price_is_served_as_zero(client, instance_data):
+    """A stock master may send "-0.00" (it passes preco >= 0); both databases store it as 0, and
+    a -0 that reaches the serializer any other way is "0.00" too."""
+    from decimal import Decimal
+
+    from dj_cqrs.constants import SignalType
+    from django.db import transaction
+
+    from django_tools.replica import apply, messages
+    from feed.models import ProdutoMirror
+    from feed.schemas import FeedItemOut
+
+    data = instance_data(3, preco="-0.00")
+    event = messages.Event("produto", SignalType.SAVE, 3, 0, data)
+    with transaction.atomic():
+        apply.apply_changes([apply.prepare(event)])
+    assert client.get("/api/feed/3").json()["preco"] == "0.00"
+    row = ProdutoMirror.objects.get(pk=3)
+    row.preco = Decimal("-0.00")
+    assert FeedItemOut.model_validate(row).model_dump(mode="json")["preco"] == "0.00"
+
+
+def test_every_text_the_api_accepts_has_a_maximum_length(client):
+    from django_tools.testing import unbounded_inputs
+
+    assert unbounded_inputs(client.get("/api/openapi.json").json()) == []

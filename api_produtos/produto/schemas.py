@@ -7,10 +7,12 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import StrictBool
 
-from django_tools.ninja import MAX_INT, Money, SafeStr, json_int, text
+from django_tools.ninja import MAX_INT, Money, json_int, text
+from produto.models import DESCRICAO_MAX_LENGTH
 
 Sku = text(min_length=1, max_length=64, strip=True)
 Nome = text(min_length=1, max_length=200, strip=True)
+Descricao = text(max_length=DESCRICAO_MAX_LENGTH)
 # Body fields take JSON types as the schema states them: `"5"` is not an integer, `0` is not a
 # boolean.
 Estoque = json_int(ge=0, le=MAX_INT)
@@ -21,7 +23,7 @@ class ProdutoIn(Schema):
 
     sku: Sku
     nome: Nome
-    descricao: SafeStr = ""
+    descricao: Descricao = ""
     preco: Money
     estoque: Estoque = 0
     ativo: StrictBool = True
@@ -32,7 +34,7 @@ class ProdutoPatch(Schema):
 
     sku: Sku = None
     nome: Nome = None
-    descricao: SafeStr = None
+    descricao: Descricao = None
     preco: Money = None
     estoque: Estoque = None
     ativo: StrictBool = None

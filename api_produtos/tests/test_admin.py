@@ -49,18 +49,84 @@ def test_the_outbox_page_shows_the_backlog_and_filters_by_state(admin_client, ev
     assert list(published.context["cl"].result_list) == [second, first]
 
 
-def test_republish_sets_only_the_selected_rows_pending(admin_client, events):
+def test_republish_queues_a_new_copy_of_only_the_selected_rows(admin_client, events):
     first, second, third = events
     response = admin_client.post(
         OUTBOX, {"action": "republish", "_selected_action": [first.pk]}, follow=True
     )
-    assert "1 evento(s) de volta a pendente" in response.text
+    (copy,) = OutboxEvent.objects.filter(pk__gt=third.pk)
+    assert f"1 evento(s) de volta a pendente, como novo(s) evento(s) #{copy.pk}" in response.text
     pending = set(
         OutboxEvent.objects.filter(published_at__isnull=True).values_list("pk", flat=True)
     )
-    assert pending == {first.pk, third.pk}
+    assert pending == {copy.pk, third.pk}
+    fields = ("cqrs_id", "instance_pk", "signal_type", "revision", "routing_key", "body",
+              "correlation_id", "trace_context")  # fmt: skip
+    assert [getattr(copy, f) for f in fields] == [getattr(first, f) for f in fields]
+    # The originals are left as they were.
+    assert OutboxEvent.objects.get(pk=first.pk).published_at is not None
     assert OutboxEvent.objects.get(pk=second.pk).published_at is not None
     assert '<td class="backlog-count">2</td>' in response.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_republish_while_the_relay_has_the_row_in_flight_is_not_overwritten(
+    admin_client, rabbitmq_url, cqrs_exchange, listening_queue
+):
+    """The real relay, stopped between the broker's confirm of a row and its mark_published
+    (deterministically, not by timing); the operator republishes that row meanwhile. Setting the
+    row back to pending was undone by the relay's mark a moment later: the event had gone out
+    before the click and never went out again."""
+    import threading
+    from unittest import mock
+
+    from django.db import connections
+
+    from django_tools.outbox.relays import amqp
+    from django_tools.testing import wait_until
+
+    queue = listening_queue.bind("produto")
+    make(1)
+    (row,) = OutboxEvent.objects.all()
+    confirmed, clicked = threading.Event(), threading.Event()
+    real_mark = amqp.mark_published
+
+    def mark_after_the_click(ids):
+        if row.pk in ids and not confirmed.is_set():
+            confirmed.set()
+            assert clicked.wait(10)
+        real_mark(ids)
+
+    relay = amqp.AmqpRelay(rabbitmq_url, cqrs_exchange)
+
+    def run():
+        try:
+            relay.run()
+        finally:
+            connections.close_all()
+
+    with mock.patch.object(amqp, "mark_published", mark_after_the_click):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            assert confirmed.wait(15), "the relay never got the broker's confirm"
+            response = admin_client.post(
+                OUTBOX, {"action": "republish", "_selected_action": [row.pk]}, follow=True
+            )
+            assert "1 evento(s) de volta a pendente" in response.text
+            clicked.set()
+            first, second = queue.get(), queue.get()  # the original, then the republished one
+            wait_until(
+                lambda: not OutboxEvent.objects.filter(published_at__isnull=True).exists(),
+                what="the relay to publish the republished event",
+            )
+        finally:
+            clicked.set()
+            relay.request_stop()
+            thread.join(15)
+    assert first[1] == second[1]  # the same event, sent again after the click
+    assert second[0].message_id != str(row.pk)
+    assert OutboxEvent.objects.count() == 2
 
 
 def test_the_outbox_is_read_only_and_republishing_needs_the_change_permission(client, events):

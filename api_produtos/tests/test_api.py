@@ -199,3 +199,69 @@ def test_openapi_schema_and_docs(api):
     assert "/api/produtos/" in schema["paths"]
     assert "/api/produtos/{produto_id}" in schema["paths"]
     assert api.get("/api/docs").status_code == 200
+
+
+@pytest.mark.parametrize("preco", ["-0", "-0.00", -0.0, "-0.0"])
+def test_a_negative_zero_price_is_zero_everywhere(api, created, preco):
+    """-0 passes `preco >= 0`: it was answered, and replicated, as "-0.00"."""
+    from django_tools.outbox.models import OutboxEvent
+
+    body = created(preco=preco)
+    assert body["preco"] == "0.00"
+    assert api.get(f"{URL}{body['id']}").json()["preco"] == "0.00"
+    patched = api.patch(f"{URL}{body['id']}", {"preco": "1.00"})
+    assert patched.json()["preco"] == "1.00"
+    patched = api.patch(f"{URL}{body['id']}", {"preco": preco})
+    assert patched.status_code == 200 and patched.json()["preco"] == "0.00"
+    events = [e.body for e in OutboxEvent.objects.order_by("id")]
+    assert len(events) == 3
+    assert all('"preco":"-0' not in e for e in events)
+    assert '"preco":"0.00"' in events[0] and '"preco":"0.00"' in events[2]
+
+
+def test_a_negative_zero_already_in_memory_is_sent_and_served_as_zero(db):
+    """Whatever path left a Decimal("-0.00") on an instance (a bulk write, a shell), its event and
+    its serialization say "0.00"."""
+    from decimal import Decimal
+
+    from produto.models import Produto
+    from produto.schemas import ProdutoOut
+
+    produto = Produto(id=1, sku="Z", nome="Zero", preco=Decimal("-0.00"))
+    assert produto.to_cqrs_dict()["preco"] == "0.00"
+    produto.full_clean(validate_unique=False, validate_constraints=False)
+    assert str(produto.preco) == "0.00"
+    produto.preco = Decimal("-0.00")
+    produto.criado_em = produto.atualizado_em = "2026-01-01T00:00:00Z"
+    assert ProdutoOut.model_validate(produto).model_dump(mode="json")["preco"] == "0.00"
+
+
+def test_every_text_the_api_accepts_has_a_maximum_length(api):
+    from django_tools.testing import unbounded_inputs
+
+    assert unbounded_inputs(api.get("/api/openapi.json").json()) == []
+
+
+@pytest.mark.parametrize(("field", "longest"), [("sku", 64), ("nome", 200), ("descricao", 10_000)])
+def test_each_text_field_takes_its_maximum_and_refuses_one_more(api, created, field, longest):
+    body = created(**{field: "x" * longest})
+    assert body[field] == "x" * longest
+    too_long = {field: "x" * (longest + 1)}
+    for method in (api.patch, api.put):
+        payload = too_long if method == api.patch else {**body, "sku": "OTHER", **too_long}
+        response = method(f"{URL}{body['id']}", payload)
+        assert response.status_code == 422, response.content
+        assert field in str(response.json()["detail"])
+    response = api.post(URL, {**body, "sku": "NEW", **too_long})
+    assert response.status_code == 422 and field in str(response.json()["detail"])
+
+
+def test_the_model_refuses_a_longer_descricao_whoever_writes_it(db):
+    """The services (and the admin) validate the model: the API's limit is the model's."""
+    from django.core.exceptions import ValidationError
+
+    from produto import services
+
+    with pytest.raises(ValidationError) as refused:
+        services.produto_create(sku="S", nome="N", preco="1.00", descricao="x" * 10_001)
+    assert "descricao" in refused.value.message_dict

@@ -1,7 +1,8 @@
 """django-ninja pieces both APIs share: the API factory with the JSON error format, bounded
 pagination and the field types that keep bad input out of the database.
 
-Every error leaves as `{"detail": ...}`; bad input answers 4xx, never 500.
+Every error leaves as `{"detail": ...}`; bad input answers 4xx, never 500; a database that cannot
+be reached (down, restarting, refusing connections) answers 503 with `Retry-After`, never 500.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Schema
 from ninja.errors import HttpError
@@ -85,17 +87,25 @@ def json_int(*, ge: int | None = None, le: int | None = None) -> Any:
     return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
 
 
-#: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output.
+def no_negative_zero(value: Decimal) -> Decimal:
+    """`-0` (which `Decimal("-0")`, `"-0.00"` and the JSON number `-0.0` all are) as `0`: it is
+    ≥ 0, so it passes the bound, and would be served as "-0.00"."""
+    return value.copy_abs() if value.is_zero() else value
+
+
+#: A price: decimal ≥ 0 with two places; a JSON number or string on input, "19.90" on output
+#: ("-0" in is 0; a -0 read from anywhere is served as "0.00").
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=2),
-    PlainSerializer(lambda value: f"{value:.2f}", return_type=str),
+    AfterValidator(no_negative_zero),
+    PlainSerializer(lambda value: f"{no_negative_zero(value):.2f}", return_type=str),
     # What the validator really accepts, so the schema promises no more than that.
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
-                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+                {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$", "maxLength": 13},
             ]
         },
         mode="validation",
@@ -106,7 +116,9 @@ Money = Annotated[
 DecimalParam = Annotated[
     Decimal,
     Field(max_digits=14, decimal_places=2),
-    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$"}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$", "maxLength": 16}
+    ),
 ]
 
 #: A primary key in a path.
@@ -120,6 +132,10 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
     class Input(Schema):
         limit: int = Field(100, ge=1, le=1000)
         offset: int = Field(0, ge=0, le=10**12)
+
+
+#: Seconds a client is told to wait (`Retry-After`) when the database cannot be reached.
+DATABASE_RETRY_AFTER = 5
 
 
 class ErrorOut(Schema):
@@ -146,6 +162,25 @@ def build_api(*, title: str, version: str, description: str, **kwargs: Any) -> N
     @api.exception_handler(ConflictError)
     def conflict(request: HttpRequest, exc: ConflictError) -> HttpResponse:
         return api.create_response(request, {"detail": str(exc)}, status=409)
+
+    def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+        # OperationalError: connection refused, server gone mid-request, too many clients, a
+        # statement or lock timeout, SQLite's "database is locked"; InterfaceError: a connection
+        # the server closed. Each is the database's state, not the request's fault: the client
+        # may send the same request again. The message names no host, user or password.
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        logger.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method, request.path, type(exc).__name__, reason,
+        )  # fmt: skip
+        response = api.create_response(
+            request, {"detail": "Database unavailable; try again shortly."}, status=503
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
+
+    api.add_exception_handler(OperationalError, database_unavailable)
+    api.add_exception_handler(InterfaceError, database_unavailable)
 
     @api.exception_handler(DjangoValidationError)
     def invalid(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:

@@ -6,6 +6,7 @@ it, instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -360,3 +361,73 @@ def direct_wsgi_calls():
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+@contextlib.contextmanager
+def database_unreachable(alias: str = "default") -> Iterator[int]:
+    """Within the block, database `alias` is a real PostgreSQL connection to a port on which
+    nothing listens (connection refused, as when the server is down or restarting): what every
+    request meets during a database outage. Yields the port; the real connection (and a test's
+    transaction on it) is back afterwards. Needs database access (a `django_db` test, or
+    `django_db_blocker.unblock()`)."""
+    import socket
+
+    from django.db import connections
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    original = connections[alias]
+    down = DatabaseWrapper(
+        {
+            **original.settings_dict,
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "unreachable", "USER": "postgres", "PASSWORD": "",
+            "HOST": "127.0.0.1", "PORT": str(port),
+            "OPTIONS": {"connect_timeout": 2}, "CONN_MAX_AGE": 0,
+        },
+        alias=alias,
+    )  # fmt: skip
+    connections[alias] = down
+    try:
+        yield port
+    finally:
+        down.close()
+        connections[alias] = original
+
+
+def unbounded_inputs(openapi: dict) -> list[str]:
+    """Where an OpenAPI schema accepts text without a maximum length: every string of every
+    parameter and request body (references followed) needs `maxLength` or an `enum`."""
+    components = openapi.get("components", {}).get("schemas", {})
+    found: list[str] = []
+
+    def walk(schema, where: str, seen: frozenset) -> None:
+        if isinstance(schema, list):
+            for n, item in enumerate(schema):
+                walk(item, f"{where}[{n}]", seen)
+            return
+        if not isinstance(schema, dict):
+            return
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen:
+                walk(components.get(name, {}), f"{where}->{name}", seen | {name})
+        if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+            found.append(where)
+        for key, value in schema.items():
+            if isinstance(value, dict | list):
+                walk(value, f"{where}/{key}", seen)
+
+    for path, operations in openapi.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                walk(parameter.get("schema", {}), f"{method} {path} {parameter.get('name')}",
+                     frozenset())  # fmt: skip
+            for media, content in operation.get("requestBody", {}).get("content", {}).items():
+                walk(content.get("schema", {}), f"{method} {path} body ({media})", frozenset())
+    return found

@@ -23,6 +23,7 @@ The database is a SQLite file (consumers and relays run in threads and need norm
 DATABASE_URL's server with a test database of its own (`test_django_tools`).
 """
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -54,8 +55,23 @@ MIDDLEWARE = [
     "django_tools.observability.correlation.RequestIdMiddleware",
     "django_tools.observability.metrics.HttpMetricsMiddleware",
 ]
+
+
+def _elsewhere(name: str) -> str:
+    stem, dot, suffix = name.rpartition(".sqlite3")
+    return f"{stem}_elsewhere{dot}{suffix}" if dot else f"{name}_elsewhere"
+
+
 # The main database is never opened by the tests; its directory is made under the temporary one.
 DATABASES = database_settings("django_tools", Path(tempfile.gettempdir()))  # noqa: F405
+# A second database, where the router sends `dj_replica.BookElsewhere` (a replica model routed
+# away from `default`): another SQLite file, or another test database on the same server.
+DATABASES["elsewhere"] = {
+    **copy.deepcopy(DATABASES["default"]),
+    "NAME": _elsewhere(DATABASES["default"]["NAME"]),
+    "TEST": {"NAME": _elsewhere(DATABASES["default"]["TEST"]["NAME"])},
+}
+DATABASE_ROUTERS = ["dj_replica.routers.ElsewhereRouter"]
 
 CQRS = {
     "transport": OUTBOX_TRANSPORT,  # noqa: F405

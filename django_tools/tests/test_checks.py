@@ -45,6 +45,28 @@ def test_a_replica_model_without_the_convergent_manager_is_refused(registered):
     assert problem.obj is StockReplica
 
 
+class NoReplicaTablesElsewhere:
+    """A router that sends BookElsewhere to `elsewhere` but keeps django_tools.replica's tables
+    out of it."""
+
+    def db_for_write(self, model, **hints):
+        return getattr(model, "DATABASE", None) if model._meta.app_label == "dj_replica" else None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return False if db == "elsewhere" and app_label == "cqrs_replica" else None
+
+
+def test_a_replica_model_whose_database_lacks_the_tombstone_tables_is_refused(settings):
+    from dj_replica.models import BookElsewhere
+
+    assert not [p for p in check_replica() if p.id == "django_tools.replica.E007"]
+    settings.DATABASE_ROUTERS = [NoReplicaTablesElsewhere()]
+    (problem,) = [p for p in check_replica() if p.id == "django_tools.replica.E007"]
+    assert problem.obj is BookElsewhere
+    assert "database 'elsewhere'" in problem.msg and "Tombstone" in problem.msg
+    assert "migrate --database elsewhere" in problem.hint
+
+
 @isolate_apps("dj_master")
 def test_a_master_model_without_the_outbox_mixin_and_manager_is_refused(registered):
     class PlainMaster(MasterMixin):

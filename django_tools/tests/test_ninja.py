@@ -85,3 +85,72 @@ def test_domain_errors_map_to_status_codes():
 
 def test_money_keeps_two_places():
     assert Body(name="a", price=Decimal("1")).model_dump()["price"] == "1.00"
+
+
+@api.get("/rows")
+def rows(request):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+@pytest.mark.django_db
+def test_a_database_that_cannot_be_reached_answers_503_json_not_500(caplog):
+    """Connection refused by a real PostgreSQL client (nothing listens on the port): 503 with
+    Retry-After and one log line without host, user or password; the same request works once
+    the database is back."""
+    from django_tools.testing import database_unreachable
+
+    with database_unreachable() as port:
+        response = client.get("/rows")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Database unavailable; try again shortly."}
+    assert response["Retry-After"] == "5"
+    (line,) = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert line.startswith("database unavailable on GET /rows: OperationalError: ")
+    assert "unreachable" not in response.content.decode() and str(port) not in str(response.json())
+    assert client.get("/rows").status_code == 200
+
+
+@api.get("/server-gone")
+def server_gone(request):
+    """The server ends this request's session halfway (as a PostgreSQL restart or an operator's
+    pg_terminate_backend does), then the view goes on using the connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    import psycopg
+
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"ok": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_that_goes_away_mid_request_answers_503():
+    from django.core.signals import request_finished
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a server session ended by the server: PostgreSQL only")
+    response = client.get("/server-gone")
+    assert response.status_code == 503, response.content
+    assert response.json() == {"detail": "Database unavailable; try again shortly."}
+    # Django's request cycle (which ninja's TestClient skips) drops the broken connection at
+    # the end of the request; the next request opens a new one.
+    request_finished.send(sender=None)
+    assert client.get("/rows").status_code == 200
+
+
+@pytest.mark.parametrize("price", ["-0", "-0.00", -0.0, 0, "0"])
+def test_a_negative_zero_price_is_zero(price):
+    response = client.post("/echo", json={"name": "a", "price": price})
+    assert response.status_code == 200
+    assert response.json()["price"] == "0.00"

@@ -167,3 +167,97 @@ def test_what_each_path_costs(count):
         timings[name] = (time.perf_counter() - started) / count * 1e6
     print("\n" + ", ".join(f"{name}: {us:.0f} µs per change" for name, us in timings.items()))
     assert BookReplica.objects.count() == AuthorMapped.objects.count() == count
+
+
+# --- a hook's falsy return is a failure, as in django-cqrs's consumer ---------------------------
+
+
+@pytest.fixture
+def hooks_returning(monkeypatch):
+    """Make AuthorHooked's cqrs_save / cqrs_delete return `value` (after doing their work, as a
+    hook that wrote something and then reported failure would)."""
+
+    def returning(value):
+        save, delete = AuthorHooked.cqrs_save.__func__, AuthorHooked.cqrs_delete.__func__
+
+        def falsy_save(cls, *args, **kwargs):
+            save(cls, *args, **kwargs)
+            return value
+
+        def falsy_delete(cls, *args, **kwargs):
+            delete(cls, *args, **kwargs)
+            return value
+
+        monkeypatch.setattr(AuthorHooked, "cqrs_save", classmethod(falsy_save))
+        monkeypatch.setattr(AuthorHooked, "cqrs_delete", classmethod(falsy_delete))
+
+    return returning
+
+
+def version(cqrs_id: str) -> int | None:
+    from django_tools.replica.models import ReplicaState
+
+    return ReplicaState.objects.filter(cqrs_id=cqrs_id).values_list("version", flat=True).first()
+
+
+@pytest.mark.parametrize("falsy", [None, False, 0, ""])
+def test_a_falsy_return_of_cqrs_save_or_cqrs_delete_fails_the_change(hooks_returning, falsy):
+    """django-cqrs's consumer acks only `if instance and exception is None`; a hook returning
+    None (a `cqrs_create` that forgot its `return`) was taken as applied: acked, no row, and the
+    replica's version bumped (the feed's cache keys moved on)."""
+    data = {"id": 30, "full_name": "Lia", "cqrs_revision": 0, "cqrs_updated": UPDATED}
+    assert run(event("author_hooked", SignalType.SAVE, data)) == ["applied"]
+    before = version("author_hooked")
+    hooks_returning(falsy)
+    changed = {**data, "full_name": "Lia B.", "cqrs_revision": 1}
+    with pytest.raises(apply.HookFailed, match=rf"cqrs_save\(\) returned {falsy!r}"):
+        run(event("author_hooked", SignalType.SAVE, changed))
+    delete = {"id": 30, "cqrs_revision": 2, "cqrs_updated": UPDATED}
+    with pytest.raises(apply.HookFailed, match=rf"cqrs_delete\(\) returned {falsy!r}"):
+        run(event("author_hooked", SignalType.DELETE, delete))
+    # Nothing of either change stayed: the hook's own write rolled back with the rest.
+    row = AuthorHooked.objects.get(pk=30)
+    assert (row.full_name, row.cqrs_revision) == ("Lia", 0)
+    assert not Tombstone.objects.filter(cqrs_id="author_hooked").exists()
+    assert version("author_hooked") == before
+
+
+def test_through_the_stock_entry_point_a_falsy_hook_raises_too(hooks_returning):
+    """`Model.cqrs_save` called by django-cqrs's own consumer: it raises, so that consumer retries
+    too (its manager would have returned None, which it also retries)."""
+    hooks_returning(None)
+    data = {"id": 31, "full_name": "Rui", "cqrs_revision": 0, "cqrs_updated": UPDATED}
+    with pytest.raises(apply.HookFailed):
+        AuthorHooked.cqrs.save_instance(data)
+    assert not AuthorHooked.objects.filter(pk=31).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_consumer_retries_a_falsy_hook_then_dead_letters_it(
+    hooks_returning, consumers, publish, event_payload, rabbitmq_url, topology
+):
+    """Through the real broker: retried by `failures.classify` (transient), dead-lettered as
+    retries-exhausted after the last retry; no row, no version bump. A neighbour whose hook
+    returns a row in the same batch is applied."""
+    from django_tools.replica.failures import EXHAUSTED
+    from django_tools.testing import queue_depth, wait_until
+
+    hooks_returning(None)
+    data = {"id": 40, "full_name": "Ana", "cqrs_revision": 0, "cqrs_updated": UPDATED}
+    publish(event_payload("SAVE", data, cqrs_id="author_hooked"), routing_key="author_hooked")
+    consumers.start()
+    wait_until(
+        lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1,
+        timeout=20,
+        what="the falsy hook's message to be dead-lettered",
+    )
+    assert consumers.stats("retried") == topology.policy.max_retries
+    assert consumers.stats("applied") == 0
+    assert not AuthorHooked.objects.filter(pk=40).exists()
+    assert version("author_hooked") is None
+    from test_consumer import dead
+
+    (report,) = dead(rabbitmq_url, topology)
+    assert report.dead_reason == EXHAUSTED
+    assert report.error_class == "django_tools.replica.apply.HookFailed"
+    assert "cqrs_save() returned None" in report.error

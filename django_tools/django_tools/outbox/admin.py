@@ -1,6 +1,6 @@
 """The outbox in the admin of a master: every event with its state and age, a backlog summary
-above the list, and `republish` (selected events back to pending, so that the relay sends them
-again; replicas ignore what they already have, by revision). Also `OutboxSyncAdminMixin`, for a
+above the list, and `republish` (the selected events sent again, as new pending rows; replicas
+ignore what they already have, by revision). Also `OutboxSyncAdminMixin`, for a
 master model's own admin: django-cqrs's resync action, whose syncs go through the outbox.
 
 Generic: any master with `django_tools.outbox` installed gets the outbox page; a master model's
@@ -14,6 +14,7 @@ from django.contrib.auth import get_permission_codename
 from django.utils import timezone
 
 from django_tools.admin import ReadOnlyModelAdmin, format_age
+from django_tools.outbox import services
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.selectors import outbox_backlog
 
@@ -119,14 +120,16 @@ class OutboxEventAdmin(ReadOnlyModelAdmin):
         return event.correlation_id
 
     @admin.action(
-        description="Republicar os eventos selecionados (voltam a pendentes)",
+        description="Republicar os eventos selecionados (como novos eventos pendentes)",
         permissions=["republish"],
     )
     def republish(self, request, queryset) -> None:
-        count = queryset.update(published_at=None)
+        # New rows, never the old ones back to pending: see services.republish.
+        new_ids = services.republish(queryset.values_list("id", flat=True))
         self.message_user(
             request,
-            f"{count} evento(s) de volta a pendente: o relay vai publicá-los de novo "
+            f"{len(new_ids)} evento(s) de volta a pendente, como novo(s) evento(s) "
+            f"{', '.join(f'#{pk}' for pk in new_ids)}: o relay vai publicá-los de novo "
             "(as réplicas ignoram o que já têm, pela revisão).",
             messages.SUCCESS,
         )

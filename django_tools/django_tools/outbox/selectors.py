@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
+from django.db import connections, router
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from django_tools import limits
 from django_tools.outbox.models import OutboxEvent
 
 
@@ -31,11 +34,39 @@ def outbox_backlog() -> Backlog:
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
 
 
-def unpublished_rows(limit: int, after: int | None = None) -> list[tuple[int, str, str, str, str]]:
+def unpublished_rows(
+    limit: int, after: int | None = None, max_bytes: int | None = None
+) -> list[tuple[int, str, str, str, str]]:
     """The oldest unpublished rows (with an id above `after`), what a relay sends:
-    (id, routing key, body, correlation id, trace context)."""
-    pending = OutboxEvent.objects.filter(published_at__isnull=True)
-    if after is not None:
-        pending = pending.filter(id__gt=after)
-    columns = ("id", "routing_key", "body", "correlation_id", "trace_context")
-    return list(pending.order_by("id").values_list(*columns)[:limit])
+    (id, routing key, body, correlation id, trace context). At most `limit` rows, and at most
+    `max_bytes` of bodies (OUTBOX_BATCH_BYTES; always the first row, however large), so that a
+    batch of large rows never holds more than that."""
+    if max_bytes is None:
+        max_bytes = getattr(settings, "OUTBOX_BATCH_BYTES", limits.OUTBOX_BATCH_BYTES)
+    # Where the relay marks them published: never a read replica's older copy.
+    connection = connections[router.db_for_write(OutboxEvent)]
+    with connection.cursor() as cursor:
+        cursor.execute(_unpublished_sql(connection, after is not None),
+                       [*([after] if after is not None else []), limit, max_bytes])  # fmt: skip
+        return cursor.fetchall()
+
+
+def _unpublished_sql(connection, after: bool) -> str:
+    """One statement: the sizes of the next `limit` pending rows (read without their bodies:
+    PostgreSQL's octet_length takes a large value's size from its header), a running sum over
+    them, and the bodies of only the rows whose running sum is within the budget. Raw SQL
+    because the ORM cannot join a windowed subquery; the relay runs it for every batch."""
+    quote = connection.ops.quote_name
+    table = quote(OutboxEvent._meta.db_table)
+    size = "LENGTH(CAST(body AS BLOB))" if connection.vendor == "sqlite" else "OCTET_LENGTH(body)"
+    return (
+        "SELECT o.id, o.routing_key, o.body, o.correlation_id, o.trace_context "
+        f"FROM {table} o JOIN ("
+        "  SELECT id, SUM(size) OVER (ORDER BY id) AS total, size FROM ("
+        f"    SELECT id, {size} AS size FROM {table} WHERE published_at IS NULL"
+        f"    {'AND id > %s' if after else ''} ORDER BY id LIMIT %s"
+        "  ) AS page"
+        ") AS sized ON sized.id = o.id "
+        # Up to the row that would pass the budget; the first row always (its sum is itself).
+        "WHERE sized.total <= %s OR sized.total = sized.size ORDER BY o.id"
+    )

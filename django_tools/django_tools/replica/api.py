@@ -3,9 +3,11 @@
 (`django_tools.outbox.reconcile.HttpReplicaReader`), which always names the CQRS_ID."""
 
 from datetime import datetime
+from typing import Annotated
 
 from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema
+from pydantic import StringConstraints
 
 from django_tools.ninja import MAX_BIGINT, ErrorOut
 from django_tools.replica.messages import UnknownCqrsId
@@ -101,7 +103,10 @@ def rows(request: HttpRequest, query: Query[RowsQuery]):
 
 class TombstonesQuery(Schema):
     cqrs_id: str = Field(..., max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    pk: list[str] = Field(..., min_length=1, max_length=500)
+    # Each key as long as a tombstone's (64): no text field without a maximum.
+    pk: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        ..., min_length=1, max_length=500
+    )
 
 
 class TombstonesOut(Schema):

@@ -11,8 +11,12 @@ Rules, per row (the row's primary key):
   concurrently: each batch locks its rows' keys (PostgreSQL advisory locks; SQLite's
   `BEGIN IMMEDIATE` already serialises writers) before it reads and compares revisions.
 
-`apply_changes` runs inside the caller's transaction; the consumer acknowledges the messages
-only after that transaction committed.
+`apply_changes` runs inside the caller's transaction, opened with `transaction_for(changes)` on
+the database each model is written to (`router.db_for_write`): a replica model routed to another
+database keeps its atomicity and its row locks there. A model's tombstones and replica state live
+in the same database as its rows (they are read and written with `using(alias)`), so a delete and
+its tombstone commit together. The consumer acknowledges the messages only after that
+transaction committed.
 
 Two ways to write, chosen per model (`hooks_of`):
 
@@ -29,6 +33,7 @@ Two ways to write, chosen per model (`hooks_of`):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,7 +41,7 @@ from typing import Any
 
 from dj_cqrs.registries import ReplicaRegistry
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import connections, models, router
+from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -46,6 +51,12 @@ from django_tools.replica.messages import Event, InvalidData, UnknownCqrsId
 from django_tools.replica.models import ReplicaState, Tombstone
 
 APPLIED, DUPLICATE, STALE, DELETED = "applied", "duplicate", "stale", "deleted_before"
+
+
+class HookFailed(RuntimeError):
+    """A replica model's `cqrs_save` / `cqrs_delete` returned a falsy value: not applied. A
+    transient failure, as in django-cqrs's consumer (its `should_retry_cqrs`): the model may
+    refuse now and accept later (a row it depends on has not arrived yet)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +348,25 @@ def _json_name(value: Any) -> str:
     return {str: "string", dict: "object", list: "array"}.get(type(value), type(value).__name__)
 
 
+def database_of(model: type[models.Model]) -> str:
+    """The database a replica model's rows, tombstones and state are written to (and read from,
+    when applying)."""
+    return router.db_for_write(model)
+
+
+@contextlib.contextmanager
+def transaction_for(changes: list[Change]) -> Iterator[None]:
+    """The transaction `apply_changes(changes)` runs in: one on each database the changes'
+    models are written to (usually one). A batch that spans two databases commits on each in
+    turn; a failure between the two leaves it half applied, and its redelivery, applied again
+    (idempotent), completes it."""
+    aliases = sorted({database_of(change.model) for change in changes})
+    with contextlib.ExitStack() as stack:
+        for alias in aliases:
+            stack.enter_context(transaction.atomic(using=alias))
+        yield
+
+
 def apply_changes(changes: list[Change]) -> list[str]:
     """Apply validated changes in the current transaction; an outcome per change, in order."""
     outcomes: list[str | None] = [None] * len(changes)
@@ -358,15 +388,16 @@ class _RowState:
 
 
 def _apply_model(model: type[models.Model], changes: list[Change]) -> list[str]:
-    manager = model._default_manager
+    alias = database_of(model)
+    manager = model._default_manager.db_manager(alias)
     pks = {change.pk for change in changes}
     _lock_rows(model, pks)
     rows = dict(manager.filter(pk__in=pks).values_list("pk", "cqrs_revision"))
     tombs = {
         pk: rev
-        for pk, rev in Tombstone.objects.filter(
-            cqrs_id=model.CQRS_ID, instance_pk__in=[str(pk) for pk in pks]
-        ).values_list("instance_pk", "cqrs_revision")
+        for pk, rev in Tombstone.objects.using(alias)
+        .filter(cqrs_id=model.CQRS_ID, instance_pk__in=[str(pk) for pk in pks])
+        .values_list("instance_pk", "cqrs_revision")
     }
     state = {pk: _RowState(rows.get(pk), tombs.get(str(pk))) for pk in pks}
     writes: dict[Any, Change] = {}  # the change that decides each row's final state
@@ -384,15 +415,18 @@ def _apply_model(model: type[models.Model], changes: list[Change]) -> list[str]:
     had_tombstone = {pk for pk in pks if str(pk) in tombs}
     if hooks_of(model):
         applied = [c for c, o in zip(changes, outcomes, strict=True) if o == APPLIED]
-        _write_through_hooks(model, applied, had_tombstone)
+        _write_through_hooks(model, applied, had_tombstone, alias)
     else:
-        _write(model, writes, had_tombstone)
+        _write(model, writes, had_tombstone, alias)
     if writes:
-        _record_last(model, changes[max(i for i, o in enumerate(outcomes) if o == APPLIED)])
+        last = changes[max(i for i, o in enumerate(outcomes) if o == APPLIED)]
+        _record_last(model, last, alias)
     return outcomes
 
 
-def _write_through_hooks(model: type[models.Model], applied: list[Change], had_tombstone: set):
+def _write_through_hooks(
+    model: type[models.Model], applied: list[Change], had_tombstone: set, alias: str
+) -> None:
     """Every applied change in order, through the model's own `cqrs_save` / `cqrs_delete`."""
     from django_tools.replica.managers import applying
 
@@ -402,26 +436,39 @@ def _write_through_hooks(model: type[models.Model], applied: list[Change], had_t
         with applying(model):
             try:
                 if change.values is None:
-                    model.cqrs_delete(event.data, meta=event.meta)
+                    hook = "cqrs_delete"
+                    result = model.cqrs_delete(event.data, meta=event.meta)
                 else:
-                    model.cqrs_save(
+                    hook = "cqrs_save"
+                    result = model.cqrs_save(
                         event.data, previous_data=event.previous_data, sync=event.is_sync,
                         meta=event.meta,
                     )  # fmt: skip
             except ValidationError as exc:  # the model's hooks refused the data: for good
                 raise InvalidData(f"{model.__name__} hooks: {' '.join(exc.messages)}") from exc
+        if not result:
+            # django-cqrs's consumer acks only `if instance and exception is None`: a falsy
+            # return (None, False, ...) is a failure there, retried. Here too: raised, so the
+            # transaction (row, tombstone, version) rolls back and `failures.classify` retries
+            # the message, then dead-letters it after the last retry.
+            raise HookFailed(
+                f"{model.__name__}.{hook}() returned {result!r} for {change.pk} revision "
+                f"{change.revision}: django-cqrs takes a falsy return as a failure"
+            )
         if change.values is None:
-            _bury(model, [change])
+            _bury(model, [change], alias)
             buried.add(change.pk)
         elif change.pk in buried:
-            Tombstone.objects.filter(cqrs_id=model.CQRS_ID, instance_pk=str(change.pk)).delete()
+            Tombstone.objects.using(alias).filter(
+                cqrs_id=model.CQRS_ID, instance_pk=str(change.pk)
+            ).delete()
             buried.discard(change.pk)
 
 
-def _bury(model: type[models.Model], deletes: list[Change]) -> None:
+def _bury(model: type[models.Model], deletes: list[Change], alias: str) -> None:
     """The tombstones of applied deletes (a later save at or below their revision is stale)."""
     now = timezone.now()
-    Tombstone.objects.bulk_create(
+    Tombstone.objects.using(alias).bulk_create(
         [
             Tombstone(
                 cqrs_id=model.CQRS_ID, instance_pk=str(c.pk), cqrs_revision=c.revision,
@@ -453,27 +500,30 @@ def _decide(change: Change, current: _RowState) -> str:
     return APPLIED
 
 
-def _write(model: type[models.Model], writes: dict[Any, Change], had_tombstone: set) -> None:
+def _write(
+    model: type[models.Model], writes: dict[Any, Change], had_tombstone: set, alias: str
+) -> None:
     saves = [c for c in writes.values() if c.values is not None]
     deletes = [c for c in writes.values() if c.values is None]
-    manager = model._default_manager
     if saves:
-        _upsert(model, [c.values for c in saves])
+        _upsert(model, [c.values for c in saves], alias)
         revived = [str(c.pk) for c in saves if c.pk in had_tombstone]
         if revived:
-            Tombstone.objects.filter(cqrs_id=model.CQRS_ID, instance_pk__in=revived).delete()
+            Tombstone.objects.using(alias).filter(
+                cqrs_id=model.CQRS_ID, instance_pk__in=revived
+            ).delete()
     if deletes:
-        manager.filter(pk__in=[c.pk for c in deletes]).delete()
-        _bury(model, deletes)
+        model._default_manager.db_manager(alias).filter(pk__in=[c.pk for c in deletes]).delete()
+        _bury(model, deletes, alias)
 
 
-def _upsert(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
+def _upsert(model: type[models.Model], rows: list[dict[str, Any]], alias: str) -> None:
     """INSERT … ON CONFLICT (pk) DO UPDATE for all rows in one executemany (SQLite and
     PostgreSQL): what bulk_create(update_conflicts=True) does, without compiling the SQL
     again for every batch. Safe because the caller holds the rows' locks."""
-    connection = connections[router.db_for_write(model)]
+    connection = connections[alias]
     fields = [(field.attname, field.get_db_prep_value) for field in model._meta.concrete_fields]
-    sql = _upsert_sql(model, connection.vendor)
+    sql = _upsert_sql(model, connection)
     # The values come out of the fields' clean(): already Python values of the right type, so
     # only the database adaptation is left (`prepared=True` skips another to_python).
     params = [
@@ -486,10 +536,10 @@ def _upsert(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
 _UPSERT_SQL: dict[tuple[type, str], str] = {}
 
 
-def _upsert_sql(model: type[models.Model], vendor: str) -> str:
-    key = (model, vendor)
+def _upsert_sql(model: type[models.Model], connection) -> str:
+    key = (model, connection.vendor)
     if key not in _UPSERT_SQL:
-        quote = connections[router.db_for_write(model)].ops.quote_name
+        quote = connection.ops.quote_name
         fields = model._meta.concrete_fields
         pk = model._meta.pk
         columns = ", ".join(quote(f.column) for f in fields)
@@ -504,7 +554,7 @@ def _upsert_sql(model: type[models.Model], vendor: str) -> str:
     return _UPSERT_SQL[key]
 
 
-def _record_last(model: type[models.Model], change: Change) -> None:
+def _record_last(model: type[models.Model], change: Change, alias: str) -> None:
     updated = change.updated
     fields = {
         "instance_pk": str(change.pk),
@@ -514,13 +564,13 @@ def _record_last(model: type[models.Model], change: Change) -> None:
         "applied_at": timezone.now(),
         "correlation_id": str(change.event.correlation_id or "")[:128],
     }
-    state = ReplicaState.objects.filter(cqrs_id=model.CQRS_ID)
+    state = ReplicaState.objects.using(alias).filter(cqrs_id=model.CQRS_ID)
     if not state.update(version=F("version") + 1, **fields):
-        ReplicaState.objects.create(cqrs_id=model.CQRS_ID, version=1, **fields)
+        ReplicaState.objects.using(alias).create(cqrs_id=model.CQRS_ID, version=1, **fields)
 
 
 def _lock_rows(model: type[models.Model], pks: set) -> None:
-    connection = connections[router.db_for_write(model)]
+    connection = connections[database_of(model)]
     if connection.vendor != "postgresql":
         return  # SQLite: the IMMEDIATE transaction holds the database's write lock already
     keys = sorted(advisory_key(f"{model.CQRS_ID}:{pk}") for pk in pks)

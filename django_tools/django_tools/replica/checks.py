@@ -52,6 +52,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 "(from django_tools.replica.managers) to the model",
                 obj=model, id="django_tools.replica.E005",
             ))  # fmt: skip
+    problems += _databases(ReplicaRegistry.models.values())
     if cqrs.get("transport") != REPLICA_TRANSPORT:
         problems.append(checks.Warning(
             f"CQRS['transport'] is {cqrs.get('transport')!r}: cqrs_consume will not use the "
@@ -59,6 +60,34 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             hint=f"use {REPLICA_TRANSPORT} (unset CQRS_TRANSPORT)",
             id="django_tools.replica.W001",
         ))  # fmt: skip
+    return problems
+
+
+def _databases(models) -> list[checks.CheckMessage]:
+    """A replica model's tombstones and state are kept in its own database (the one the router
+    writes it to), so that a change and its tombstone commit together: their tables must exist
+    there."""
+    from django.db import router
+
+    from django_tools.replica.apply import database_of
+    from django_tools.replica.models import ReplicaState, Tombstone
+
+    problems = []
+    for model in models:
+        alias = database_of(model)
+        refused = [
+            kept._meta.label
+            for kept in (Tombstone, ReplicaState)
+            if not router.allow_migrate_model(alias, kept)
+        ]
+        if refused:
+            problems.append(checks.Error(
+                f"{model._meta.label} is written to database {alias!r}, where the router does "
+                f"not migrate {', '.join(refused)}: its tombstones and state are kept there",
+                hint=f"let allow_migrate() create django_tools.replica's tables in {alias!r} "
+                f"and run `migrate --database {alias}`",
+                obj=model, id="django_tools.replica.E007",
+            ))  # fmt: skip
     return problems
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
@@ -43,7 +43,7 @@ from django_tools.broker import blocking_connection
 from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
 from django_tools.replica import metrics
-from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare
+from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare, transaction_for
 from django_tools.replica.failures import (
     DeadLetter,
     FailedCopy,
@@ -231,8 +231,9 @@ class Consumer:
 
     def _apply_in_transaction(self, changes: list[tuple[Delivery, Change]]) -> None:
         started = time.perf_counter()
-        with transaction.atomic():
-            outcomes = apply_changes([change for _, change in changes])
+        batch = [change for _, change in changes]
+        with transaction_for(batch):  # on the database(s) the changes are written to
+            outcomes = apply_changes(batch)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         self.stats.update(outcomes)
         self._report(changes, outcomes)

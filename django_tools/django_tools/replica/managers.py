@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.managers import ReplicaManager
-from django.db import router, transaction
 
-from django_tools.replica.apply import apply_changes, prepare
+from django_tools.replica.apply import apply_changes, database_of, prepare, transaction_for
 from django_tools.replica.messages import Event, InvalidData
 
 _inside = threading.local()
@@ -53,7 +52,8 @@ class ConvergentReplicaManager(ReplicaManager):
             if not mapped:
                 raise InvalidData(f"a delete without id or cqrs fields for {self.model.__name__}")
             pk_name = self._get_model_pk_name()
-            self.model._default_manager.filter(**{pk_name: mapped[pk_name]}).delete()
+            rows = self.model._default_manager.db_manager(database_of(self.model))
+            rows.filter(**{pk_name: mapped[pk_name]}).delete()
             return True
         self._apply_one(SignalType.DELETE, master_data)
         return True
@@ -64,7 +64,9 @@ class ConvergentReplicaManager(ReplicaManager):
             raise InvalidData(f"data that does not fit {self.model.__name__}'s CQRS mapping")
         mapped_previous = self._map_previous_data(previous_data) if previous_data else None
         pk_name = self._get_model_pk_name()
-        rows = self.model._default_manager.filter(**{pk_name: mapped[pk_name]}).order_by()
+        # Read where apply writes (and locked): never a read replica's older copy.
+        manager = self.model._default_manager.db_manager(database_of(self.model))
+        rows = manager.filter(**{pk_name: mapped[pk_name]}).order_by()
         if self.model.CQRS_SELECT_FOR_UPDATE:
             rows = rows.select_for_update()
         instance = rows.first()
@@ -86,6 +88,7 @@ class ConvergentReplicaManager(ReplicaManager):
             meta=meta,
         )
         change = prepare(event)
-        with transaction.atomic(using=router.db_for_write(self.model)):
+        with transaction_for([change]):
             apply_changes([change])
-        return self.model._default_manager.filter(pk=change.pk).first() or change
+        manager = self.model._default_manager.db_manager(database_of(self.model))
+        return manager.filter(pk=change.pk).first() or change

@@ -13,7 +13,10 @@ from typing import Any
 import orjson
 from dateutil.parser import parse as parse_datetime
 from dj_cqrs.constants import SignalType
+from django.conf import settings
 from django.utils import timezone
+
+from django_tools import limits
 
 ENVELOPE_KEYS = ("instance_pk", "signal_type", "cqrs_id", "instance_data")
 SIGNAL_TYPES = (SignalType.SAVE, SignalType.DELETE, SignalType.SYNC)
@@ -60,7 +63,19 @@ class Event:
         return self.signal_type == SignalType.SYNC
 
 
+def max_message_bytes() -> int:
+    """CQRS_MAX_MESSAGE_BYTES: the largest body this replica applies."""
+    replica = getattr(settings, "CQRS", {}).get("replica", {})
+    return int(replica.get("max_message_bytes", limits.MAX_MESSAGE_BYTES))
+
+
 def decode(body: bytes) -> Event:
+    if len(body) > (limit := max_message_bytes()):
+        # Not decoded: a body this size cannot hold a valid change of the replica's models, and
+        # a JSON parse of it costs memory several times its size.
+        raise InvalidMessage(
+            f"body of {len(body)} bytes is larger than CQRS_MAX_MESSAGE_BYTES ({limit})"
+        )
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import models
 
 from django_tools.checksum import row_checksum
-from django_tools.replica.apply import replica_model
+from django_tools.replica.apply import database_of, replica_model
 
 #: Never compared: the key, and the replica's own bookkeeping.
 EXCLUDED = {"cqrs_updated"}
@@ -40,8 +40,11 @@ def tombstones(cqrs_id: str, pks: list[str]) -> dict[str, Any]:
     repair a row the replica believes deleted while the master still has it)."""
     from django_tools.replica.models import Tombstone
 
-    replica_model(cqrs_id)  # an unknown CQRS_ID is an error, as for the rows
-    found = Tombstone.objects.filter(cqrs_id=cqrs_id, instance_pk__in=pks).values_list(
-        "instance_pk", "cqrs_revision"
+    model = replica_model(cqrs_id)  # an unknown CQRS_ID is an error, as for the rows
+    # A model's tombstones live in its database (django_tools.replica.apply).
+    found = (
+        Tombstone.objects.using(database_of(model))
+        .filter(cqrs_id=cqrs_id, instance_pk__in=pks)
+        .values_list("instance_pk", "cqrs_revision")
     )
     return {"cqrs_id": cqrs_id, "tombstones": [[pk, revision] for pk, revision in found]}

@@ -22,7 +22,8 @@ def delete_rows(model: type[models.Model], pks: list[Any]) -> int:
     row's, with its tombstone. Returns how many were deleted."""
     using = router.db_for_write(model)
     with transaction.atomic(using=using):
-        rows = model._default_manager.filter(pk__in=pks).values_list("pk", "cqrs_revision")
+        rows = model._default_manager.db_manager(using).filter(pk__in=pks)
+        rows = rows.values_list("pk", "cqrs_revision")
         now = str(timezone.now())
         changes = [
             Change(
@@ -42,13 +43,16 @@ def clear(model: type[models.Model]) -> int:
     nothing: an old tombstone would hide the row it loads), and the version bumped."""
     using = router.db_for_write(model)
     with transaction.atomic(using=using):
-        deleted, _ = model._default_manager.all().delete()
-        Tombstone.objects.filter(cqrs_id=model.CQRS_ID).delete()
-        bumped = ReplicaState.objects.filter(cqrs_id=model.CQRS_ID).update(
-            version=F("version") + 1, applied_at=timezone.now()
+        deleted, _ = model._default_manager.db_manager(using).all().delete()
+        # A model's tombstones and state live in its database (django_tools.replica.apply).
+        Tombstone.objects.using(using).filter(cqrs_id=model.CQRS_ID).delete()
+        bumped = (
+            ReplicaState.objects.using(using)
+            .filter(cqrs_id=model.CQRS_ID)
+            .update(version=F("version") + 1, applied_at=timezone.now())
         )
         if not bumped:
-            ReplicaState.objects.create(
+            ReplicaState.objects.using(using).create(
                 cqrs_id=model.CQRS_ID, version=1, instance_pk="", revision=0,
                 signal_type="CLEAR", applied_at=timezone.now(),
             )  # fmt: skip

@@ -43,9 +43,7 @@ def apply_event(self, body: str) -> str:
     `failures.classify`. Transient failures are retried with Celery's retry and this replica's
     backoff; what cannot be applied goes to the same dead-letter queue, with the same headers,
     as in cqrs mode."""
-    from django.db import transaction
-
-    from django_tools.replica.apply import apply_changes, prepare
+    from django_tools.replica.apply import apply_changes, prepare, transaction_for
     from django_tools.replica.consumer import log_traced
     from django_tools.replica.failures import DeadLetter, classify
     from django_tools.replica.messages import decode
@@ -61,7 +59,10 @@ def apply_event(self, body: str) -> str:
         validating = False
         # Traced: a child of the task's span, which the Celery instrumentation continued from
         # the relay's publish.
-        with tracing.span("cqrs.apply", **{"cqrs.id": change.event.cqrs_id}), transaction.atomic():
+        with (
+            tracing.span("cqrs.apply", **{"cqrs.id": change.event.cqrs_id}),
+            transaction_for([change]),
+        ):
             (outcome,) = apply_changes([change])
     except Exception as exc:
         decision = classify(exc, retries, topology.policy, validating=validating)

@@ -19,8 +19,11 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
     @classmethod
     def consume(cls, cqrs_ids=None):
         # Imported here: django-cqrs imports the transport while Django's apps are loading.
+        from django_tools import limits
         from django_tools.heartbeat import Heartbeat, consumer_file, heartbeat_dir, prune_consumers
+        from django_tools.limits import prefetch_within
         from django_tools.replica.consumer import Consumer
+        from django_tools.replica.messages import max_message_bytes
         from django_tools.replica.topology import Topology
 
         stop = threading.Event()
@@ -33,11 +36,17 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
         prune_consumers(heartbeat_dir())
         heartbeat = Heartbeat(heartbeat_dir() / consumer_file())
         replica = settings.CQRS["replica"]
+        prefetch, batch_size = prefetch_within(
+            int(replica["prefetch"]),
+            int(replica["batch_size"]),
+            prefetch_bytes=int(replica.get("prefetch_bytes", limits.PREFETCH_BYTES)),
+            max_message_bytes=max_message_bytes(),
+        )
         consumer = Consumer(
             Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
             settings.CQRS["url"],
-            prefetch=int(replica["prefetch"]),
-            batch_size=int(replica["batch_size"]),
+            prefetch=prefetch,
+            batch_size=batch_size,
             stop=stop,
             heartbeat=heartbeat,
         )

@@ -8,6 +8,7 @@ replica can talk to these services.
 
 from __future__ import annotations
 
+from django_tools import limits
 from django_tools.env import env_float, env_int, env_str, parse_queue_type
 from django_tools.observability.correlation import cqrs_correlation_function
 from django_tools.wire import DEFAULT_EXCHANGE
@@ -35,6 +36,8 @@ CQRS_MASTER_OPTIONS = {
 
 #: The relay (django_tools.outbox.relays).
 OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
+#: ...and at most this many bytes of rows per batch (django_tools.limits).
+OUTBOX_BATCH_BYTES = env_int("OUTBOX_BATCH_BYTES", limits.OUTBOX_BATCH_BYTES)
 OUTBOX_POLL_MAX = env_float("OUTBOX_POLL_MAX", 0.05)
 #: Published rows are kept this many seconds, then pruned by beat every OUTBOX_PRUNE_EVERY.
 OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 3600)
@@ -57,6 +60,10 @@ CQRS_REPLICA_OPTIONS = {
     "retry_jitter": env_float("CQRS_RETRY_JITTER", 0.2),
     "prefetch": env_int("CQRS_PREFETCH", 500),
     "batch_size": env_int("CQRS_BATCH_SIZE", 250),
+    # Bytes, not only counts (django_tools.limits): a larger body is dead-lettered unread, and
+    # the prefetch is cut so that prefetch x max_message_bytes stays within prefetch_bytes.
+    "max_message_bytes": env_int("CQRS_MAX_MESSAGE_BYTES", limits.MAX_MESSAGE_BYTES),
+    "prefetch_bytes": env_int("CQRS_PREFETCH_BYTES", limits.PREFETCH_BYTES),
     "queue_type": CQRS_QUEUE_TYPE,
     # Dead letters stay until someone reads them (`cqrs_dead_letters`).
     "dead_message_ttl": None,

@@ -111,3 +111,20 @@ class AuthorHooked(ReplicaMixin):
     def cqrs_delete(cls, master_data, meta=None):
         HOOK_CALLS.append(("cqrs_delete", master_data["id"], master_data["cqrs_revision"], meta))
         return super().cqrs_delete(master_data, meta=meta)
+
+
+# --- a replica model in another database -------------------------------------------------------
+
+
+class BookElsewhere(ReplicaMixin):
+    """A replica model that the test settings' router sends to the `elsewhere` database: apply
+    must open its transaction, take its row locks and keep its tombstones and state there."""
+
+    CQRS_ID = "book_elsewhere"
+    DATABASE = "elsewhere"
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.BigIntegerField(primary_key=True)
+    title = models.CharField(max_length=200)
