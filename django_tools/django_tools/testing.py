@@ -347,6 +347,18 @@ def broker_vhost(rabbitmq_url: str) -> Iterator[VirtualHost]:
     vhost.delete()
 
 
+@pytest.fixture(autouse=True)
+def _probes_closed():
+    """The probes of `/health` and the status endpoints keep their connections (one per
+    process): closed after each test that used them, before its database or broker goes."""
+    yield
+    import sys
+
+    health = sys.modules.get("django_tools.health")
+    if health is not None:
+        health.close_probes()
+
+
 @pytest.fixture
 def direct_wsgi_calls():
     """Let a test call the WSGI application directly (schemathesis does) inside the test's

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from django_tools.heartbeat import STALE_AFTER, Pulse, heartbeat_dir, read_consumers
+from django_tools import heartbeat
+from django_tools.heartbeat import Pulse, heartbeat_dir, read_consumers
 
 
 class Command(BaseCommand):
@@ -29,11 +30,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stale-after",
             type=float,
-            default=STALE_AFTER,
-            help=f"seconds after which a heartbeat is stale (default {STALE_AFTER:.0f})",
+            help="seconds after which a heartbeat is stale (default HEARTBEAT_STALE_AFTER)",
         )
 
-    def handle(self, *args, stale_after: float, **options) -> None:
+    def handle(self, *args, stale_after: float | None, **options) -> None:
+        stale_after = heartbeat.stale_after() if stale_after is None else stale_after
         directory = heartbeat_dir()
         problem, summary = check(directory, read_consumers(directory), stale_after=stale_after)
         if problem:
