@@ -310,6 +310,10 @@ class BrokerLink:
                 self.drop()
                 raise
 
+    def forget(self) -> None:
+        """In a forked child: the connection is the parent's (its socket too); let it be."""
+        self.connection, self._channel, self.url = None, None, None
+
     def drop(self) -> None:
         connection, self.connection, self._channel = self.connection, None, None
         if connection is not None and connection.is_open:
@@ -331,6 +335,7 @@ def ping(link: BrokerLink) -> None:
 
 
 _broker_link = BrokerLink()
+os.register_at_fork(after_in_child=_broker_link.forget)
 #: The probers of this process, one per dependency (`replica`: the consumer's progress, which
 #: waits on the broker's prober and then reads the database).
 BROKER = Prober("rabbitmq", idle=_broker_link.idle)

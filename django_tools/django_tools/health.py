@@ -23,6 +23,7 @@ it in a loop piles nothing up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 
@@ -182,15 +183,16 @@ def run_checks(names: Iterable[str] | None = None) -> dict[str, dict]:
 
 def close_probes() -> None:
     """Close the connections the probes keep in this process (tests, before their databases go)."""
-    from django_tools.connectivity import close_shared
+    from django_tools.connectivity import Unreachable, close_shared
 
-    for prober in (DATABASE, REPLICA):
-        if prober.started:
-            prober.ask("close", connections.close_all, timeout=5, fresh_for=0)
-    if BROKER.started:
-        BROKER.ask("close", close_shared, timeout=5, fresh_for=0)
-    else:
-        close_shared()
+    with contextlib.suppress(Unreachable):  # a prober still stuck keeps its connection
+        for prober in (DATABASE, REPLICA):
+            if prober.started:
+                prober.ask("close", connections.close_all, timeout=5, fresh_for=0)
+        if BROKER.started:
+            BROKER.ask("close", close_shared, timeout=5, fresh_for=0)
+        else:
+            close_shared()
 
 
 def _failing(checks: dict[str, dict]) -> list[str]:
