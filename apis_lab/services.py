@@ -70,12 +70,6 @@ def celery(
         prefix = (service.env() if env is None else env).get("CELERY_QUEUE_PREFIX", "")
         queue = f"{prefix}{service.name}.tasks"
         command += ["--concurrency", str(concurrency), "-n", f"{service.name}@%h", "-Q", queue]
-        # No worker-to-worker chatter (nothing here uses it): each is a publish from inside the
-        # worker's event loop, and after a silent link died, mingle's hello (on a pooled
-        # connection that died with the link) and the worker-heartbeat events held the loop for
-        # py-amqp's read timeout before the worker took tasks again. (Remote control, whose
-        # exclusive queue collided with the dead connection's, is off in settings/celery.py.)
-        command += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     else:
         command += ["--schedule", f"{state_dir}/beat-{service.name}"]
     return command

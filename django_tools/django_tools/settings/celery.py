@@ -37,10 +37,12 @@ _DEAD_AFTER = 2 * max(1, CQRS_AMQP_HEARTBEAT)
 CELERY_BROKER_HEARTBEAT = CQRS_AMQP_HEARTBEAT
 CELERY_BROKER_HEARTBEAT_CHECKRATE = max(1, CQRS_AMQP_HEARTBEAT)
 CELERY_BROKER_CONNECTION_TIMEOUT = CQRS_AMQP_CONNECT_TIMEOUT
-# No remote control (nothing here uses `celery inspect`/`control`): its queue is exclusive to
-# the worker's connection, and a worker reconnecting after a silent link died found it still
-# held by the dead connection (the broker notices only after 2–3 heartbeats) and crashed.
-CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+# The remote-control queue (`celery inspect ping`: compose's health checks) is not exclusive:
+# exclusive, it belongs to the worker's connection, and a worker reconnecting after a silent
+# link died found it still held by the dead connection (the broker notices only after 2–3
+# heartbeats) and crashed (405 RESOURCE_LOCKED). Not exclusive, it is still auto-deleted, and
+# expires 10 s after its last consumer left (`control_queue_expires`).
+CELERY_CONTROL_QUEUE_EXCLUSIVE = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "confirm_publish": True,
     "socket_settings": celery_socket_settings(CQRS_AMQP_HEARTBEAT),
