@@ -44,6 +44,7 @@ class TcpProxy:
         self._links: set[_Link] = set()
         self._blackholed = False
         self._lock = threading.Lock()
+        self.swallowed = 0  # bytes dropped on dead links, ever
 
     @classmethod
     def for_url(cls, amqp_url: str) -> TcpProxy:
@@ -74,6 +75,7 @@ class TcpProxy:
 
     @property
     def dropped_bytes(self) -> int:
+        """Bytes swallowed so far by the dead links still open."""
         with self._lock:
             return sum(link.dropped for link in self._links)
 
@@ -157,6 +159,7 @@ class TcpProxy:
             while data := source.recv(65536):
                 if link.dead or sink is None:
                     link.dropped += len(data)  # swallowed: the other end never hears of it
+                    self.swallowed += len(data)
                     continue
                 sink.sendall(data)
                 link.forwarded += len(data)
@@ -217,6 +220,10 @@ class BrokerProxies:
     @property
     def open_links(self) -> int:
         return sum(proxy.open_links for proxy in self.proxies)
+
+    @property
+    def swallowed(self) -> int:
+        return sum(proxy.swallowed for proxy in self.proxies)
 
     def stop(self) -> None:
         for proxy in self.proxies:

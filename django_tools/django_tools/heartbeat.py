@@ -119,6 +119,12 @@ class Heartbeat:
             if not self._failed:
                 logger.warning("cannot write the heartbeat %s (%s); going on without it", path, exc)
                 self._failed = True
+            # An old heartbeat left in place would say this process stopped beating (and
+            # `cqrs_consume` kills a worker whose heartbeat is stale): none says "unknown".
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            with contextlib.suppress(OSError):
+                path.unlink()
         else:
             self._failed = False
 
