@@ -5,6 +5,7 @@ import pytest
 from django.db import OperationalError
 
 from django_tools import health
+from django_tools.testing import SilentNode
 
 pytestmark = pytest.mark.django_db
 
@@ -98,43 +99,6 @@ def test_a_password_the_url_parser_trips_on_never_shows(client, settings, passwo
 
 
 # --- probes: no connection per request, nothing piled up, black-holed nodes skipped in time ---
-
-
-class SilentNode:
-    """A black-holed RabbitMQ node: TCP connections are accepted (counted) and never answered."""
-
-    def __init__(self) -> None:
-        import socket
-        import threading
-
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.accepted.append(self.listener.accept()[0])
-            except OSError:
-                return
-
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self.accepted:
-            sock.close()
-
-
-@pytest.fixture
-def silent_node():
-    node = SilentNode()
-    yield node
-    node.close()
 
 
 @pytest.fixture

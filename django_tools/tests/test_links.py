@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from pika.exceptions import AMQPConnectionError
 
-from django_tools.broker import blocking_connection, set_deadline, tcp_options
+from django_tools.broker import blocking_connection, node_of, set_deadline, tcp_options
 from django_tools.heartbeat import Heartbeat, read
 from django_tools.reconnect import keep_running
 from django_tools.replica import consumer as consumer_module
@@ -31,6 +31,22 @@ def test_a_deadline_ends_a_wait_on_the_broker(rabbitmq_url):
     finally:
         if connection.is_open:
             connection.close()
+
+
+def test_a_black_holed_node_is_skipped_within_the_connect_timeout(
+    rabbitmq_url, settings, silent_node
+):
+    """The relay and the consumer connect node by node: one that never answers costs
+    CQRS_AMQP_CONNECT_TIMEOUT (pika's defaults: 10 s for the socket, 15 s for the handshake)."""
+    settings.CQRS_AMQP_CONNECT_TIMEOUT = 1.0
+    cluster = f"{silent_node.url()},{rabbitmq_url}"
+    started = time.monotonic()
+    connection = blocking_connection(cluster)
+    try:
+        assert time.monotonic() - started < 3
+        assert silent_node.accepted and node_of(connection, cluster) == 1
+    finally:
+        connection.close()
 
 
 def test_the_connection_has_the_heartbeat_asked_for(rabbitmq_url, settings):
