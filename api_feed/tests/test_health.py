@@ -8,7 +8,7 @@ def test_health_names_the_service_and_every_part(client, db, rabbitmq_url, redis
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["service"] == "feed" and body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "rabbitmq", "redis"}
+    assert set(body["checks"]) == {"database", "rabbitmq", "redis", "consumer"}
 
 
 def test_the_broker_gone_is_degraded(client, db, settings, redis_url):

@@ -11,7 +11,7 @@ def test_health_is_200_when_every_part_answers(client, db, rabbitmq_url, redis_u
     body = response.json()
     assert body["status"] == "ok" and body["service"] == "produtos"
     assert all(check["ok"] for check in body["checks"].values())
-    assert set(body["checks"]) == {"database", "rabbitmq", "redis"}
+    assert set(body["checks"]) == {"database", "rabbitmq", "redis", "relay"}
 
 
 def test_an_unreachable_broker_is_degraded_not_unavailable(client, db, settings, redis_url):

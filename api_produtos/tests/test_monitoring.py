@@ -18,11 +18,20 @@ def test_outbox_status_follows_the_backlog(api, produto_body, client):
         "oldest_created_at": None,
         "oldest_age_seconds": 0.0,
         "last_published_at": None,
+        "stalled": False,
+        "detail": None,
+        "stall_after_seconds": 20.0,
     }
     for n in range(3):
         assert api.post("/api/produtos/", produto_body(sku=f"S-{n}")).status_code == 201
     status = client.get("/api/outbox/status").json()
     assert status["backlog"] == 3 and status["oldest_created_at"] is not None
+    assert status["stalled"] is False  # young rows: the relay has time yet
+    # Rows older than CQRS_STALL_AFTER and nothing ever published: the relay is stalled.
+    OutboxEvent.objects.update(created_at=timezone.now() - timedelta(seconds=60))
+    status = client.get("/api/outbox/status").json()
+    assert status["stalled"] is True
+    assert status["detail"].startswith("the outbox is stuck: 3 rows unpublished, the oldest 60s")
     published = timezone.now() - timedelta(seconds=5)
     OutboxEvent.objects.update(published_at=published)
     status = client.get("/api/outbox/status").json()

@@ -35,10 +35,18 @@ CONSUMER_PREFIX = "cqrs-consume-"
 
 #: Seconds between two writes of the same state.
 WRITE_EVERY = 1.0
-#: A heartbeat older than this (the health commands' `--stale-after`) is a process stuck
-#: somewhere: the loops beat about once a second, but one batch may hold them up for a while
-#: (the relay waits up to 30 s for its publisher confirms).
-STALE_AFTER = 45.0
+#: A heartbeat older than this (HEARTBEAT_STALE_AFTER; the health commands' `--stale-after`)
+#: is a process stuck somewhere or paused. The relay and the consumer workers beat about once a
+#: second whatever they wait for (the broker's confirms, a batch in the database, a reconnect's
+#: backoff; at worst a connect attempt, CQRS_AMQP_CONNECT_TIMEOUT per node).
+STALE_AFTER = 15.0
+
+
+def stale_after() -> float:
+    """HEARTBEAT_STALE_AFTER, else `STALE_AFTER`."""
+    from django.conf import settings
+
+    return float(getattr(settings, "HEARTBEAT_STALE_AFTER", STALE_AFTER))
 
 
 def heartbeat_dir() -> Path:
@@ -111,6 +119,12 @@ class Heartbeat:
             if not self._failed:
                 logger.warning("cannot write the heartbeat %s (%s); going on without it", path, exc)
                 self._failed = True
+            # An old heartbeat left in place would say this process stopped beating (and
+            # `cqrs_consume` kills a worker whose heartbeat is stale): none says "unknown".
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            with contextlib.suppress(OSError):
+                path.unlink()
         else:
             self._failed = False
 

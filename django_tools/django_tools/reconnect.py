@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from tenacity import RetryCallState, wait_exponential_jitter
@@ -27,9 +28,12 @@ def keep_running(
     maximum: float = 5.0,
     jitter: float = 0.25,
     on_retry: Callable[[BaseException], None] | None = None,
+    beat: Callable[[], None] | None = None,
 ) -> None:
     """Run `session(connected)` until `stop` is set; a session that raises one of `retry_on` is
-    run again after the backoff, anything else propagates. A session that returns is done."""
+    run again after the backoff, anything else propagates. A session that returns is done.
+    `beat`, when given, is called about every second of the backoff (a process's heartbeat
+    file shows it waiting, not stuck)."""
     wait = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=jitter)
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
     failures = [0]  # consecutive attempts that never got connected
@@ -51,4 +55,9 @@ def keep_running(
             if on_retry is not None:
                 on_retry(exc)
             logger.warning("%s lost (%r); again in %.1fs", what, exc, pause)
-            stop.wait(pause)
+            resume = time.monotonic() + pause
+            while not stop.wait(max(0.0, min(1.0, resume - time.monotonic()))):
+                if time.monotonic() >= resume:
+                    break
+                if beat is not None:
+                    beat()

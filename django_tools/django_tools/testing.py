@@ -341,11 +341,60 @@ class VirtualHost:
         rabbitmqctl("delete_vhost", self.name)
 
 
+class SilentNode:
+    """A black-holed RabbitMQ node: TCP connections are accepted (and counted), never answered
+    — what a client sees of a node whose link drops everything."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def url(self, user: str = "guest", password: str = "guest") -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.accepted:
+            sock.close()
+
+
+@pytest.fixture
+def silent_node() -> Iterator[SilentNode]:
+    node = SilentNode()
+    yield node
+    node.close()
+
+
 @pytest.fixture
 def broker_vhost(rabbitmq_url: str) -> Iterator[VirtualHost]:
     vhost = VirtualHost(rabbitmq_url).create()
     yield vhost
     vhost.delete()
+
+
+@pytest.fixture(autouse=True)
+def _probes_closed():
+    """The probes of `/health` and the status endpoints keep their connections (one per
+    process): closed after each test that used them, before its database or broker goes."""
+    yield
+    import sys
+
+    health = sys.modules.get("django_tools.health")
+    if health is not None:
+        health.close_probes()
 
 
 @pytest.fixture

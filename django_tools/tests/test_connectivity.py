@@ -45,3 +45,59 @@ def test_a_broker_that_never_answers_is_unreachable_within_the_timeout():
         probe_rabbitmq(f"amqp://admin:admin@127.0.0.1:{silent.getsockname()[1]}/", timeout=1)
     silent.close()
     assert time.monotonic() - started < 3
+
+
+# --- the shared probes of requests ------------------------------------------------------------
+
+
+def test_a_prober_runs_each_probe_once_however_many_ask():
+    import threading
+
+    from django_tools.connectivity import Prober
+
+    prober, runs, release = Prober("test-once"), [], threading.Event()
+
+    def probe() -> str:
+        runs.append(1)
+        release.wait(5)
+        return "up"
+
+    flights = [prober.submit("p", probe) for _ in range(20)]
+    assert all(flight is flights[0] for flight in flights)
+    release.set()
+    assert prober.ask("p", probe, timeout=2) == "up"
+    assert len(runs) == 1
+    # A fresh answer is given again; an older one is asked anew.
+    assert prober.ask("p", probe, timeout=2, fresh_for=10) == "up" and len(runs) == 1
+    assert prober.ask("p", probe, timeout=2, fresh_for=0) == "up" and len(runs) == 2
+
+
+def test_a_probe_that_hangs_is_waited_for_once_then_answered_busy_at_once():
+    import threading
+
+    from django_tools.connectivity import Busy, NoAnswer, Prober
+
+    prober, release = Prober("test-hangs"), threading.Event()
+    started = time.monotonic()
+    with pytest.raises(NoAnswer, match=r"no answer within 0\.3s"):
+        prober.ask("p", lambda: release.wait(10), timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 1
+    started = time.monotonic()
+    with pytest.raises(Busy, match=r"busy: the same probe has not answered for 0\.3"):
+        prober.ask("p", lambda: None, timeout=0.3)
+    assert time.monotonic() - started < 0.5
+    # Another kind of probe of the same dependency waits behind it: bounded by its timeout.
+    with pytest.raises(NoAnswer):
+        prober.ask("q", lambda: "q", timeout=0.2)
+    release.set()
+    assert prober.ask("q", lambda: "q", timeout=2) == "q"
+
+
+def test_a_failed_probe_says_why_to_whoever_asks():
+    from django_tools.connectivity import Prober
+
+    def refused() -> None:
+        raise Unreachable("connection refused")
+
+    with pytest.raises(Unreachable, match="connection refused"):
+        Prober("test-fails").ask("p", refused, timeout=2)

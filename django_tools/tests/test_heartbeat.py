@@ -97,6 +97,22 @@ def test_an_unwritable_folder_never_breaks_the_loop(tmp_path, caplog):
     assert "cannot write the heartbeat" in caplog.records[0].message
 
 
+def test_a_heartbeat_that_cannot_be_written_any_more_is_removed(tmp_path, monkeypatch):
+    """A full disk must not make a working process look stuck (cqrs_consume kills workers
+    whose heartbeat is stale): its old heartbeat goes."""
+    path = tmp_path / "w.json"
+    beat = Heartbeat(path, every=0)
+    beat.beat("consuming")
+    assert path.exists()
+
+    def full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(heartbeat.os, "replace", full)
+    beat.beat("consuming")
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
 def test_reading_back(tmp_path):
     assert heartbeat.read(tmp_path / "none.json") is None
     (tmp_path / "bad.json").write_text("{not json")
@@ -147,9 +163,12 @@ def test_relay_health(beats):
         f"outbox relay unhealthy: the relay (pid {os.getpid()}) cannot reach the broker "
         "(3 reconnects so far)",
     )
+    write(path, state="blocked")
+    code, line = run("outbox_relay_health")
+    assert code == 1 and "the broker blocks the relay's publishing" in line
     write(path, state="publishing", time=time.time() - 100)
     code, line = run("outbox_relay_health")
-    assert code == 1 and "has not beaten for 100s (limit 45s): it is stuck" in line
+    assert code == 1 and "has not beaten for 100s (limit 15s): it is stuck" in line
     assert run("outbox_relay_health", "--stale-after", "200")[0] == 0
     write(path, state="publishing", pid=dead_pid())
     code, line = run("outbox_relay_health")

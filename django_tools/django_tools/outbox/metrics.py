@@ -15,9 +15,16 @@ OUTBOX_PUBLISHED = Counter(
 
 class OutboxBacklogCollector(Collector):
     def collect(self):
-        from django_tools.outbox.selectors import outbox_backlog
+        from django_tools.outbox.progress import relay_progress
 
-        backlog = outbox_backlog()
+        progress = relay_progress()
+        backlog = progress.backlog
+        stalled = GaugeMetricFamily(
+            "cqrs_outbox_stalled",
+            "1 when outbox rows have waited longer than CQRS_STALL_AFTER and nothing was published",
+        )
+        stalled.add_metric([], 1 if progress.stalled else 0)
+        yield stalled
         pending = GaugeMetricFamily("cqrs_outbox_backlog", "Outbox events not yet published")
         pending.add_metric([], backlog.count)
         age = GaugeMetricFamily(

@@ -44,6 +44,16 @@ class LastAppliedOut(Schema):
     correlation_id: str
 
 
+class ConsumerOut(Schema):
+    """Progress of the replica's consumer: `stalled` when messages have waited in the queue for
+    `stall_after_seconds` (CQRS_STALL_AFTER) and nothing was applied meanwhile."""
+
+    stalled: bool
+    detail: str | None
+    last_applied_age_seconds: float | None
+    stall_after_seconds: float
+
+
 class ReplicationStatusOut(Schema):
     broker: BrokerOut
     queue: QueueOut
@@ -51,6 +61,7 @@ class ReplicationStatusOut(Schema):
     retries_scheduled: int | None
     last_applied: LastAppliedOut | None
     estimated_lag_seconds: float | None
+    consumer: ConsumerOut
 
 
 @router.get("/status", response=ReplicationStatusOut)
@@ -76,7 +87,17 @@ def status(request: HttpRequest):
             "correlation_id": last.correlation_id,
         },
         "estimated_lag_seconds": current.estimated_lag_seconds,
+        "consumer": {
+            "stalled": current.consumer.stalled,
+            "detail": current.consumer.detail,
+            "last_applied_age_seconds": _rounded(current.consumer.last_applied_age_seconds),
+            "stall_after_seconds": current.consumer.stall_after,
+        },
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 class RowsQuery(Schema):

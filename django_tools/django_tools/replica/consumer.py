@@ -19,6 +19,12 @@ that one bad message never drags its neighbours into a retry or the dead-letter 
 The consumer owns its consume loop: when the broker cancels it (its queue was deleted, an
 operator cancelled it, a node holding the queue went away) or the connection drops, it
 connects again, declares its topology again and goes on; only `stop` ends it.
+
+Its connection has the AMQP heartbeat and the watch of `broker.WatchedConnection`: a link that
+dies silently is given up within 2 × CQRS_AMQP_HEARTBEAT + 1 s. While a batch is in the
+database, `broker.LinkKeeper` keeps servicing the connection, so a long apply never makes the
+broker drop a healthy consumer; and the worker's heartbeat file is written every second
+whatever it waits for, so `cqrs_consume` can tell a paused or hung worker from a busy one.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
 from django_tools import amqp_properties, tracing
-from django_tools.broker import blocking_connection
+from django_tools.broker import LinkKeeper, blocking_connection, node_of
 from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
 from django_tools.replica import metrics
@@ -110,6 +116,8 @@ class Consumer:
         self.stats: Counter[str] = Counter()
         self._outcomes: dict[int, str] = {}  # delivery tag → outcome, for the batch in hand
         self.heartbeat = heartbeat or Heartbeat.disabled()
+        self._keeper: LinkKeeper | None = None  # services the connection while a batch applies
+        self._node = 0  # the node of the broker's URL the next connection tries first
 
     # --- connection ----------------------------------------------------------------------
 
@@ -122,11 +130,26 @@ class Consumer:
             retry_on=(AMQPError, OSError),  # ConsumerCancelled included
             logger=logger,
             what="AMQP connection",
-            on_retry=lambda _exc: self.heartbeat.beat("reconnecting", self.stats),
+            on_retry=self._on_retry,
+            beat=lambda: self.heartbeat.beat("reconnecting", self.stats),
         )
 
+    def _on_retry(self, _exc: BaseException) -> None:
+        self._node += 1  # the next attempt starts at another node of a cluster
+        self.heartbeat.beat("reconnecting", self.stats)
+
     def _session(self, connected: Callable[[], None]) -> None:
-        connection = blocking_connection(self.url, blocked_connection_timeout=60)
+        self.heartbeat.beat("connecting", self.stats)
+        connection = blocking_connection(
+            self.url,
+            first=self._node,
+            name="cqrs-consume",
+            blocked_connection_timeout=60,
+            # Beats every second while pika waits (a publish the broker blocks, a slow declare).
+            on_tick=lambda: self.heartbeat.beat("consuming", self.stats),
+        )
+        self._node = node_of(connection, self.url)
+        self._keeper = LinkKeeper(connection)
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=self.prefetch)
@@ -141,9 +164,16 @@ class Consumer:
             )
             self._consume(channel)
         finally:
+            self._keeper.close()
+            self._keeper = None
             if connection.is_open:
                 with contextlib.suppress(AMQPError):
                     connection.close()
+
+    def _servicing_link(self) -> contextlib.AbstractContextManager:
+        """Around work that does not touch the connection (a batch's database work): the
+        connection keeps being serviced meanwhile."""
+        return self._keeper.busy() if self._keeper is not None else contextlib.nullcontext()
 
     def _consume(self, channel: BlockingChannel) -> None:
         messages = channel.consume(self.topology.queue, inactivity_timeout=0.25)
@@ -179,7 +209,8 @@ class Consumer:
             except Exception as exc:
                 failures[delivery.tag] = self._failure(delivery, exc, validating=True)
         if changes:
-            failures.update(self._apply(changes))
+            with self._servicing_link():
+                failures.update(self._apply(changes))
         for delivery in batch:
             failure = failures.get(delivery.tag)
             if failure is not None:

@@ -41,12 +41,24 @@ DEAD_LETTERS_REPORTED = Gauge(
 
 class ReplicaQueuesCollector(Collector):
     def collect(self):
-        from django_tools.replica.status import broker_view
+        from django_tools.replica.models import ReplicaState
+        from django_tools.replica.status import active_queue, broker_view, consumer_progress
+        from django_tools.replica.topology import Topology
 
-        view = broker_view()
+        topology = Topology.from_settings()
+        view = broker_view(topology)
         up = GaugeMetricFamily("cqrs_broker_up", "1 when the broker answered the last scrape")
         up.add_metric([], 1 if view.reachable else 0)
         yield up
+        last = ReplicaState.objects.order_by("-applied_at").first()
+        progress = consumer_progress(active_queue(topology), view, last)
+        stalled = GaugeMetricFamily(
+            "cqrs_consumer_stalled",
+            "1 when messages have waited in the replica's queue longer than CQRS_STALL_AFTER "
+            "and nothing was applied",
+        )
+        stalled.add_metric([], 1 if progress.stalled else 0)
+        yield stalled
         if not view.reachable:
             return
         depths = view.depths

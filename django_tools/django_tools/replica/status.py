@@ -1,24 +1,31 @@
-"""How the replica is doing: queue depth, dead letters, scheduled retries, last applied event and
-an estimate of the lag. The broker is asked over AMQP (passive declares) in a thread with a
-deadline: a slow or dead broker makes the answer say "unreachable", never hang."""
+"""How the replica is doing: queue depth, dead letters, scheduled retries, last applied event, an
+estimate of the lag, and whether the consumer makes progress. The broker is asked over AMQP
+(passive declares) by this process's broker prober (`connectivity.BROKER`: one connection kept,
+one question of each kind at a time, answers a second old given again) within a deadline: a
+slow or dead broker makes the answer say "unreachable", never hang, and nobody asking often
+piles work up or opens connections.
+
+The consumer is stalled (`consumer_progress`) when messages have been waiting in its queue for
+CQRS_STALL_AFTER seconds (as seen by this process, asking now and then) and nothing was applied
+in that time: no worker consuming, or workers paused, hung or cut from the broker."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
-from pika.exceptions import AMQPError, ChannelClosedByBroker
+from pika.exceptions import ChannelClosedByBroker
 
-from django_tools.broker import blocking_connection
+from django_tools.connectivity import BROKER, BrokerLink, Unreachable, on_broker
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.topology import Topology
 
 BROKER_TIMEOUT = 2.0
-_executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="amqp-status")
+DEFAULT_STALL_AFTER = 20.0
 
 
 @dataclass(frozen=True)
@@ -36,36 +43,22 @@ class BrokerView:
     depths: QueueDepths
 
 
-def _depths(url: str, topology: Topology, queue: str) -> QueueDepths:
-    connection = blocking_connection(
-        url,
-        socket_timeout=BROKER_TIMEOUT,
-        stack_timeout=BROKER_TIMEOUT,
-        blocked_connection_timeout=BROKER_TIMEOUT,
+def _depths(link: BrokerLink, topology: Topology, queue: str) -> QueueDepths:
+    def declare(name: str):
+        try:
+            return link.channel().queue_declare(name, passive=True).method
+        except ChannelClosedByBroker:  # 404: not declared yet (the next call opens a channel)
+            return None
+
+    main = declare(queue)
+    dead = declare(topology.dead_letter_queue)
+    tiers = [declare(topology.retry_queue(t)) for t in topology.policy.tiers()]
+    return QueueDepths(
+        queue=main.message_count if main else None,
+        consumers=main.consumer_count if main else None,
+        dead_letters=dead.message_count if dead else None,
+        retries_scheduled=sum(t.message_count for t in tiers if t),
     )
-    try:
-        channel = connection.channel()
-
-        def declare(name: str):
-            nonlocal channel
-            try:
-                return channel.queue_declare(name, passive=True).method
-            except ChannelClosedByBroker:  # 404: not declared yet
-                channel = connection.channel()
-                return None
-
-        main = declare(queue)
-        dead = declare(topology.dead_letter_queue)
-        tiers = [declare(topology.retry_queue(t)) for t in topology.policy.tiers()]
-        return QueueDepths(
-            queue=main.message_count if main else None,
-            consumers=main.consumer_count if main else None,
-            dead_letters=dead.message_count if dead else None,
-            retries_scheduled=sum(t.message_count for t in tiers if t),
-        )
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def active_queue(topology: Topology) -> str:
@@ -76,16 +69,75 @@ def active_queue(topology: Topology) -> str:
     return topology.queue
 
 
-def broker_view(topology: Topology | None = None) -> BrokerView:
+def broker_view(topology: Topology | None = None, fresh_for: float = 1.0) -> BrokerView:
+    """The broker's view of the replica's queues; an answer up to `fresh_for` seconds old (asked
+    by another request of this process) will do."""
     topology = topology or Topology.from_settings()
-    future = _executor.submit(_depths, settings.CQRS["url"], topology, active_queue(topology))
+    url, queue = settings.CQRS["url"], active_queue(topology)
+
+    def ask() -> QueueDepths:
+        return on_broker(url, lambda link: _depths(link, topology, queue), BROKER_TIMEOUT)
+
     try:
-        return BrokerView(True, None, future.result(timeout=BROKER_TIMEOUT + 0.5))
-    except concurrent.futures.TimeoutError:
-        error = f"no answer within {BROKER_TIMEOUT + 0.5:.1f}s"
-    except (AMQPError, AMQPConnectorException, OSError) as exc:
-        error = str(exc) or type(exc).__name__
-    return BrokerView(False, error, QueueDepths(None, None, None, None))
+        depths = BROKER.ask(
+            f"depths:{url}:{queue}", ask, timeout=BROKER_TIMEOUT + 0.5, fresh_for=fresh_for
+        )
+    except Unreachable as exc:
+        return BrokerView(False, str(exc), QueueDepths(None, None, None, None))
+    _observe(queue, depths)
+    return BrokerView(True, None, depths)
+
+
+# --- is the consumer making progress? ------------------------------------------------------
+
+_waiting_since: dict[str, float] = {}  # queue → when this process first saw messages waiting
+_waiting_lock = threading.Lock()
+
+
+def _observe(queue: str, depths: QueueDepths) -> None:
+    with _waiting_lock:
+        if depths.queue:
+            _waiting_since.setdefault(queue, time.time())
+        else:
+            _waiting_since.pop(queue, None)
+
+
+def stall_after() -> float:
+    return float(getattr(settings, "CQRS_STALL_AFTER", DEFAULT_STALL_AFTER))
+
+
+@dataclass(frozen=True)
+class ConsumerProgress:
+    stalled: bool
+    detail: str | None
+    #: Seconds since the replica applied something, None when never.
+    last_applied_age_seconds: float | None
+    stall_after: float
+
+
+def consumer_progress(
+    queue: str, broker: BrokerView, last: ReplicaState | None, now: datetime | None = None
+) -> ConsumerProgress:
+    """Stalled: messages ready in the queue since at least `stall_after` seconds ago (this
+    process saw them waiting then, and every time it asked since) and nothing applied since."""
+    limit = stall_after()
+    now = now or timezone.now()
+    age = None if last is None else max(0.0, (now - last.applied_at).total_seconds())
+    with _waiting_lock:
+        since = _waiting_since.get(queue)
+    waiting = since is not None and broker.reachable and bool(broker.depths.queue)
+    if not waiting or now.timestamp() - since < limit or (age is not None and age < limit):
+        return ConsumerProgress(False, None, age, limit)
+    ready = broker.depths.queue
+    if not broker.depths.consumers:
+        detail = f"{ready} messages ready in {queue} and no consumer on it"
+    else:
+        applied = "nothing applied yet" if age is None else f"nothing applied for {age:.0f}s"
+        detail = (
+            f"{ready} messages ready in {queue} for {now.timestamp() - since:.0f}s, {applied} "
+            f"({broker.depths.consumers} consumers: paused, hung or cut from the broker?)"
+        )
+    return ConsumerProgress(True, detail, age, limit)
 
 
 @dataclass(frozen=True)
@@ -95,6 +147,7 @@ class ReplicationStatus:
     broker: BrokerView
     last_applied: ReplicaState | None
     estimated_lag_seconds: float | None
+    consumer: ConsumerProgress
 
     @property
     def last_applied_delay_ms(self) -> float | None:
@@ -109,12 +162,15 @@ def replication_status(cqrs_id: str | None = None) -> ReplicationStatus:
     broker = broker_view(topology)
     states = ReplicaState.objects.order_by("-applied_at")
     last = (states.filter(cqrs_id=cqrs_id) if cqrs_id else states).first()
+    now = timezone.now()
+    queue = active_queue(topology)
     return ReplicationStatus(
-        queue=active_queue(topology),
+        queue=queue,
         dead_letter_queue=topology.dead_letter_queue,
         broker=broker,
         last_applied=last,
-        estimated_lag_seconds=_estimated_lag(broker, last, timezone.now()),
+        estimated_lag_seconds=_estimated_lag(broker, last, now),
+        consumer=consumer_progress(queue, broker, states.first(), now),
     )
 
 

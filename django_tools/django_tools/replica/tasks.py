@@ -20,7 +20,7 @@ def dead_letter_report() -> int | None:
     """A warning and a metric while the dead-letter queue is not empty; its size, or None when
     the broker did not answer."""
     topology = Topology.from_settings()
-    view = broker_view(topology)
+    view = broker_view(topology, fresh_for=0)  # now, not what a request saw a second ago
     count = view.depths.dead_letters if view.reachable else None
     if count is None:
         logger.warning("dead-letter report: broker unreachable (%s)", view.error)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from django_tools.broker import celery_broker_url
+from django_tools.broker import celery_broker_url, celery_socket_settings
 from django_tools.env import env_str, parse_queue_type
 from django_tools.settings.base import RABBITMQ_URL, REDIS_URL
+from django_tools.settings.cqrs import CQRS_AMQP_CONNECT_TIMEOUT, CQRS_AMQP_HEARTBEAT
 
 #: Put before every queue name: tests and benchmarks isolate themselves on a shared broker.
 CELERY_QUEUE_PREFIX = env_str("CELERY_QUEUE_PREFIX")
@@ -25,5 +26,27 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Dead links, as for the relay and the consumer (django_tools.broker): the worker negotiates
+# CQRS_AMQP_HEARTBEAT and looks at it every second (py-amqp gives the connection up after two
+# heartbeats without a byte); a node gets CQRS_AMQP_CONNECT_TIMEOUT to answer; the same TCP
+# options (TCP_USER_TIMEOUT, keepalive). And no blocking read or write waits longer than two
+# heartbeats: a worker publishes its own events with confirms from inside its event loop (the
+# `worker-heartbeat` every 2 s), and on a silent link it waited for that confirm for ever —
+# the loop, its AMQP heartbeat checks with it, frozen.
+_DEAD_AFTER = 2 * max(1, CQRS_AMQP_HEARTBEAT)
+CELERY_BROKER_HEARTBEAT = CQRS_AMQP_HEARTBEAT
+CELERY_BROKER_HEARTBEAT_CHECKRATE = max(1, CQRS_AMQP_HEARTBEAT)
+CELERY_BROKER_CONNECTION_TIMEOUT = CQRS_AMQP_CONNECT_TIMEOUT
+# The remote-control queue (`celery inspect ping`: compose's health checks) is not exclusive:
+# exclusive, it belongs to the worker's connection, and a worker reconnecting after a silent
+# link died found it still held by the dead connection (the broker notices only after 2–3
+# heartbeats) and crashed (405 RESOURCE_LOCKED). Not exclusive, it is still auto-deleted, and
+# expires 10 s after its last consumer left (`control_queue_expires`).
+CELERY_CONTROL_QUEUE_EXCLUSIVE = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "confirm_publish": True,
+    "socket_settings": celery_socket_settings(CQRS_AMQP_HEARTBEAT),
+    "read_timeout": max(1, CQRS_AMQP_HEARTBEAT),
+    "write_timeout": _DEAD_AFTER,
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

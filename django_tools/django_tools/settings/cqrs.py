@@ -39,6 +39,15 @@ OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
 #: ...and at most this many bytes of rows per batch (django_tools.limits).
 OUTBOX_BATCH_BYTES = env_int("OUTBOX_BATCH_BYTES", limits.OUTBOX_BATCH_BYTES)
 OUTBOX_POLL_MAX = env_float("OUTBOX_POLL_MAX", 0.05)
+#: Seconds a published batch may wait for the broker's confirms before the relay gives the
+#: connection up and publishes again on a new one. Confirms come in milliseconds (a batch of
+#: 500 in ~0.1 s under the bench's load); waiting while the broker says it is blocked (a
+#: resource alarm) does not count.
+OUTBOX_CONFIRM_TIMEOUT = env_float("OUTBOX_CONFIRM_TIMEOUT", 5.0)
+#: PostgreSQL: seconds the active relay may go without showing it is alive before the server
+#: ends its lock session (`idle_session_timeout`, PostgreSQL 14+), so a paused or frozen relay
+#: hands the lock to a standby. The active relay shows it every third of this.
+OUTBOX_LOCK_TIMEOUT = env_float("OUTBOX_LOCK_TIMEOUT", 15.0)
 #: Published rows are kept this many seconds, then pruned by beat every OUTBOX_PRUNE_EVERY.
 OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 3600)
 OUTBOX_PRUNE_EVERY = env_int("OUTBOX_PRUNE_EVERY", 60)
@@ -68,6 +77,30 @@ CQRS_REPLICA_OPTIONS = {
     # Dead letters stay until someone reads them (`cqrs_dead_letters`).
     "dead_message_ttl": None,
 }
+
+# --- links to the broker (django_tools.broker) -------------------------------------------
+
+#: Seconds of the AMQP heartbeat every connection of the relay, the consumer, Celery and the
+#: probes negotiates. The broker then sends something at least every half of it, so a link
+#: that has carried nothing for twice this long is dead (a black hole: no FIN, no RST) and is
+#: given up: relay and consumer notice within 2 × this + 1 s. Lower finds dead links sooner,
+#: but the broker also drops a client it has not heard from for 2–3 × this (a process frozen
+#: by its host, or too starved to run its event loop).
+CQRS_AMQP_HEARTBEAT = env_int("CQRS_AMQP_HEARTBEAT", 4)
+#: Seconds one node of RABBITMQ_URL gets to accept a connection (TCP, then the AMQP handshake)
+#: before the next node is tried: a black-holed node is skipped this quickly.
+CQRS_AMQP_CONNECT_TIMEOUT = env_float("CQRS_AMQP_CONNECT_TIMEOUT", 3.0)
+
+# --- stalls: work waiting and nothing moving ----------------------------------------------
+
+#: Seconds with work waiting (outbox rows, messages ready in the replica's queue) and nothing
+#: confirmed or applied before health and status call the relay or the consumer stalled.
+CQRS_STALL_AFTER = env_float("CQRS_STALL_AFTER", 20.0)
+#: Seconds after which the heartbeat file of the relay or of a consumer worker is stale: that
+#: process is stuck or paused. `cqrs_consume` kills (-9) a worker silent this long and starts
+#: another; the health commands report it. Workers and relay beat at least every few seconds,
+#: whatever they wait for (the database, the broker, a reconnect).
+HEARTBEAT_STALE_AFTER = env_float("HEARTBEAT_STALE_AFTER", 15.0)
 
 # --- reconciliation (master) --------------------------------------------------------------
 

@@ -23,6 +23,7 @@ def relay_for_settings(batch_size: int | None = None) -> Relay:
             settings.REPLICA_TASK_QUEUE,
             batch_size=batch_size,
             poll_max=settings.OUTBOX_POLL_MAX,
+            confirm_timeout=settings.OUTBOX_CONFIRM_TIMEOUT,
             heartbeat=heartbeat,
         )
     from django_tools.outbox.relays.amqp import AmqpRelay
@@ -32,6 +33,7 @@ def relay_for_settings(batch_size: int | None = None) -> Relay:
         settings.CQRS["exchange"],
         batch_size=batch_size,
         poll_max=settings.OUTBOX_POLL_MAX,
+        confirm_timeout=settings.OUTBOX_CONFIRM_TIMEOUT,
         heartbeat=heartbeat,
     )
 

@@ -13,6 +13,12 @@ is sent again: delivery is at least once, and replicas ignore the duplicates (re
 A broker that goes away closes the connection; the relay reconnects with backoff and goes on
 from the first unpublished row. Writes on the master never wait for any of this.
 
+A link that dies silently (no FIN, no RST) is given up by the connection's watch
+(`broker.WatchedConnection`: nothing received for 2 × the AMQP heartbeat), and a batch whose
+confirms do not come within `confirm_timeout` (OUTBOX_CONFIRM_TIMEOUT) gives the connection up
+too — except while the broker says it blocks publishers (a resource alarm), which is a wait
+with a known end, not a dead link.
+
 Only one relay publishes at a time (`lock.RelayLock`); a second one waits as a standby
 and takes over when the first dies. With one publisher, rows go out in id order, so the events
 of a product reach the broker in the order its transactions committed.
@@ -31,10 +37,9 @@ from dataclasses import dataclass, field
 import pika
 from django.db import DatabaseError, connections
 from opentelemetry.trace import SpanKind, set_span_in_context
-from pika.adapters.select_connection import SelectConnection
 
 from django_tools import pika_writes, tracing
-from django_tools.broker import connection_parameters
+from django_tools.broker import WatchedConnection, connection_parameters
 from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.base import ConnectionLost, RelayStats, wait_for_lock
@@ -80,10 +85,12 @@ class AmqpRelay:
         batch_size: int = 500,
         poll_min: float = 0.005,
         poll_max: float = 0.05,
-        confirm_timeout: float = 30.0,
+        confirm_timeout: float = 5.0,
         max_in_flight: int = MAX_IN_FLIGHT,
         stop: threading.Event | None = None,
         heartbeat: Heartbeat | None = None,
+        amqp_heartbeat: int | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.exchange = exchange
@@ -95,7 +102,9 @@ class AmqpRelay:
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
         self.heartbeat = heartbeat or Heartbeat.disabled()
-        self._connection: SelectConnection | None = None
+        self.amqp_heartbeat = amqp_heartbeat  # None: CQRS_AMQP_HEARTBEAT
+        self.lock_timeout = lock_timeout  # None: OUTBOX_LOCK_TIMEOUT
+        self._connection: WatchedConnection | None = None
         self._channel = None
         self._in_flight: deque[_Batch] = deque()  # oldest first
         self._cursor = 0  # id of the newest row in flight
@@ -107,12 +116,13 @@ class AmqpRelay:
         self._node = 0  # which of the broker's nodes the next connection goes to
         self._connected: Callable[[], None] = lambda: None
         self._lock_checked = time.monotonic()
+        self._blocked = False  # the broker said it blocks our publishes (a resource alarm)
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def run(self) -> None:
         """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
-        self._lock = RelayLock()
+        self._lock = RelayLock(idle_timeout=self.lock_timeout)
         try:
             wait_for_lock(self._lock, self.stop, self.heartbeat)
             keep_running(
@@ -122,6 +132,7 @@ class AmqpRelay:
                 logger=logger,
                 what="broker connection",
                 on_retry=lambda _exc: self._count_reconnect(),
+                beat=lambda: self.heartbeat.beat("disconnected", self.stats),
             )
         finally:
             self._lock.release()
@@ -160,29 +171,35 @@ class AmqpRelay:
     def _run_connection(self) -> None:
         # Several nodes: each new connection goes to the next one, so a relay whose node died
         # moves on to another instead of waiting for it.
-        nodes = connection_parameters(self.url, socket_timeout=5)
+        nodes = connection_parameters(self.url, heartbeat=self.amqp_heartbeat, name="outbox-relay")
         params = nodes[self._node % len(nodes)]
         self._in_flight.clear()
-        self._connection = SelectConnection(
+        self._blocked = False
+        self._connection = WatchedConnection(
             params,
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_close,
         )
+        # Every second, whatever the relay waits for (the broker's confirms, a reconnect): it
+        # beats, and an active relay shows its lock session it is alive.
+        self._connection.on_tick = self._every_second
+        self._connection.add_on_connection_blocked_callback(self._on_blocked)
+        self._connection.add_on_connection_unblocked_callback(self._on_unblocked)
         try:
             self._connection.ioloop.start()
         finally:
             self._connection = None
             self._channel = None
 
-    def _on_open(self, connection: SelectConnection) -> None:
+    def _on_open(self, connection: WatchedConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
 
-    def _on_open_error(self, connection: SelectConnection, error: BaseException) -> None:
+    def _on_open_error(self, connection: WatchedConnection, error: BaseException) -> None:
         self._closed_by = f"cannot connect: {error!r}"
         connection.ioloop.stop()
 
-    def _on_close(self, connection: SelectConnection, reason: BaseException) -> None:
+    def _on_close(self, connection: WatchedConnection, reason: BaseException) -> None:
         self._closed_by = self._closed_by or repr(reason)
         connection.ioloop.stop()
 
@@ -225,21 +242,53 @@ class AmqpRelay:
         if self._connection is not None:
             self._connection.ioloop.call_later(delay, self._tick)
 
+    def _every_second(self) -> None:
+        ready = self._channel is not None and self._channel.is_open
+        state = "blocked" if self._blocked else "publishing" if ready else "connecting"
+        self.heartbeat.beat(state, self.stats)
+        self._check_lock()
+
+    def _check_lock(self) -> bool:
+        """Whether this relay still holds the lock; asked of the database at most every third
+        of the lock's timeout (which also keeps its session from looking idle to PostgreSQL).
+        A relay that lost it (paused longer than the timeout: a standby took over) closes the
+        connection and stands by."""
+        if time.monotonic() - self._lock_checked < self._lock.check_every:
+            return True
+        self._lock_checked = time.monotonic()
+        if self._lock.still_held():
+            return True
+        if self._closed_by is None:
+            self._closed_by = "relay lock lost"
+        self._maybe_close(force=True)
+        return False
+
+    def _on_blocked(self, connection, frame) -> None:
+        self._blocked = True
+        logger.warning(
+            "the broker blocks publishing (%s); waiting for it",
+            getattr(frame.method, "reason", "") or "resource alarm",
+        )
+        self.heartbeat.beat("blocked", self.stats)
+
+    def _on_unblocked(self, connection, frame) -> None:
+        self._blocked = False
+        logger.info("the broker accepts publishing again")
+        # Each batch in flight gets a whole deadline from now for its confirms.
+        for batch in self._in_flight:
+            self._arm_deadline(batch)
+
     # --- the work -----------------------------------------------------------------------------
 
     def _tick(self) -> None:
         if self.stop.is_set():
             self._maybe_close()
             return
-        self.heartbeat.beat("publishing", self.stats)
+        self.heartbeat.beat("blocked" if self._blocked else "publishing", self.stats)
         if self._channel is None or not self._channel.is_open:
             return
-        if time.monotonic() - self._lock_checked > 5:
-            self._lock_checked = time.monotonic()
-            if not self._lock.still_held():
-                self._closed_by = "relay lock lost"
-                self._maybe_close(force=True)
-                return
+        if not self._check_lock():
+            return
         if len(self._in_flight) >= self.max_in_flight:
             return  # the next confirmation calls again
         if self._in_flight and self._read_past >= SWEEP_EVERY:
@@ -298,10 +347,15 @@ class AmqpRelay:
                 mandatory=True,
             )
         self._cursor = rows[-1][0]
-        batch.timer = self._connection.ioloop.call_later(
-            self.confirm_timeout, self._on_confirm_timeout
-        )
+        self._arm_deadline(batch)
         self._in_flight.append(batch)
+
+    def _arm_deadline(self, batch: _Batch) -> None:
+        if batch.timer is not None:
+            self._connection.ioloop.remove_timeout(batch.timer)
+        batch.timer = self._connection.ioloop.call_later(
+            self.confirm_timeout, lambda: self._on_confirm_timeout(batch)
+        )
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
@@ -318,7 +372,8 @@ class AmqpRelay:
             self._finish(self._in_flight.popleft())
 
     def _finish(self, batch: _Batch) -> None:
-        self._connection.ioloop.remove_timeout(batch.timer)
+        if batch.timer is not None:
+            self._connection.ioloop.remove_timeout(batch.timer)
         for publish in batch.spans:  # from the publish to the broker's confirm
             publish.end()
         if batch.nacked:
@@ -340,10 +395,17 @@ class AmqpRelay:
         else:
             self._schedule(0)
 
-    def _on_confirm_timeout(self) -> None:
-        self._closed_by = f"no publisher confirms after {self.confirm_timeout:.0f}s"
+    def _on_confirm_timeout(self, batch: _Batch) -> None:
+        batch.timer = None
+        if self._blocked:  # the broker said why; unblocking re-arms the deadline
+            return
+        self._closed_by = f"no publisher confirms within {self.confirm_timeout:g}s"
         self._in_flight.clear()
-        self._maybe_close(force=True)
+        # Not the closing handshake: on a dead link it would never complete.
+        if self._connection is not None and self._connection.is_open:
+            self._connection.abort(ConnectionLost(self._closed_by))
+        else:
+            self._maybe_close(force=True)
 
     def _on_return(self, channel, method, properties, body) -> None:
         # The broker took it (and confirms it) but no queue was bound to its routing key:

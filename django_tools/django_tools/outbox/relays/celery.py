@@ -5,6 +5,12 @@ change), kept as a second mode so the lab can compare both. It goes through the 
 it keeps the same guarantee: a row is marked published only after the broker confirmed its task
 message (Celery's `confirm_publish`), at least once, in id order, one relay at a time. Celery's
 producer waits for each confirm: this relay does not pipeline.
+
+Each session has a connection of its own (not one of Celery's pooled producers): a confirm that
+does not come within `confirm_timeout` (OUTBOX_CONFIRM_TIMEOUT) — a dead link, on which nothing
+else would ever say so — ends the session, and its connection is dropped without the closing
+handshake. A pooled connection would go back to the pool with a confirm still owed, and py-amqp
+takes any confirm as the next publish's.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class CeleryRelay:
         batch_size: int = 500,
         poll_min: float = 0.005,
         poll_max: float = 0.05,
+        confirm_timeout: float = 5.0,
         stop: threading.Event | None = None,
         heartbeat: Heartbeat | None = None,
     ) -> None:
@@ -47,6 +54,7 @@ class CeleryRelay:
         self.batch_size = batch_size
         self.poll_min = poll_min
         self.poll_max = poll_max
+        self.confirm_timeout = confirm_timeout
         self.stop = stop or threading.Event()
         self.stats = RelayStats()
         self.heartbeat = heartbeat or Heartbeat.disabled()
@@ -69,6 +77,7 @@ class CeleryRelay:
                 logger=logger,
                 what="Celery broker connection",
                 on_retry=lambda _exc: self._count_reconnect(),
+                beat=lambda: self.heartbeat.beat("disconnected", self.stats),
             )
         finally:
             lock.release()
@@ -79,11 +88,22 @@ class CeleryRelay:
         self.heartbeat.beat("disconnected", self.stats)
 
     def _session(self, connected: Callable[[], None]) -> None:
+        connection = self.app.connection_for_write()
+        try:
+            # Each node of the broker URL once, at once (the session's backoff paces retries).
+            connection.ensure_connection(max_retries=len(connection.alt), interval_start=0)
+            self._publish_until_stopped(self.app.amqp.Producer(connection), connected)
+        except BaseException:
+            connection.collect()  # no closing handshake: the link may be dead
+            raise
+        connection.release()
+
+    def _publish_until_stopped(self, producer, connected: Callable[[], None]) -> None:
         pause = self.poll_min
         while not self.stop.is_set():
             self.heartbeat.beat("publishing", self.stats)
             try:
-                sent = self._batch()
+                sent = self._batch(producer)
             except DatabaseError as exc:
                 logger.warning("outbox unreadable (%r); retrying", exc)
                 connections["default"].close()
@@ -96,27 +116,27 @@ class CeleryRelay:
                 self.stop.wait(pause)
                 pause = min(self.poll_max, pause * 2)
 
-    def _batch(self) -> int:
+    def _batch(self, producer) -> int:
         rows = unpublished_rows(self.batch_size)
         if not rows:
             return 0
         confirmed = []
         try:
-            with self.app.producer_or_acquire() as producer:
-                for outbox_id, _routing_key, body, _correlation_id, trace_context in rows:
-                    # Traced: the Celery instrumentation carries this span's context in the
-                    # task's headers to the worker that applies it.
-                    parent = tracing.deserialize(trace_context) if trace_context else None
-                    with tracing.span("cqrs.publish", parent, **{"outbox.id": outbox_id}):
-                        self.app.send_task(
-                            APPLY_TASK,
-                            args=[body],
-                            queue=self.queue,
-                            producer=producer,
-                            headers={"outbox_id": outbox_id},
-                            retry=False,
-                        )
-                    confirmed.append(outbox_id)
+            for outbox_id, _routing_key, body, _correlation_id, trace_context in rows:
+                # Traced: the Celery instrumentation carries this span's context in the
+                # task's headers to the worker that applies it.
+                parent = tracing.deserialize(trace_context) if trace_context else None
+                with tracing.span("cqrs.publish", parent, **{"outbox.id": outbox_id}):
+                    self.app.send_task(
+                        APPLY_TASK,
+                        args=[body],
+                        queue=self.queue,
+                        producer=producer,
+                        headers={"outbox_id": outbox_id},
+                        retry=False,
+                        confirm_timeout=self.confirm_timeout,
+                    )
+                confirmed.append(outbox_id)
         finally:
             # Whatever the broker confirmed is published, even if a later one failed.
             if confirmed:

@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from pathlib import Path
 
 import psycopg
+from django.conf import settings
 from django.db import connections
 
 from django_tools.locks import advisory_key
 
+logger = logging.getLogger("django_tools.outbox")
+
 LOCK_NAME = "django_tools.outbox.relay"
+#: `idle_session_timeout` exists from PostgreSQL 14 on.
+IDLE_SESSION_TIMEOUT_SINCE = 140000
 
 
 class RelayLock:
     """Held by the active relay. PostgreSQL: a session advisory lock on a connection of its
     own (released by the server if the relay dies). SQLite: an exclusive `flock` on a file
-    beside the database (released by the kernel if the relay dies) — SQLite means one machine."""
+    beside the database (released by the kernel if the relay dies) — SQLite means one machine.
 
-    def __init__(self, alias: str = "default") -> None:
+    A relay that is alive but makes no progress — paused (SIGSTOP), its VM frozen — would hold
+    a session lock for ever. On PostgreSQL 14+ the lock's session gets `idle_session_timeout`
+    = `idle_timeout` (OUTBOX_LOCK_TIMEOUT): the active relay asks `still_held()` every
+    `check_every` seconds (a third of it), which keeps its session busy; a frozen one asks
+    nothing, the server ends its session and a standby takes the lock. When the frozen relay
+    resumes, its next `still_held()` fails and it stands by. (Older PostgreSQL: the lock stays
+    until the frozen relay resumes or is killed; `outbox_relay_health` reports it stale.)"""
+
+    def __init__(self, alias: str = "default", idle_timeout: float | None = None) -> None:
         self.alias = alias
         self.vendor = connections[alias].vendor
+        if idle_timeout is None:
+            idle_timeout = float(getattr(settings, "OUTBOX_LOCK_TIMEOUT", 15.0))
+        self.idle_timeout = idle_timeout
+        self.check_every = idle_timeout / 3 if idle_timeout > 0 else 5.0
         self._pg: psycopg.Connection | None = None
         self._file = None
 
@@ -32,6 +50,7 @@ class RelayLock:
                 params.pop("cursor_factory", None)
                 params.pop("context", None)
                 self._pg = psycopg.connect(**params, autocommit=True)
+                self._limit_idle(self._pg)
             row = self._pg.execute(
                 "SELECT pg_try_advisory_lock(%s)", [advisory_key(LOCK_NAME)]
             ).fetchone()
@@ -46,9 +65,26 @@ class RelayLock:
             return False
         return True
 
+    def _limit_idle(self, connection: psycopg.Connection) -> None:
+        if self.idle_timeout <= 0:
+            return
+        if connection.info.server_version < IDLE_SESSION_TIMEOUT_SINCE:
+            logger.warning(
+                "PostgreSQL %s has no idle_session_timeout: a paused relay keeps the relay lock "
+                "until it resumes or dies",
+                connection.info.server_version,
+            )
+            return
+        connection.execute(
+            "SELECT set_config('idle_session_timeout', %s, false)",
+            [f"{int(self.idle_timeout * 1000)}ms"],
+        )
+
     def still_held(self) -> bool:
         if self.vendor != "postgresql":
             return self._file is not None
+        if self._pg is None or self._pg.closed:
+            return False
         try:
             self._pg.execute("SELECT 1")
         except psycopg.Error:

@@ -2,21 +2,24 @@
 relay has no HTTP): exit 0 with one line on stdout, or 1 with one line on stderr saying why.
 
 Healthy means: the relay's heartbeat (`django_tools.heartbeat`) is fresh, from a live process,
-and says `publishing` or `standby`; and the outbox is not stuck: no unpublished row is older
-than `--max-age` seconds unless something was confirmed within that window (a relay that keeps
-up with a steady stream of writes always has rows of a few milliseconds, never old ones).
+and says `publishing` or `standby`; and the outbox is not stuck (`outbox.progress`): no
+unpublished row is older than `--max-age` (CQRS_STALL_AFTER) seconds unless something was
+confirmed within that window (a relay that keeps up with a steady stream of writes always has
+rows of a few milliseconds, never old ones). A heartbeat older than `--stale-after`
+(HEARTBEAT_STALE_AFTER) is a relay paused or stuck.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from django_tools.heartbeat import RELAY_FILE, STALE_AFTER, Pulse, heartbeat_dir, read
+from django_tools import heartbeat
+from django_tools.heartbeat import RELAY_FILE, Pulse, heartbeat_dir, read
+from django_tools.outbox.progress import stall_after
 
 WORKING = ("publishing", "standby")
 
@@ -32,17 +35,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--max-age",
             type=float,
-            default=60.0,
-            help="seconds an unpublished row may wait while nothing is confirmed (default 60)",
+            help="seconds an unpublished row may wait while nothing is confirmed "
+            "(default CQRS_STALL_AFTER)",
         )
         parser.add_argument(
             "--stale-after",
             type=float,
-            default=STALE_AFTER,
-            help=f"seconds after which a heartbeat is stale (default {STALE_AFTER:.0f})",
+            help="seconds after which a heartbeat is stale (default HEARTBEAT_STALE_AFTER)",
         )
 
-    def handle(self, *args, max_age: float, stale_after: float, **options) -> None:
+    def handle(self, *args, max_age: float | None, stale_after: float | None, **options) -> None:
+        max_age = stall_after() if max_age is None else max_age
+        stale_after = heartbeat.stale_after() if stale_after is None else stale_after
         path = heartbeat_dir() / RELAY_FILE
         problem, summary = check(path, read(path), max_age=max_age, stale_after=stale_after)
         if problem:
@@ -76,29 +80,23 @@ def check(
                 f"({pulse.get('reconnects', 0)} reconnects so far)",
                 "",
             )
+        if pulse.state == "blocked":
+            return (
+                f"the broker blocks the relay's publishing (pid {pulse.pid}): a resource alarm "
+                "(disk or memory) on the broker",
+                "",
+            )
         return f"the relay (pid {pulse.pid}) is {pulse.state}", ""
 
-    from django_tools.outbox.selectors import outbox_backlog
+    from django_tools.outbox.progress import relay_progress
 
     try:
-        backlog = outbox_backlog()
+        progress = relay_progress(max_age, last_confirmed_at=pulse.get("last_confirmed_at"))
     except DatabaseError as exc:
         return f"cannot read the outbox: {str(exc).strip() or type(exc).__name__}", ""
-    confirmed = [pulse.get("last_confirmed_at")]
-    if backlog.last_published_at is not None:  # by this relay or by another (a standby's view)
-        confirmed.append(backlog.last_published_at.timestamp())
-    last = max((t for t in confirmed if t), default=None)
-    since = None if last is None else max(0.0, time.time() - last)
-    oldest = backlog.oldest_age_seconds
-    if backlog.count and oldest > max_age and (since is None or since > max_age):
-        nothing = (
-            "nothing confirmed yet" if since is None else f"nothing confirmed for {since:.0f}s"
-        )
-        return (
-            f"the outbox is stuck: {backlog.count} rows unpublished, the oldest {oldest:.0f}s "
-            f"old, {nothing} (relay pid {pulse.pid}, {pulse.state})",
-            "",
-        )
+    if progress.stalled:
+        return f"{progress.detail} (relay pid {pulse.pid}, {pulse.state})", ""
+    backlog, since = progress.backlog, progress.since_published
     summary = (
         f"{pulse.state} (pid {pulse.pid}, heartbeat {pulse.age:.1f}s ago), backlog {backlog.count}"
     )

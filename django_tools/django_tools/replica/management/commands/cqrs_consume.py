@@ -7,12 +7,20 @@ workers every second and starts a new one in place of each that died. A worker t
 (more than `MAX_DEATHS` in `DEATH_WINDOW` seconds: it cannot start, it is not a passing fault)
 takes the parent down with a non-zero exit, so the supervisor sees the failure.
 
+A worker that is alive but stuck — paused (SIGSTOP, a frozen container), or hung somewhere it
+never comes back from — holds its prefetched messages unacknowledged and consumes nothing. Each
+worker writes its heartbeat file every second whatever it waits for (`django_tools.heartbeat`,
+the consumer's connection watch and `LinkKeeper`); the parent kills (-9) a worker whose
+heartbeat is older than HEARTBEAT_STALE_AFTER and starts another: the broker gives the killed
+worker's messages back to the queue at once.
+
 Workers stop themselves when their parent dies (see `ReliableRabbitMQTransport.consume`), so a
 `kill -9` of the parent never leaves orphans consuming beside its replacement.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -27,6 +35,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from watchfiles.run import start_process
 
+from django_tools.heartbeat import consumer_file, heartbeat_dir, read, stale_after
 from django_tools.replica.checks import check_queue_type
 from django_tools.replica.transport import PARENT_PID_ENV
 
@@ -42,6 +51,8 @@ class SupervisedWorkers(WorkersManager):
         super().__init__(*args, **kwargs)
         self.deaths: deque[float] = deque()
         self.failed = False
+        self.stale_after = stale_after()
+        self.beats = heartbeat_dir()
 
     def start(self) -> None:
         # Workers compare their parent with this pid and stop once they are orphans.
@@ -55,9 +66,30 @@ class SupervisedWorkers(WorkersManager):
             signal.signal(sig, self.handle_signal)
         self.start()
         while not self.stop_event.wait(CHECK_EVERY):
+            self.kill_stalled_workers()
             self.replace_dead_workers()
         self.terminate()
         return None
+
+    def kill_stalled_workers(self) -> None:
+        """Kill (-9) every worker whose heartbeat went stale; `replace_dead_workers` then
+        starts another in its place. A worker that has not beaten yet (starting) is left."""
+        for process in self.pool:
+            if not process.is_alive():
+                continue
+            pulse = read(self.beats / consumer_file(process.pid))
+            if pulse is None or pulse.pid != process.pid or pulse.age <= self.stale_after:
+                continue
+            logger.error(
+                "consumer worker pid %s has not beaten for %.0fs (limit %.0fs, last state %s): "
+                "paused or hung; killing it (-9) so its messages go back to the queue",
+                process.pid, pulse.age, self.stale_after, pulse.state,
+            )  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+            process.join(5)
+            with contextlib.suppress(OSError):
+                pulse.path.unlink()
 
     def replace_dead_workers(self) -> None:
         for index, process in enumerate(self.pool):
