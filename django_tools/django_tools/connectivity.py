@@ -17,7 +17,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError
 
 from django_tools.broker import blocking_connection
-from django_tools.env import redact_url
+from django_tools.env import redact_url, scrub
 
 
 class Unreachable(Exception):
@@ -35,7 +35,8 @@ def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
             return
         except Unreachable as exc:
             reasons.append(str(exc) if "," not in url else f"{_host(node)}: {exc}")
-    raise Unreachable("; ".join(reasons) or "no RabbitMQ URL given")
+    # A URL a parser cannot read comes back quoted in its error: scrubbed, as every reason.
+    raise Unreachable(scrub("; ".join(reasons), [url]) or "no RabbitMQ URL given")
 
 
 def _probe_node(url: str, timeout: float) -> None:
@@ -69,11 +70,11 @@ def probe_redis(url: str, timeout: float = 2.0) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
-        raise Unreachable(f"invalid REDIS_URL {redact_url(url)}: {exc}") from exc
+        raise Unreachable(scrub(f"invalid REDIS_URL {redact_url(url)}: {exc}", [url])) from exc
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(str(exc) or exc.__class__.__name__) from exc
+        raise Unreachable(scrub(str(exc) or exc.__class__.__name__, [url])) from exc
     finally:
         client.close()
 

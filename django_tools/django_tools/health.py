@@ -27,6 +27,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from django_tools.connectivity import probe_rabbitmq, probe_redis
+from django_tools.env import scrub
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 #: How long a check may take in all: its own timeout, and a margin for the thread.
@@ -72,7 +73,12 @@ def run_checks(names: Iterable[str] | None = None) -> dict[str, dict]:
         try:
             CHECKS[name]()
         except Exception as exc:  # whatever breaks a part makes that part unhealthy
-            result = {"ok": False, "error": str(exc) or exc.__class__.__name__}
+            # A public page: no URL credential or password fragment in what it says.
+            error = str(exc) or exc.__class__.__name__
+            result = {
+                "ok": False,
+                "error": scrub(error, [settings.RABBITMQ_URL, settings.REDIS_URL]),
+            }
         else:
             result = {"ok": True}
         result["ms"] = round((time.perf_counter() - began) * 1000, 1)

@@ -14,6 +14,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from django_tools.broker import blocking_connection
+from django_tools.env import scrub
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.topology import Topology
 
@@ -83,8 +84,10 @@ def broker_view(topology: Topology | None = None) -> BrokerView:
         return BrokerView(True, None, future.result(timeout=BROKER_TIMEOUT + 0.5))
     except concurrent.futures.TimeoutError:
         error = f"no answer within {BROKER_TIMEOUT + 0.5:.1f}s"
-    except (AMQPError, AMQPConnectorException, OSError) as exc:
-        error = str(exc) or type(exc).__name__
+    except (AMQPError, AMQPConnectorException, OSError, ValueError) as exc:
+        # ValueError: a RABBITMQ_URL pika cannot parse (a password with `/`, `?`, `#`), whose
+        # message quotes part of the password: scrubbed like every error shown here.
+        error = scrub(str(exc) or type(exc).__name__, [settings.CQRS["url"]])
     return BrokerView(False, error, QueueDepths(None, None, None, None))
 
 
