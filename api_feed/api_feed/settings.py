@@ -7,7 +7,7 @@ is this service's own.
 from pathlib import Path
 
 from django_tools.celery import task_queues
-from django_tools.env import env_float, load_service_env
+from django_tools.env import env_float, env_int, load_service_env
 
 SERVICE_NAME = "feed"
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -35,16 +35,22 @@ CQRS = {
     "replica": CQRS_REPLICA_OPTIONS,  # noqa: F405
 }
 
-# Responses of the feed, in Redis (feed/cache.py); a Redis that does not answer within a quarter
-# second is skipped, not waited for.
+# Responses of the feed, in Redis (feed/cache.py): JSON, never pickle (the serializer passes the
+# JSON bytes feed.cache makes through); a Redis that does not answer within a quarter second is
+# skipped, not waited for; an entry larger than FEED_CACHE_MAX_ENTRY_BYTES is not stored.
 FEED_CACHE_TTL = env_float("FEED_CACHE_TTL", 60.0)
+FEED_CACHE_MAX_ENTRY_BYTES = env_int("FEED_CACHE_MAX_ENTRY_BYTES", 1024 * 1024)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,  # noqa: F405
         "KEY_PREFIX": "api_feed",
         "TIMEOUT": FEED_CACHE_TTL,
-        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        "OPTIONS": {
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.25,
+            "serializer": "feed.cache.BytesOnlySerializer",
+        },
     }
 }
 

@@ -6,6 +6,16 @@ no request can be answered from an entry written before it: invalidation needs n
 cannot be lost. A Redis that fails or is slow
 (timeouts of a quarter second) turns the cache off for a few seconds and the feed answers from
 the database — slower, never an error.
+
+Values are JSON (orjson), never pickle: whoever can write to Redis must not be able to run code
+in the feed. Django's `RedisCache` pickles whatever it is given, so the cache is configured with
+`BytesOnlySerializer` (settings `CACHES`): this module encodes and decodes, and a value it cannot
+read as JSON is a miss, logged, never executed.
+
+Bounded: an entry larger than `FEED_CACHE_MAX_ENTRY_BYTES` is not stored, every entry expires
+after `FEED_CACHE_TTL`, and the keys are a short digest of the query; the Redis of
+docker-compose.yaml caps the memory (`maxmemory` + `allkeys-lru`), so a flood of distinct
+queries evicts old entries instead of filling the server.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+from django.conf import settings
 from django.core.cache import cache
 
 from django_tools.replica.models import ReplicaState
@@ -51,12 +63,41 @@ def cached(kind: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any
         # change between the version read and the rows read) and then served to every new one.
         return compute()
     key = f"feed:{kind}:{version}:{digest}"
-    hit = _call(cache.get, key)
+    hit = _decode(key, _call(cache.get, key))
     if hit is not None:
         return hit
     value = compute()
-    _call(cache.set, key, value)
+    encoded = orjson.dumps(value)
+    if len(encoded) <= settings.FEED_CACHE_MAX_ENTRY_BYTES:
+        _call(cache.set, key, encoded)
     return value
+
+
+def _decode(key: str, raw: bytes | None) -> Any:
+    """A cached value, or None (a miss) when there is none or it is not JSON — what someone
+    else wrote into Redis is data to throw away, never code to run."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        logger.warning("feed cache: ignoring an unreadable value under %s (not JSON)", key)
+        return None
+
+
+class BytesOnlySerializer:
+    """Django's RedisCache serializer for the feed: bytes in, bytes out (the JSON `cached`
+    makes), where Django's default would pickle on the way in and unpickle on the way out."""
+
+    def dumps(self, value: Any) -> bytes:
+        if not isinstance(value, bytes):
+            raise TypeError(f"the feed cache stores JSON bytes, not {type(value).__name__}")
+        return value
+
+    def loads(self, data: Any) -> bytes:
+        return (
+            bytes(data) if isinstance(data, bytes | bytearray | memoryview) else str(data).encode()
+        )
 
 
 def _call(operation: Callable, *args: Any) -> Any:

@@ -1,0 +1,97 @@
+"""The feed as an attacker on the network sees it: its cache in Redis and its status page."""
+
+import logging
+import pickle
+
+import pytest
+import redis
+from dj_cqrs.constants import SignalType
+from django.db import transaction
+
+from django_tools.replica import apply
+from django_tools.replica import messages as events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def apply_event(signal_type, data):
+    with transaction.atomic():
+        event = events.Event("produto", signal_type, data["id"], data["cqrs_revision"], data)
+        apply.apply_changes([apply.prepare(event)])
+
+
+class _Payload:
+    """A pickle that creates a file when unpickled: code execution, as `id` was in the issue."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _list_keys(client: redis.Redis) -> list[bytes]:
+    """The feed's list entries of this test (conftest gives each test a KEY_PREFIX of its own)."""
+    from django.conf import settings
+
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    return list(client.scan_iter(f"{prefix}:*:feed:list:*"))
+
+
+def test_a_pickle_planted_in_redis_is_never_executed(
+    client, instance_data, redis_url, tmp_path, caplog
+):
+    """Django's RedisCache unpickled whatever was under a `feed:list:` key: whoever could write
+    to Redis ran code in the feed. Now the value is JSON, and anything else is a miss."""
+    apply_event(SignalType.SAVE, instance_data(1, 0, nome="real"))
+    redis_client = redis.Redis.from_url(redis_url)
+    for key in _list_keys(redis_client):
+        redis_client.delete(key)
+    first = client.get("/api/feed/")
+    assert first.status_code == 200
+    (key,) = _list_keys(redis_client)
+
+    marker = tmp_path / "pwned"
+    redis_client.set(key, pickle.dumps(_Payload(str(marker))), ex=60)
+    with caplog.at_level(logging.WARNING, logger="feed.cache"):
+        again = client.get("/api/feed/")
+    assert not marker.exists(), "the planted pickle ran in the feed"
+    assert again.status_code == 200 and again.json() == first.json()
+    assert any("unreadable value" in r.getMessage() for r in caplog.records)
+    # The miss was answered from the database and cached again, as JSON.
+    assert redis_client.get(key).startswith(b"{")
+
+
+def test_an_entry_larger_than_the_limit_is_not_stored(client, instance_data, redis_url, settings):
+    apply_event(SignalType.SAVE, instance_data(1, 0))
+    redis_client = redis.Redis.from_url(redis_url)
+    for key in _list_keys(redis_client):
+        redis_client.delete(key)
+    settings.FEED_CACHE_MAX_ENTRY_BYTES = 100
+    assert client.get("/api/feed/").json()["count"] == 1
+    assert _list_keys(redis_client) == []
+    settings.FEED_CACHE_MAX_ENTRY_BYTES = 1024 * 1024
+    assert client.get("/api/feed/").json()["count"] == 1
+    assert len(_list_keys(redis_client)) == 1
+
+
+def test_the_cache_refuses_to_pickle_anything():
+    from django.core.cache import cache
+
+    with pytest.raises(TypeError, match="JSON bytes"):
+        cache.set("feed:test:object", {"a": 1})
+
+
+@pytest.mark.parametrize("password", ["ab/Sup3rS3cret", "Sup3rS3cret?x", "a?b#Sup3rS3cret"])
+def test_the_replication_status_never_answers_500_nor_shows_the_password(
+    client, settings, password
+):
+    """An unparsable RABBITMQ_URL made /api/replication/status answer 500 and log the
+    password's fragment."""
+    settings.CQRS = {**settings.CQRS, "url": f"amqp://admin:{password}@127.0.0.1:5672/"}
+    response = client.get("/api/replication/status")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["broker"]["reachable"] is False
+    text = response.content.decode()
+    assert "Sup3rS3cret" not in text and "'ab'" not in text and "'a'" not in text, text
