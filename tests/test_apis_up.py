@@ -107,7 +107,11 @@ def test_create_admin_takes_the_env_pair_and_admin_admin_only_on_loopback(monkey
     monkeypatch.delenv("APIS_ADMIN_PASSWORD", raising=False)
     local = AdminAccount.from_env("127.0.0.1")
     assert (local.user, local.password, local.default) == ("admin", "admin", True)
-    assert "admin/admin" in local.banner()
+    # The banner names who logs in, never the password (not even the default one).
+    assert "admin/admin" not in local.banner() and "default password" in local.banner()
+    with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
+        AdminAccount.from_env("0.0.0.0")
+    monkeypatch.setenv("APIS_ADMIN_PASSWORD", "admin")  # a default is no password off loopback
     with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
         AdminAccount.from_env("0.0.0.0")
     monkeypatch.setenv("APIS_ADMIN_USER", "ops")

@@ -26,6 +26,8 @@ INSTALLED_APPS = [*DJANGO_APPS, "django_tools.replica", "dj_cqrs", "django_tools
 ROOT_URLCONF = "api_feed.urls"
 WSGI_APPLICATION = "api_feed.wsgi.application"
 DATABASES = database_settings(SERVICE_NAME, REPO_ROOT)  # noqa: F405
+# Unset: this machine's own key under var/ (loopback only: django_tools.exposure).
+SECRET_KEY = SECRET_KEY or local_secret_key(REPO_ROOT / "var")  # noqa: F405
 
 CQRS = {
     "transport": CQRS_TRANSPORT or REPLICA_TRANSPORT,  # noqa: F405
@@ -55,6 +57,11 @@ CACHES = {
 }
 
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+# Celery's control (pidbox) and event traffic in exchanges of this service's own, not Celery's
+# shared `celery.pidbox` / `celeryev`: one service's broker user then has no say over the other's
+# workers (least privilege: CQRS.md#segurança).
+CELERY_CONTROL_EXCHANGE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}"  # noqa: F405
+CELERY_EVENT_EXCHANGE = CELERY_EVENT_QUEUE_PREFIX = f"{CELERY_CONTROL_EXCHANGE}.celeryev"
 CELERY_TASK_QUEUES = task_queues(CELERY_TASK_DEFAULT_QUEUE, queue_type=CELERY_QUEUE_TYPE)  # noqa: F405
 DEAD_LETTER_REPORT_EVERY = env_float("DEAD_LETTER_REPORT_EVERY", 60.0)
 CELERY_BEAT_SCHEDULE = {
