@@ -224,8 +224,8 @@ class RunningConsumers:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=10)
-        assert not any(t.is_alive() for t in self.threads), "a consumer did not stop"
-        assert not self.errors, self.errors
+        assert not any(t.is_alive() for t in self.threads), "a consumer did not stop"  # nosec B101 # a pytest helper
+        assert not self.errors, self.errors  # nosec B101 # a pytest helper
 
 
 @pytest.fixture
