@@ -172,14 +172,13 @@ class AdminAccount:
     def from_env(cls, host: str) -> AdminAccount:
         user = os.environ.get("APIS_ADMIN_USER") or "admin"
         password = os.environ.get("APIS_ADMIN_PASSWORD")
-        if password and not (is_default_password(password, user) and not is_loopback_bind(host)):
-            return cls(user, password, default=is_default_password(password, user))
-        if not is_loopback_bind(host):
+        default = is_default_password(password, user)  # unset counts as the default "admin"
+        if default and not is_loopback_bind(host):
             raise Abort(
                 f"--create-admin with --host {host} needs APIS_ADMIN_PASSWORD (not a default; "
                 "and APIS_ADMIN_USER): the default admin/admin is only for a lab on 127.0.0.1"
             )
-        return cls(user, "admin", default=True)
+        return cls(user, password or "admin", default=default)
 
     def banner(self) -> str:
         """Who logs in, never with what: the password is not printed, even the default one."""

@@ -114,6 +114,11 @@ def test_create_admin_takes_the_env_pair_and_admin_admin_only_on_loopback(monkey
     monkeypatch.setenv("APIS_ADMIN_PASSWORD", "admin")  # a default is no password off loopback
     with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
         AdminAccount.from_env("0.0.0.0")
+    # On loopback a default given explicitly is taken as it is, and called a default.
+    monkeypatch.setenv("APIS_ADMIN_PASSWORD", "password")
+    given = AdminAccount.from_env("127.0.0.1")
+    assert (given.password, given.default) == ("password", True)
+    assert "password" not in given.banner().replace("default password", "")
     monkeypatch.setenv("APIS_ADMIN_USER", "ops")
     monkeypatch.setenv("APIS_ADMIN_PASSWORD", "s3cret")
     chosen = AdminAccount.from_env("0.0.0.0")
