@@ -268,6 +268,74 @@ def test_rabbitmq_4_loads_the_users_and_permissions_at_start():
     assert re.fullmatch(granted["produtos"]["write"], "cqrs")
 
 
+def _names_of_the_replica(queue: str) -> set[str]:
+    """Every queue and exchange name the feed's code declares, binds or publishes to for the
+    replica queue `queue`, as its Topology names them (and, where the code of the day has them,
+    the migration's `.migrating` queues and marker, the probation queue, the retry exchange, the
+    dead-letter queue's reader lock): what the feed's broker user must be allowed."""
+    from django_tools.replica import dead_letters
+    from django_tools.replica.policy import RetryPolicy
+    from django_tools.replica.topology import Topology
+
+    topology = Topology.named(queue, RetryPolicy())
+    names = set(topology.queues())
+    migrating = getattr(Topology, "migrating", lambda name: f"{name}.migrating")
+    names |= {migrating(name) for name in list(names)}
+    for kind in ("classic", "quorum"):
+        marker = getattr(topology, "migration_marker", None)
+        names.add(marker(kind) if marker else f"{queue}.migrating-to-{kind}")
+    names.add(getattr(topology, "probation_queue", f"{queue}.probation"))
+    names.add(getattr(topology, "retry_exchange", f"{queue}.retries"))
+    reader_lock = getattr(dead_letters, "reader_lock", None)
+    names.add(reader_lock(topology) if reader_lock else f"{topology.dead_letter_queue}.reader")
+    return names
+
+
+#: Celery's names for a service `s` (CELERY_CONTROL_EXCHANGE = s): its task queue, the control
+#: exchange and queues (a worker named `s@host` as the containers name it, or `celery@host` when
+#: run by hand without -n), the reply exchange and queues of `celery inspect`, the events.
+def _celery_names(s: str) -> set[str]:
+    return {f"{s}.tasks", f"{s}.pidbox", f"{s}@host.{s}.pidbox", f"celery@host.{s}.pidbox",
+            f"reply.{s}.pidbox", f"5f0c-1a2b.reply.{s}.pidbox", f"{s}.celeryev",
+            f"{s}.celeryev.5f0c-1a2b"}  # fmt: skip
+
+
+def test_the_broker_permissions_cover_every_name_each_service_uses_and_nothing_else():
+    """The definitions' regular expressions, as RabbitMQ applies them (a search in the name),
+    against the names the code uses: a name the feed's code declares and the definitions do not
+    grant would be refused at run time (a queue migration, the dead-letter reader lock)."""
+    granted = {p["user"]: p for p in definitions()["permissions"]}
+
+    def allowed(user: str, permission: str, name: str) -> bool:
+        return re.search(granted[user][permission], name) is not None
+
+    feed_own = _names_of_the_replica("api_feed") | _celery_names("feed")
+    for name in sorted(feed_own):
+        for permission in ("configure", "write", "read"):
+            assert allowed("feed", permission, name), f"feed lacks {permission} on {name}"
+    for name in sorted(_celery_names("produtos") | {"cqrs"}):
+        for permission in ("configure", "write"):
+            if name != "cqrs" or permission == "write":
+                assert allowed("produtos", permission, name), (
+                    f"produtos lacks {permission} on {name}"
+                )
+        if name != "cqrs":
+            assert allowed("produtos", "read", name), f"produtos lacks read on {name}"
+    for user in ("produtos", "feed"):
+        assert allowed(user, "write", "amq.default")  # Celery's tasks, the replica's retries
+
+    # Nothing of the other service, nor a name that merely starts like one of ours.
+    strangers = {"api_feedx", "xapi_feed", "dead_letter_api_feedx", "celery.pidbox", "celeryev",
+                 "other.tasks", "amq.topic"}  # fmt: skip
+    for name in sorted(strangers | _celery_names("produtos") | {"cqrs"}):
+        for permission in ("configure", "write"):
+            assert not allowed("feed", permission, name), f"feed may {permission} {name}"
+    for name in sorted(strangers | feed_own):
+        for permission in ("configure", "write", "read"):
+            assert not allowed("produtos", permission, name), f"produtos may {permission} {name}"
+    assert not allowed("produtos", "read", "cqrs")
+
+
 def test_redis_is_bounded():
     command = services()["redis"]["command"]
     assert option(command, "--maxmemory") and option(command, "--maxmemory-policy") == "allkeys-lru"
