@@ -21,7 +21,14 @@ from django_tools.env import redact_url, scrub
 
 
 class Unreachable(Exception):
-    """The service did not answer within the timeout, or refused us."""
+    """The service did not answer within the timeout, or refused us.
+
+    Its reason is shown on `/health`, in log lines and by `apis up`: whatever a raise site
+    puts in it, it is scrubbed here too (what a URL parser quoted, the URLs and secrets of the
+    environment), so that a new probe cannot bring a password back."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(scrub(reason))
 
 
 def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:

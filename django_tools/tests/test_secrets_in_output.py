@@ -56,6 +56,21 @@ def test_a_redis_password_never_shows_either(password):
     assert not leaks(str(raised.value), password), raised.value
 
 
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_an_unreachable_reason_is_scrubbed_whoever_raises_it(password):
+    """A probe that says what the parser said without scrubbing it (as a new probe might):
+    the reason shown on /health is clean all the same."""
+    import pika
+
+    url = f"amqp://admin:{password}@localhost:5672/"
+    try:
+        said = f"port {pika.URLParameters(url).port}"
+    except ValueError as exc:
+        said = str(exc)
+    reason = str(Unreachable(f"invalid RABBITMQ_URL {url}: {said}"))
+    assert not leaks(reason, password), reason
+
+
 def test_scrub_masks_secret_variables_and_urls_in_any_text(monkeypatch):
     monkeypatch.setenv("PRODUTOS_API_KEY", "k3y-that-is-long-enough")
     monkeypatch.setenv("RABBITMQ_URL", f"amqp://u:{SECRET}/x@h:5672/")
