@@ -1,6 +1,7 @@
 """Least privilege on the broker, on a RabbitMQ node of the test's own (never the machine's):
 the users and permissions of docker-compose.yaml's definitions, imported as the broker would at
-start; each service with its own user. The pipeline replicates, Celery works, nothing is
+start; each service with its own user. The pipeline replicates, Celery works, the operator's
+commands work (a dead letter replayed keeps its signature, a queue migration), nothing is
 refused; the feed's user cannot publish an event to `cqrs`; a missing permission is one clear
 line; and with CQRS_SIGNING_KEY an event from anyone but the relay is dead-lettered."""
 
@@ -14,7 +15,7 @@ import httpx
 import pika
 import pytest
 from compose_file import compose, interpolate
-from e2e_lab import Databases, wait_until
+from e2e_lab import Databases, produto_data, stock_payload, wait_until
 from pika.exceptions import ChannelClosedByBroker
 
 from apis_lab.broker import RabbitNode
@@ -114,6 +115,29 @@ def test_each_service_works_with_its_own_user_and_nothing_else(node, tmp_path):
         assert json.loads(dump.stdout.splitlines()[0])["dead_reason"] == "unauthenticated"
         assert httpx.get(f"{eco.feed_url}/api/feed/99").status_code == 404
 
+        # A letter of the master's (signed) replayed by the operator with the feed's user: the
+        # copy keeps its signature and is applied; the forged one stays where it is.
+        signed = stock_payload("SAVE", produto_data(77, 0))
+        body = json.dumps(signed).encode()
+        with pika.BlockingConnection(pika.URLParameters(node.url("admin"))) as connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            headers = {**signing_headers(body), "x-cqrs-dead-reason": "retries-exhausted"}
+            channel.basic_publish(
+                "",
+                "dead_letter_api_feed",
+                body,
+                pika.BasicProperties(headers=headers, delivery_mode=2),
+            )
+        wait_until(lambda: eco.queue_state("dead_letter_api_feed") == (2, 0), 30)
+        retry = eco.manage(FEED.name, "cqrs_dead_letters", "retry", "--reason", "retries-exhausted")
+        assert retry.returncode == 0, retry.stderr
+        wait_until(
+            lambda: httpx.get(f"{eco.feed_url}/api/feed/77").status_code == 200,
+            30, what="the replayed letter applied",
+        )  # fmt: skip
+        assert eco.queue_state("dead_letter_api_feed") == (1, 0)
+
         # The compose health check of a Celery worker, with the service's own user.
         ping = subprocess.run(
             [sys.executable, "-m", "celery", "-A", "api_produtos", "inspect", "ping",
@@ -135,10 +159,53 @@ def test_each_service_works_with_its_own_user_and_nothing_else(node, tmp_path):
         databases.drop_all()
 
 
+def signing_headers(body: bytes) -> dict:
+    import hashlib
+    import hmac
+
+    digest = hmac.new(SIGNING_KEY.encode(), body, hashlib.sha256).hexdigest()
+    return {"x-cqrs-signature": f"sha256={digest}"}
+
+
 def _hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def feed_env(tmp_path, url: str, **extra: str) -> dict[str, str]:
+    """The feed's manage.py environment for a command run by an operator, no env file."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return {
+        **FEED.env(),
+        "FEED_ENV_FILE": str(empty),
+        "RABBITMQ_URL": url,
+        "CQRS_EXCHANGE": "cqrs",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'feed.sqlite3'}",
+        **extra,
+    }
+
+
+def test_the_feeds_user_moves_its_queues_to_another_type_and_back(node, tmp_path):
+    """`cqrs_queues migrate` declares `<queue>.migrating` copies, binds them to `cqrs`, deletes
+    and re-declares the queues: all of it allowed to the feed's own user, nothing refused."""
+    before = len(node.refusals())
+    env = feed_env(tmp_path, node.url("feed"), CQRS_QUEUE="api_feed")
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            FEED.manage(*args), cwd=FEED.directory, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+
+    assert manage("cqrs_declare").returncode == 0
+    for to_type in ("classic", "quorum"):
+        moved = manage("cqrs_queues", "migrate", "--to", to_type)
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        shown = manage("cqrs_queues", "show")
+        assert f"api_feed: {to_type}" in shown.stdout, shown.stdout + shown.stderr
+    assert node.refusals()[before:] == []
 
 
 def test_the_feeds_user_cannot_publish_an_event_nor_the_masters_consume(node):
@@ -162,16 +229,11 @@ def test_a_missing_permission_is_one_clear_line(node, tmp_path):
     node.rabbit.ctl(
         "set_permissions", "-p", "/", "narrow", f"^{own}$", f"^(amq\\.default|{own})$", f"^{own}$"
     )  # fmt: skip
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    env = {
-        **FEED.env(),
-        "FEED_ENV_FILE": str(empty),
-        "RABBITMQ_URL": f"amqp://narrow:narrow-pw-1@127.0.0.1:{node.rabbit.port}/",
-        "CQRS_EXCHANGE": "cqrs",
-        "CQRS_QUEUE": "narrow_feed",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'feed.sqlite3'}",
-    }
+    env = feed_env(
+        tmp_path,
+        f"amqp://narrow:narrow-pw-1@127.0.0.1:{node.rabbit.port}/",
+        CQRS_QUEUE="narrow_feed",
+    )
     result = subprocess.run(
         FEED.manage("cqrs_declare"), cwd=FEED.directory, env=env, capture_output=True,
         text=True, timeout=60,
