@@ -39,9 +39,12 @@ CQRS = {
 
 # Responses of the feed, in Redis (feed/cache.py): JSON, never pickle (the serializer passes the
 # JSON bytes feed.cache makes through); a Redis that does not answer within a quarter second is
-# skipped, not waited for; an entry larger than FEED_CACHE_MAX_ENTRY_BYTES is not stored.
+# skipped, not waited for; an entry larger than FEED_CACHE_MAX_ENTRY_BYTES is not stored, nor
+# anything past FEED_CACHE_MAX_BYTES in a window (feed/cache.py).
 FEED_CACHE_TTL = env_float("FEED_CACHE_TTL", 60.0)
 FEED_CACHE_MAX_ENTRY_BYTES = env_int("FEED_CACHE_MAX_ENTRY_BYTES", 1024 * 1024)
+# At most this much written per FEED_CACHE_TTL (so at most twice this held): 64 MiB.
+FEED_CACHE_MAX_BYTES = env_int("FEED_CACHE_MAX_BYTES", 64 * 1024 * 1024)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -12,10 +12,14 @@ in the feed. Django's `RedisCache` pickles whatever it is given, so the cache is
 `BytesOnlySerializer` (settings `CACHES`): this module encodes and decodes, and a value it cannot
 read as JSON is a miss, logged, never executed.
 
-Bounded: an entry larger than `FEED_CACHE_MAX_ENTRY_BYTES` is not stored, every entry expires
-after `FEED_CACHE_TTL`, and the keys are a short digest of the query; the Redis of
-docker-compose.yaml caps the memory (`maxmemory` + `allkeys-lru`), so a flood of distinct
-queries evicts old entries instead of filling the server.
+Bounded, whatever the Redis is configured with: an entry larger than
+`FEED_CACHE_MAX_ENTRY_BYTES` is not stored; every entry expires after `FEED_CACHE_TTL`; the keys
+are a fixed-length digest of the query; and the feed writes at most `FEED_CACHE_MAX_BYTES` (each
+entry's size plus a key's overhead) per `FEED_CACHE_TTL` window — counted in Redis, shared by
+every process — so a flood of distinct queries (anyone can make them) holds at most twice that,
+and at most that over `KEY_COST_BYTES` keys, however long it lasts; past the budget the feed
+answers from the database until the next window. The Redis of docker-compose.yaml also caps its
+memory (`maxmemory` + `allkeys-lru`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ logger = logging.getLogger(__name__)
 #: After a failure, how long the feed does not even try Redis.
 OUTAGE_PAUSE_SECONDS = 5.0
 _paused_until = 0.0
+#: What an entry costs Redis besides its value (its key, expiry and bookkeeping): counted
+#: against FEED_CACHE_MAX_BYTES, so that the budget bounds the number of keys too.
+KEY_COST_BYTES = 128
+#: The last budget window this process said was spent (one warning per window).
+_spent_window = -1
 
 
 def replica_version() -> str | None:
@@ -69,8 +78,35 @@ def cached(kind: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any
     value = compute()
     encoded = orjson.dumps(value)
     if len(encoded) <= settings.FEED_CACHE_MAX_ENTRY_BYTES:
-        _call(cache.set, key, encoded)
+        _call(_store, key, encoded)
     return value
+
+
+def _store(key: str, encoded: bytes) -> None:
+    """Stores the entry if the window's budget allows it (module docstring)."""
+    global _spent_window
+    window_seconds = max(1.0, float(settings.FEED_CACHE_TTL))
+    window = int(time.time() // window_seconds)
+    counter = f"feed:budget:{window}"
+    cost = len(encoded) + KEY_COST_BYTES
+    try:
+        spent = cache.incr(counter, cost)
+    except ValueError:  # the window's first entry (the counter outlives it by one window)
+        if cache.add(counter, str(cost).encode(), timeout=int(2 * window_seconds) + 1):
+            spent = cost
+        else:
+            spent = cache.incr(counter, cost)  # another process started the window
+    if spent > settings.FEED_CACHE_MAX_BYTES:
+        if _spent_window != window:
+            _spent_window = window
+            logger.warning(
+                "feed cache: FEED_CACHE_MAX_BYTES (%d) written in this %.0fs window; answering "
+                "new queries from the database until the next one",
+                settings.FEED_CACHE_MAX_BYTES,
+                window_seconds,
+            )
+        return
+    cache.set(key, encoded)
 
 
 def _decode(key: str, raw: bytes | None) -> Any:

@@ -75,6 +75,42 @@ def test_an_entry_larger_than_the_limit_is_not_stored(client, instance_data, red
     assert len(_list_keys(redis_client)) == 1
 
 
+def test_distinct_queries_past_the_byte_budget_are_not_stored(
+    client, instance_data, redis_url, settings, caplog, monkeypatch
+):
+    """Every distinct query was cached for 60 s: a flood of them (anyone can make them) filled
+    Redis. Now what the feed writes per FEED_CACHE_TTL is bounded, keys included."""
+    from feed import cache as feed_cache
+
+    apply_event(SignalType.SAVE, instance_data(1, 0))
+    redis_client = redis.Redis.from_url(redis_url)
+    one = client.get("/api/feed/?q=probe-0")
+    entry = len(one.content) + feed_cache.KEY_COST_BYTES
+    for key in _list_keys(redis_client):
+        redis_client.delete(key)
+    settings.FEED_CACHE_MAX_BYTES = 3 * entry + entry // 2  # room for three entries
+    settings.FEED_CACHE_TTL = 3600  # the budget's window: no boundary crossed during the test
+    monkeypatch.setattr(feed_cache, "_spent_window", -1)
+    with caplog.at_level(logging.WARNING, logger="feed.cache"):
+        for number in range(1, 21):
+            response = client.get(f"/api/feed/?q=probe-{number}")
+            assert response.status_code == 200 and response.json()["count"] == 0
+    stored = _list_keys(redis_client)
+    assert 1 <= len(stored) <= 3, len(stored)
+    assert sum(redis_client.strlen(key) + feed_cache.KEY_COST_BYTES for key in stored) <= (
+        settings.FEED_CACHE_MAX_BYTES
+    )
+    spent = [r for r in caplog.records if "FEED_CACHE_MAX_BYTES" in r.getMessage()]
+    assert len(spent) == 1, "one warning per window, not one per request"
+    # A query already stored is still served from the cache.
+    assert client.get("/api/feed/?q=probe-1").json() == client.get("/api/feed/?q=probe-1").json()
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    counters = list(redis_client.scan_iter(f"{prefix}:*:feed:budget:*"))  # this window's, and
+    # the first request's (60 s windows): each gone one window after its own
+    assert any(3600 < redis_client.ttl(counter) <= 7201 for counter in counters)
+    redis_client.delete(*counters)
+
+
 def test_the_cache_refuses_to_pickle_anything():
     from django.core.cache import cache
 
