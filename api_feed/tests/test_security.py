@@ -119,7 +119,7 @@ def test_the_cache_refuses_to_pickle_anything():
 
 
 @pytest.mark.parametrize("password", ["ab/Sup3rS3cret", "Sup3rS3cret?x", "a?b#Sup3rS3cret"])
-def test_the_replication_status_never_answers_500_nor_shows_the_password(
+def test_the_replication_status_and_metrics_never_answer_500_nor_show_the_password(
     client, settings, password
 ):
     """An unparsable RABBITMQ_URL made /api/replication/status answer 500 and log the
@@ -131,3 +131,8 @@ def test_the_replication_status_never_answers_500_nor_shows_the_password(
     assert body["broker"]["reachable"] is False
     text = response.content.decode()
     assert "Sup3rS3cret" not in text and "'ab'" not in text and "'a'" not in text, text
+    # The metrics' scrape reads the same broker view: no 500, and no label carries an error.
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    scraped = metrics.content.decode()
+    assert "cqrs_broker_up 0.0" in scraped and "Sup3rS3cret" not in scraped
