@@ -91,7 +91,6 @@ def test_the_celery_apply_task_checks_the_signature_too(
 @pytest.mark.django_db(transaction=True)
 def test_the_relay_signs_what_it_publishes(settings, rabbitmq_url, cqrs_exchange, listening_queue):
     import threading
-    import time
     from decimal import Decimal
 
     from dj_master.models import Book
@@ -112,15 +111,30 @@ def test_the_relay_signs_what_it_publishes(settings, rabbitmq_url, cqrs_exchange
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+
+    def received():
+        method, properties, body = queue.channel.basic_get(queue.name, auto_ack=True)
+        return (properties, body) if method is not None else None
+
     try:
-        deadline = time.monotonic() + 10
-        method = None
-        while method is None and time.monotonic() < deadline:
-            method, properties, body = queue.channel.basic_get(queue.name, auto_ack=True)
-            queue.connection.sleep(0.02)
-        assert method is not None, "the relay published nothing"
+        properties, body = wait_until(received, 10, what="the relay's event")
     finally:
         relay.request_stop()
         thread.join(timeout=15)
     assert properties.headers[signing.HEADER] == signing.signature(body, KEY.encode())
     signing.verify(body, properties.headers)
+
+
+def test_a_replayed_dead_letter_keeps_its_signature(settings):
+    """`cqrs_dead_letters retry` (and the page's retry) sends a copy with fresh properties: our
+    failure headers go, the master's signature stays, or a replayed event would die again."""
+    from pika import BasicProperties
+
+    from django_tools.replica.failures import DEAD_REASON, fresh_properties
+
+    settings.CQRS_SIGNING_KEYS = (KEY,)
+    body = b'{"x": 1}'
+    letter = BasicProperties(headers={**signing_with(KEY, body), DEAD_REASON: "permanent"})
+    replayed = fresh_properties(letter)
+    assert DEAD_REASON not in replayed.headers
+    signing.verify(body, replayed.headers)
