@@ -6,9 +6,15 @@
 # keeps the two in step), each in its service's folder:
 #
 #   API Produtos   python -m gunicorn api_produtos.wsgi:application --chdir /app/api_produtos
-#                  --bind 0.0.0.0:8001 --workers 4 ...            (health: /health/ready)
+#                  --config python:django_tools.gunicorn_conf --bind 0.0.0.0:8001 ...
+#                  (health: /health/ready)
 #   API Feed       python -m gunicorn api_feed.wsgi:application --chdir /app/api_feed
-#                  --bind 0.0.0.0:8000 --workers 4 ...            (health: /health/ready)
+#                  --config python:django_tools.gunicorn_conf --bind 0.0.0.0:8000 ...
+#                  (health: /health/ready)
+#
+# Bound to 0.0.0.0 (the other containers reach them), the APIs refuse to start while a public
+# default is in effect: SECRET_KEY and PRODUTOS_API_KEY come from the orchestrator (compose:
+# `.env`), never from the image (CQRS.md, Segurança).
 #   relay          python /app/api_produtos/manage.py outbox_relay      (outbox_relay_health)
 #   consumer       python /app/api_feed/manage.py cqrs_consume -w 1     (cqrs_consume_health)
 #   Celery         python -m celery -A api_produtos|api_feed worker|beat ...

@@ -30,14 +30,22 @@ from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import (
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
+    URL_VARIABLES,
     ImproperlyConfiguredEnv,
     parse_replication_mode,
     redact_url,
+    scrub,
+)
+from django_tools.exposure import (
+    WRITE_KEYS,
+    env_problems,
+    is_default_password,
+    is_loopback_bind,
+    refusal,
 )
 
 START_HINT = "start the infrastructure with `docker compose up -d`"
 READY_TIMEOUT = 60.0
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Where each service's admin lives, and the replica's dead-letter page in it.
 ADMIN_PATH = "/admin/"
 DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
@@ -45,6 +53,52 @@ DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
 
 class Abort(Exception):
     """A start-up problem, explained in one line."""
+
+
+def check_exposure(host: str, create_admin_user: bool) -> None:
+    """Off loopback, nothing starts while a public default is in effect (django_tools.exposure):
+    one line naming everything to set, for both services."""
+    if is_loopback_bind(host):
+        return
+    found: dict[str, list[str]] = {}
+    for service in SERVICES:
+        for problem in env_problems(service.env(), service.name):
+            found.setdefault(problem, []).append(service.name)
+    # A problem of one service only is named with it, unless its variable is that service's
+    # own (PRODUTOS_API_KEY).
+    problems = [
+        problem
+        if len(names) == len(SERVICES) or problem.startswith(tuple(WRITE_KEYS.values()))
+        else f"{problem} ({', '.join(names)})"
+        for problem, names in found.items()
+    ]
+    if create_admin_user and is_default_password(
+        os.environ.get("APIS_ADMIN_PASSWORD"), os.environ.get("APIS_ADMIN_USER") or "admin"
+    ):
+        problems.append("APIS_ADMIN_PASSWORD (not a default)")
+    if problems:
+        raise Abort(refusal(problems, f"--host {host}"))
+
+
+def check_admin_accounts(host: str) -> None:
+    """Off loopback, no account of either service may keep a default password (admin/admin):
+    the databases say, after their migrations."""
+    if is_loopback_bind(host):
+        return
+    problems = []
+    for service in SERVICES:
+        result = subprocess.run(
+            service.manage("exposure_check", "--admins-only"),
+            cwd=service.directory,
+            env=service.env(),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            said = (result.stderr.strip().splitlines() or ["exposure_check failed"])[-1]
+            problems.append(f"{said.removeprefix('CommandError: ')} in {service.directory.name}")
+    if problems:
+        raise Abort(refusal(problems, f"--host {host}"))
 
 
 def check_infrastructure(services: tuple[Service, ...] = SERVICES) -> None:
@@ -101,7 +155,8 @@ def declare_broker_topology() -> None:
         text=True,
     )
     if result.returncode != 0:
-        raise Abort(f"declaring the replica's queues failed: {result.stderr.strip()[-500:]}")
+        said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Abort(f"declaring the replica's queues failed: {said[-500:]}")
 
 
 @dataclass(frozen=True)
@@ -117,19 +172,19 @@ class AdminAccount:
     def from_env(cls, host: str) -> AdminAccount:
         user = os.environ.get("APIS_ADMIN_USER") or "admin"
         password = os.environ.get("APIS_ADMIN_PASSWORD")
-        if password:
-            return cls(user, password, default=False)
-        if host not in LOOPBACK:
+        default = is_default_password(password, user)  # unset counts as the default "admin"
+        if default and not is_loopback_bind(host):
             raise Abort(
-                f"--create-admin with --host {host} needs APIS_ADMIN_PASSWORD (and "
-                "APIS_ADMIN_USER): the default admin/admin is only for a lab on 127.0.0.1"
+                f"--create-admin with --host {host} needs APIS_ADMIN_PASSWORD (not a default; "
+                "and APIS_ADMIN_USER): the default admin/admin is only for a lab on 127.0.0.1"
             )
-        return cls(user, "admin", default=True)
+        return cls(user, password or "admin", default=default)
 
     def banner(self) -> str:
+        """Who logs in, never with what: the password is not printed, even the default one."""
         if self.default:
             return (
-                f"{self.user}/{self.password} (default, local use only: "
+                f"user {self.user}, the default password (local use only: "
                 "set APIS_ADMIN_USER / APIS_ADMIN_PASSWORD)"
             )
         return f"user {self.user}, password from APIS_ADMIN_PASSWORD"
@@ -196,7 +251,7 @@ def replication_mode() -> str:
 
 def _healthy(url: str) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:  # nosec B310 # http URL built here
             return response.status == 200, ""
     except urllib.error.HTTPError as exc:
         return False, exc.read().decode(errors="replace")
@@ -208,7 +263,7 @@ def announce_when_ready(
     options: UpOptions, stop: threading.Event, admin: AdminAccount | None = None
 ) -> None:
     # Health is polled (and URLs printed) on loopback whatever interface the APIs bind.
-    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host  # nosec B104 # compared, not bound
     urls = {
         "API Produtos": f"http://{host}:{options.produtos_port}",
         "API Feed": f"http://{host}:{options.feed_port}",
@@ -229,7 +284,7 @@ def announce_when_ready(
     if pending:
         print(
             f"apis up: not healthy after {READY_TIMEOUT:.0f}s: {', '.join(pending)} "
-            f"({last_problem.strip()[:300]})",
+            f"({scrub(last_problem.strip(), _urls())[:300]})",
             flush=True,
         )
         return
@@ -258,9 +313,20 @@ def announce_when_ready(
     print("\n".join(lines), flush=True)
 
 
+def _urls() -> list[str]:
+    """Every URL either service uses: what `scrub` must hide from our output."""
+    return [
+        value
+        for service in SERVICES
+        for name in URL_VARIABLES
+        if (value := service.env().get(name))
+    ]
+
+
 def up(options: UpOptions, *, create_admin_user: bool = False) -> int:
     admin = None
     try:
+        check_exposure(options.host, create_admin_user)
         mode = replication_mode()
         if create_admin_user:
             admin = AdminAccount.from_env(options.host)
@@ -270,9 +336,11 @@ def up(options: UpOptions, *, create_admin_user: bool = False) -> int:
             migrate(service)
             if admin is not None:
                 create_admin(service, admin)
+        check_admin_accounts(options.host)
         declare_broker_topology()
     except Abort as exc:
-        print(f"apis up: {exc}", file=sys.stderr, flush=True)
+        # One line, whatever a URL or a child's error said: no password in it.
+        print(f"apis up: {scrub(str(exc), _urls())}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -57,6 +57,31 @@ def test_exits_at_once_with_one_clear_line_when_infrastructure_is_missing(variab
     assert "Traceback" not in result.stdout + result.stderr
 
 
+SECRET = "Sup3rS3cret"
+
+
+@pytest.mark.parametrize(
+    "variable,url",
+    [
+        ("RABBITMQ_URL", f"amqp://admin:ab/{SECRET}@127.0.0.1:1/"),
+        ("RABBITMQ_URL", f"amqp://admin:{SECRET}?x@127.0.0.1:1/"),
+        ("RABBITMQ_URL", f"amqp://admin:a#{SECRET}@127.0.0.1:1/"),
+        ("REDIS_URL", f"redis://:{SECRET}/x@127.0.0.1:1/0"),
+        ("REDIS_URL", f"redis://:p@{SECRET}@127.0.0.1:1/0"),
+    ],
+)
+def test_a_password_a_parser_cannot_read_never_shows_in_its_line(variable, url):
+    """An unencoded `/`, `?`, `#` or `@` in a password: the parsers quote a piece of it in
+    their error, which `apis up` printed."""
+    result = run_up(**{variable: url})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    output = result.stdout + result.stderr
+    assert SECRET not in output and "'ab'" not in output and "'a'" not in output, output
+    assert "Traceback" not in output
+
+
 def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
     databases = Databases(tmp_path)
     lab = start_lab(tmp_path, rabbitmq_url, databases)
@@ -107,9 +132,18 @@ def test_create_admin_takes_the_env_pair_and_admin_admin_only_on_loopback(monkey
     monkeypatch.delenv("APIS_ADMIN_PASSWORD", raising=False)
     local = AdminAccount.from_env("127.0.0.1")
     assert (local.user, local.password, local.default) == ("admin", "admin", True)
-    assert "admin/admin" in local.banner()
+    # The banner names who logs in, never the password (not even the default one).
+    assert "admin/admin" not in local.banner() and "default password" in local.banner()
     with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
         AdminAccount.from_env("0.0.0.0")
+    monkeypatch.setenv("APIS_ADMIN_PASSWORD", "admin")  # a default is no password off loopback
+    with pytest.raises(Abort, match="APIS_ADMIN_PASSWORD"):
+        AdminAccount.from_env("0.0.0.0")
+    # On loopback a default given explicitly is taken as it is, and called a default.
+    monkeypatch.setenv("APIS_ADMIN_PASSWORD", "password")
+    given = AdminAccount.from_env("127.0.0.1")
+    assert (given.password, given.default) == ("password", True)
+    assert "password" not in given.banner().replace("default password", "")
     monkeypatch.setenv("APIS_ADMIN_USER", "ops")
     monkeypatch.setenv("APIS_ADMIN_PASSWORD", "s3cret")
     chosen = AdminAccount.from_env("0.0.0.0")

@@ -27,14 +27,13 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
-import yaml
+from compose_file import COMPOSE_FILE, compose, interpolate, variables
 from e2e_lab import REPO_ROOT
 
 from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, processes
 
 pytestmark = pytest.mark.any_database
 
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 #: From compose-spec/compose-spec, schema/compose-spec.json (tests/data/README.md).
@@ -42,10 +41,6 @@ COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 #: Where the Dockerfile puts the repository in the image.
 IMAGE_ROOT = "/app"
 PROFILE = "ecosystem"
-
-
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
 def services() -> dict[str, dict]:
@@ -61,29 +56,12 @@ def ours() -> dict[str, dict]:
     return {n: s for n, s in services().items() if "build" in s}
 
 
-_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?-)([^}]*))?\}|\$(\w+)")
-
-
-def interpolate(value: str, environ: dict[str, str] | None = None) -> str:
-    """Compose's interpolation of `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `$VAR`, `$$`."""
-    environ = {} if environ is None else environ
-
-    def replace(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1) or match.group(4)
-        operator, default = match.group(2), match.group(3) or ""
-        if operator == ":-":
-            return environ.get(name) or default
-        if operator == "-":
-            return environ.get(name, default)
-        return environ.get(name, "")
-
-    return _VARIABLE.sub(replace, value)
-
-
-def environment(service: dict) -> dict[str, str]:
-    return {key: interpolate(str(value)) for key, value in service.get("environment", {}).items()}
+def environment(service: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
+    """The service's environment as Compose gives it, with `dotenv` as the `.env` file."""
+    return {
+        key: interpolate(str(value), dotenv)
+        for key, value in service.get("environment", {}).items()
+    }
 
 
 def to_image(argv: list[str]) -> list[str]:
@@ -121,7 +99,7 @@ def test_plain_compose_up_still_starts_rabbitmq_and_redis_only():
     for service in default:
         assert set(services()[service].get("depends_on", {})) <= default
     assert "management" in services()["rabbitmq"]["image"]
-    assert {"5672:5672", "15672:15672"} <= set(services()["rabbitmq"]["ports"])
+    assert {"127.0.0.1:5672:5672", "127.0.0.1:15672:15672"} <= set(services()["rabbitmq"]["ports"])
 
 
 def test_the_ecosystem_profile_brings_up_everything():
@@ -178,17 +156,31 @@ def test_each_container_runs_what_apis_up_runs():
         assert services()[name]["command"] == to_image(argv), name
 
 
-def test_the_services_find_each_other():
+def definitions(dotenv: dict[str, str] | None = None) -> dict:
+    """RabbitMQ's definitions (users, permissions, the exchange) as the broker imports them."""
+    return json.loads(interpolate(compose()["configs"]["rabbitmq-definitions"]["content"], dotenv))
+
+
+DOTENV = {  # a .env with every secret set
+    "SECRET_KEY": "0123456789abcdefghij" * 3, "PRODUTOS_API_KEY": "k" * 32,
+    "CQRS_SIGNING_KEY": "h" * 32,
+    "RABBITMQ_USER": "ops", "RABBITMQ_PASSWORD": "ops-pw", "PRODUTOS_RABBITMQ_PASSWORD": "p-pw",
+    "FEED_RABBITMQ_PASSWORD": "f-pw", "POSTGRES_PASSWORD": "pg-pw",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dotenv", [{}, DOTENV], ids=["no .env", "a .env"])
+def test_the_services_find_each_other(dotenv):
     everything = services()
-    postgres = everything["postgres"]["environment"]
+    postgres = {k: interpolate(v, dotenv) for k, v in everything["postgres"]["environment"].items()}
     databases = {postgres["POSTGRES_DB"]} | set(
         re.findall(
             r"CREATE DATABASE (\w+)", compose()["configs"]["postgres-create-feed"]["content"]
         )
     )
-    rabbit = everything["rabbitmq"]["environment"]
+    users = {user["name"]: user["password"] for user in definitions(dotenv)["users"]}
     for name, service in ours().items():
-        env = environment(service)
+        env = environment(service, dotenv)
         db = urlsplit(env["DATABASE_URL"])
         assert db.scheme == "postgres" and db.hostname == "postgres", name
         assert (db.username, db.password) == (
@@ -196,26 +188,164 @@ def test_the_services_find_each_other():
             postgres["POSTGRES_PASSWORD"],
         )
         assert db.path.strip("/") in databases, name
+        service_name = db.path.strip("/")
+        # Each service with its broker user of its own, whose password the definitions set.
         broker = urlsplit(env["RABBITMQ_URL"])
         assert broker.hostname == "rabbitmq" and broker.port == 5672, name
-        assert (broker.username, broker.password) == (
-            rabbit["RABBITMQ_DEFAULT_USER"],
-            rabbit["RABBITMQ_DEFAULT_PASS"],
-        )
+        assert broker.username == service_name, name
+        assert broker.password == users[service_name], name
         assert urlsplit(env["REDIS_URL"]).hostname == "redis", name
-        service_name = db.path.strip("/")
         assert service_name in env["ALLOWED_HOSTS"].split(","), name
+        for secret in ("SECRET_KEY", "CQRS_SIGNING_KEY"):
+            assert env[secret] == dotenv.get(secret, ""), name
         if service_name == "feed":
             assert env["CQRS_QUEUE_TYPE"] == "quorum", name
         else:
-            assert env["PRODUTOS_API_KEY"], name
+            assert env["PRODUTOS_API_KEY"] == dotenv.get("PRODUTOS_API_KEY", ""), name
             feed = urlsplit(env["FEED_URL"])
             assert (feed.hostname, feed.port) == ("feed", 8000), name
-    # Each API answers on its port, inside and outside.
+    admin = dotenv.get("RABBITMQ_USER", "admin")
+    assert users[admin] == dotenv.get("RABBITMQ_PASSWORD", "admin")
+    # Each API answers on its port, inside and outside (on this machine only).
     for name, service in (("produtos", PRODUTOS), ("feed", FEED)):
         bind = option(services()[name]["command"], "--bind")
         assert bind == f"0.0.0.0:{service.default_port}"
-        assert services()[name]["ports"] == [f"{service.default_port}:{service.default_port}"]
+        port = service.default_port
+        assert services()[name]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_every_published_port_is_on_loopback_only():
+    """RabbitMQ (admin/admin, its UI), Redis (no password) and the APIs were published on every
+    interface: anyone on the network reached them."""
+    published = {
+        name: service.get("ports", []) for name, service in services().items()
+    }  # every profile's
+    assert published["rabbitmq"] and published["redis"] and published["produtos"]
+    for name, ports in published.items():
+        for port in ports:
+            text = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
+            assert text.startswith("127.0.0.1:") and text.count(":") == 2, f"{name}: {port}"
+
+
+SECRET_VARIABLES = ("SECRET_KEY", "PRODUTOS_API_KEY", "CQRS_SIGNING_KEY")
+
+
+def test_no_secret_is_in_the_file_only_in_dotenv():
+    """Compose gave PRODUTOS_API_KEY a published default: now every secret comes from `.env`,
+    and without one the APIs refuse to start (tested below); the broker's users keep the lab's
+    admin/admin, which reach no other machine."""
+    text = COMPOSE_FILE.read_text()
+    assert "ecosystem-local-key" not in text
+    for name, service in ours().items():
+        raw = service.get("environment", {})
+        for secret in SECRET_VARIABLES:
+            if secret in raw:
+                assert raw[secret] == f"${{{secret}:-}}", f"{name}: {secret} has a default"
+        for variable in ("DATABASE_URL", "RABBITMQ_URL"):
+            password = raw[variable].split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+            assert password.startswith("${"), f"{name}: the {variable} password is in the file"
+    for user in definitions()["users"]:
+        assert user["password"] == "admin"  # only the lab's public default, when .env is absent
+    raw_users = compose()["configs"]["rabbitmq-definitions"]["content"]
+    assert all(variables(line) for line in raw_users.splitlines() if '"password"' in line)
+
+
+def test_rabbitmq_4_loads_the_users_and_permissions_at_start():
+    rabbit = services()["rabbitmq"]
+    series = re.match(r"rabbitmq:(\d+)\.(\d+)-management$", rabbit["image"])
+    assert series and (int(series[1]), int(series[2])) >= (4, 2), rabbit["image"]
+    mounted = {config["source"]: config["target"] for config in rabbit["configs"]}
+    conf = compose()["configs"]["rabbitmq-conf"]["content"]
+    assert f"load_definitions = {mounted['rabbitmq-definitions']}" in conf
+    assert mounted["rabbitmq-conf"].startswith("/etc/rabbitmq/conf.d/")
+    loaded = definitions()
+    assert {u["name"] for u in loaded["users"]} == {"admin", "produtos", "feed"}
+    assert [e["name"] for e in loaded["exchanges"]] == ["cqrs"]
+    granted = {p["user"]: p for p in loaded["permissions"]}
+    assert not re.fullmatch(granted["feed"]["write"], "cqrs"), "the feed must not publish events"
+    assert re.fullmatch(granted["feed"]["read"], "cqrs"), "the feed binds its queue to cqrs"
+    assert not re.fullmatch(granted["produtos"]["read"], "api_feed"), "nor the master consume"
+    assert re.fullmatch(granted["produtos"]["write"], "cqrs")
+
+
+def _names_of_the_replica(queue: str) -> set[str]:
+    """Every queue and exchange name the feed's code declares, binds or publishes to for the
+    replica queue `queue`, as its Topology names them (and, where the code of the day has them,
+    the migration's `.migrating` queues and marker, the probation queue, the retry exchange, the
+    dead-letter queue's reader lock): what the feed's broker user must be allowed."""
+    from django_tools.replica import dead_letters
+    from django_tools.replica.policy import RetryPolicy
+    from django_tools.replica.topology import Topology
+
+    topology = Topology.named(queue, RetryPolicy())
+    names = set(topology.queues())
+    migrating = getattr(Topology, "migrating", lambda name: f"{name}.migrating")
+    names |= {migrating(name) for name in list(names)}
+    for kind in ("classic", "quorum"):
+        marker = getattr(topology, "migration_marker", None)
+        names.add(marker(kind) if marker else f"{queue}.migrating-to-{kind}")
+    names.add(getattr(topology, "probation_queue", f"{queue}.probation"))
+    names.add(getattr(topology, "retry_exchange", f"{queue}.retries"))
+    reader_lock = getattr(dead_letters, "reader_lock", None)
+    names.add(reader_lock(topology) if reader_lock else f"{topology.dead_letter_queue}.reader")
+    return names
+
+
+#: Celery's names for a service `s` (CELERY_CONTROL_EXCHANGE = s): its task queue, the control
+#: exchange and queues (a worker named `s@host` as the containers name it, or `celery@host` when
+#: run by hand without -n), the reply exchange and queues of `celery inspect`, the events.
+def _celery_names(s: str) -> set[str]:
+    return {f"{s}.tasks", f"{s}.pidbox", f"{s}@host.{s}.pidbox", f"celery@host.{s}.pidbox",
+            f"reply.{s}.pidbox", f"5f0c-1a2b.reply.{s}.pidbox", f"{s}.celeryev",
+            f"{s}.celeryev.5f0c-1a2b"}  # fmt: skip
+
+
+def test_the_broker_permissions_cover_every_name_each_service_uses_and_nothing_else():
+    """The definitions' regular expressions, as RabbitMQ applies them (a search in the name),
+    against the names the code uses: a name the feed's code declares and the definitions do not
+    grant would be refused at run time (a queue migration, the dead-letter reader lock)."""
+    granted = {p["user"]: p for p in definitions()["permissions"]}
+
+    def allowed(user: str, permission: str, name: str) -> bool:
+        return re.search(granted[user][permission], name) is not None
+
+    feed_own = _names_of_the_replica("api_feed") | _celery_names("feed")
+    for name in sorted(feed_own):
+        for permission in ("configure", "write", "read"):
+            assert allowed("feed", permission, name), f"feed lacks {permission} on {name}"
+    for name in sorted(_celery_names("produtos") | {"cqrs"}):
+        for permission in ("configure", "write"):
+            if name != "cqrs" or permission == "write":
+                assert allowed("produtos", permission, name), (
+                    f"produtos lacks {permission} on {name}"
+                )
+        if name != "cqrs":
+            assert allowed("produtos", "read", name), f"produtos lacks read on {name}"
+    for user in ("produtos", "feed"):
+        assert allowed(user, "write", "amq.default")  # Celery's tasks, the replica's retries
+
+    # Nothing of the other service, nor a name that merely starts like one of ours.
+    strangers = {"api_feedx", "xapi_feed", "dead_letter_api_feedx", "celery.pidbox", "celeryev",
+                 "other.tasks", "amq.topic"}  # fmt: skip
+    for name in sorted(strangers | _celery_names("produtos") | {"cqrs"}):
+        for permission in ("configure", "write"):
+            assert not allowed("feed", permission, name), f"feed may {permission} {name}"
+    for name in sorted(strangers | feed_own):
+        for permission in ("configure", "write", "read"):
+            assert not allowed("produtos", permission, name), f"produtos may {permission} {name}"
+    assert not allowed("produtos", "read", "cqrs")
+
+
+def test_redis_is_bounded():
+    command = services()["redis"]["command"]
+    assert option(command, "--maxmemory") and option(command, "--maxmemory-policy") == "allkeys-lru"
+
+
+def test_dotenv_example_lists_every_variable_the_file_reads():
+    example = (REPO_ROOT / ".env.example").read_text()
+    read = variables(COMPOSE_FILE.read_text())
+    missing = {name for name in read if not re.search(rf"^#? ?{name}=", example, re.M)}
+    assert not missing, f"in docker-compose.yaml, not in .env.example: {sorted(missing)}"
 
 
 def test_the_health_checks_are_the_ones_made_for_them():
@@ -454,3 +584,43 @@ def test_nothing_of_the_dev_group_is_in_the_image(image):
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
     assert {"django", "gunicorn", "celery", "psycopg", "whitenoise"} <= installed
     assert not installed & {"pytest", "ruff", "hypothesis", "schemathesis", "jsonschema"}
+
+
+def test_the_api_containers_refuse_to_start_without_the_secrets_of_dotenv(image, tmp_path):
+    """The containers' APIs bind 0.0.0.0 (the other containers reach them): without `.env`
+    they stop at once with one line naming what to set; with it, they serve."""
+    from apis_lab.net import free_port
+
+    for name in ("produtos", "feed"):
+        service = services()[name]
+        _, code, output = run_in_image(image, service, service["command"])
+        assert code == 1, output
+        refusal = [line for line in output.splitlines() if line.startswith("gunicorn: ")]
+        assert len(refusal) == 1, output
+        assert "SECRET_KEY" in refusal[0] and "CQRS.md#segurança" in refusal[0]
+        assert ("PRODUTOS_API_KEY" in refusal[0]) == (name == "produtos")
+
+        command = list(service["command"])
+        command[command.index("--bind") + 1] = f"0.0.0.0:{free_port()}"
+        env = {
+            "PATH": f"{image / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+            "HOME": str(image),
+            f"{name.upper()}_ENV_FILE": str(image / "no-env-file"),
+            **environment(service, DOTENV),
+            "DATABASE_URL": f"sqlite:///{tmp_path / f'{name}.sqlite3'}",
+        }
+        cwd = Path(service["working_dir"].replace(IMAGE_ROOT, str(image)))
+        process = subprocess.Popen(
+            in_image(image, command), cwd=cwd, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            lines = []
+            for line in process.stdout:
+                lines.append(line)
+                if "Booting worker" in line or len(lines) > 200:
+                    break
+            assert any("Booting worker" in line for line in lines), "".join(lines)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

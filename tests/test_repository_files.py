@@ -12,13 +12,14 @@ def test_compose_brings_rabbitmq_with_management_and_redis_with_healthchecks():
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
     rabbit, redis = compose["services"]["rabbitmq"], compose["services"]["redis"]
     assert "management" in rabbit["image"]
-    assert {"5672:5672", "15672:15672"} <= set(rabbit["ports"])
+    # On this machine only; admin/admin unless .env says otherwise (the contract's defaults).
+    assert {"127.0.0.1:5672:5672", "127.0.0.1:15672:15672"} <= set(rabbit["ports"])
     assert rabbit["environment"] == {
-        "RABBITMQ_DEFAULT_USER": "admin",
-        "RABBITMQ_DEFAULT_PASS": "admin",
+        "RABBITMQ_DEFAULT_USER": "${RABBITMQ_USER:-admin}",
+        "RABBITMQ_DEFAULT_PASS": "${RABBITMQ_PASSWORD:-admin}",
     }
     assert redis["image"].startswith("redis:7")
-    assert "6379:6379" in redis["ports"]
+    assert "127.0.0.1:6379:6379" in redis["ports"]
     assert rabbit["healthcheck"]["test"] and redis["healthcheck"]["test"]
 
 

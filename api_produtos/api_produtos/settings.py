@@ -24,6 +24,8 @@ INSTALLED_APPS = [*DJANGO_APPS, "dj_cqrs", "django_tools", "produto", "django_to
 ROOT_URLCONF = "api_produtos.urls"
 WSGI_APPLICATION = "api_produtos.wsgi.application"
 DATABASES = database_settings(SERVICE_NAME, REPO_ROOT)  # noqa: F405
+# Unset: this machine's own key under var/ (loopback only: django_tools.exposure).
+SECRET_KEY = SECRET_KEY or local_secret_key(REPO_ROOT / "var")  # noqa: F405
 
 CQRS = {
     # Writes go to the outbox in their own transaction; the relay publishes them.
@@ -39,6 +41,11 @@ RECONCILE_REPLICA_URL = env_str("FEED_URL") or "http://127.0.0.1:8000"
 REPLICA_TASK_QUEUE = env_str("REPLICA_TASK_QUEUE") or f"{CELERY_QUEUE_PREFIX}feed.tasks"  # noqa: F405
 
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}.tasks"  # noqa: F405
+# Celery's control (pidbox) and event traffic in exchanges of this service's own, not Celery's
+# shared `celery.pidbox` / `celeryev`: one service's broker user then has no say over the other's
+# workers (least privilege: CQRS.md#segurança).
+CELERY_CONTROL_EXCHANGE = f"{CELERY_QUEUE_PREFIX}{SERVICE_NAME}"  # noqa: F405
+CELERY_EVENT_EXCHANGE = CELERY_EVENT_QUEUE_PREFIX = f"{CELERY_CONTROL_EXCHANGE}.celeryev"
 CELERY_TASK_QUEUES = task_queues(
     CELERY_TASK_DEFAULT_QUEUE,
     REPLICA_TASK_QUEUE,

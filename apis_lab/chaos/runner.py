@@ -593,7 +593,7 @@ class ReplicationSampler:
                 if value != last:
                     self.changes.append(time.monotonic())
                     last = value
-            except Exception:
+            except Exception:  # nosec B110 # a sample missed, the next one comes
                 pass  # locked or restarting: no news
             if self.ledger is not None:
                 with contextlib.suppress(Exception):  # locked or restarting: next time
@@ -619,7 +619,7 @@ class ReplicationSampler:
         rows = {}
         for first in range(0, len(waiting), 500):
             found = self.db.fetchall(
-                f"SELECT {COLUMNS} FROM feed_produtomirror WHERE id IN "
+                f"SELECT {COLUMNS} FROM feed_produtomirror WHERE id IN "  # nosec B608 # ints
                 f"({', '.join(str(int(pk)) for pk in waiting[first : first + 500])})"
             )
             rows.update({row[0]: _row(row)[1:] for row in found})
@@ -734,7 +734,7 @@ class Checker:
     # --- convergence ----------------------------------------------------------------------
 
     def _rows(self, service: str, table: str) -> dict[int, tuple]:
-        rows = self.lab.eco.database(service).fetchall(f"SELECT {COLUMNS} FROM {table}")
+        rows = self.lab.eco.database(service).fetchall(f"SELECT {COLUMNS} FROM {table}")  # nosec B608 # our table
         return {row[0]: _row(row)[1:] for row in rows}
 
     def master_rows(self) -> dict[int, tuple]:

@@ -9,6 +9,7 @@ class DjangoToolsConfig(AppConfig):
         from django.conf import settings
 
         from django_tools import tracing
+        from django_tools.exposure import checks  # noqa: F401 - registers the deploy check
 
         # Off (and free) unless an OTLP endpoint is configured.
         tracing.setup(getattr(settings, "SERVICE_NAME", "service"))

@@ -39,13 +39,20 @@ from django_tools.broker import (
     node_of,
     set_deadline,
 )
-from django_tools.env import redact_url
+from django_tools.env import redact_url, scrub
 
 logger = logging.getLogger("django_tools.connectivity")
 
 
 class Unreachable(Exception):
-    """The service did not answer within the timeout, or refused us."""
+    """The service did not answer within the timeout, or refused us.
+
+    Its reason is shown on `/health`, in log lines and by `apis up`: whatever a raise site
+    puts in it, it is scrubbed here too (what a URL parser quoted, the URLs and secrets of the
+    environment), so that a new probe cannot bring a password back."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(scrub(reason))
 
 
 def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
@@ -59,7 +66,8 @@ def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
             return
         except Unreachable as exc:
             reasons.append(str(exc) if "," not in url else f"{_host(node)}: {exc}")
-    raise Unreachable("; ".join(reasons) or "no RabbitMQ URL given")
+    # A URL a parser cannot read comes back quoted in its error: scrubbed, as every reason.
+    raise Unreachable(scrub("; ".join(reasons), [url]) or "no RabbitMQ URL given")
 
 
 def _probe_node(url: str, timeout: float) -> None:
@@ -93,11 +101,11 @@ def probe_redis(url: str, timeout: float = 2.0) -> None:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
-        raise Unreachable(f"invalid REDIS_URL {redact_url(url)}: {exc}") from exc
+        raise Unreachable(scrub(f"invalid REDIS_URL {redact_url(url)}: {exc}", [url])) from exc
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unreachable(str(exc) or exc.__class__.__name__) from exc
+        raise Unreachable(scrub(str(exc) or exc.__class__.__name__, [url])) from exc
     finally:
         client.close()
 

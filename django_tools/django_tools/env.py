@@ -6,9 +6,12 @@ whatever a developer keeps in their env file.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
 from dotenv import dotenv_values, load_dotenv
 
@@ -137,3 +140,89 @@ def _redact_one(url: str) -> str:
     if not colon:
         return url  # a user without a password
     return f"{scheme}://{user}:***@{host}"
+
+
+# --- secrets never in output ------------------------------------------------------------------
+
+#: Variables whose whole value is a secret (comma-separated lists: each item).
+SECRET_VARIABLES = (
+    "SECRET_KEY",
+    "SECRET_KEY_FALLBACKS",
+    "PRODUTOS_API_KEY",
+    "CQRS_SIGNING_KEY",
+    "APIS_ADMIN_PASSWORD",
+)
+#: Variables holding URLs that may carry a password (several nodes: comma-separated).
+URL_VARIABLES = ("RABBITMQ_URL", "REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL")
+#: Public values that are no secret (the lab's documented defaults): masking them would only
+#: garble messages such as "apis up: …" or "user admin lacks …".
+_PUBLIC = frozenset({"admin", "guest", "apis", "postgres", "password", "change-me", "changeme"})
+#: Shorter fragments are not masked on their own (too many false hits); the messages that
+#: quote them are rewritten by pattern instead (`_QUOTED_BY_PARSERS`).
+_MIN_FRAGMENT = 4
+_MASK = "***"
+#: `scheme://user:password@` anywhere in a text, up to the last `@` of the token.
+_URL_WITH_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'"]*):[^\s'"]*@""")
+#: What urllib (pika's and redis's URL parsing) quotes from a URL it cannot parse: with an
+#: unencoded `/`, `?` or `#` in a password, the part before it is taken for the port.
+_QUOTED_BY_PARSERS = re.compile(
+    r"(cast to integer value as |invalid literal for int\(\) with base 10: )'[^']*'"
+)
+
+
+def _password_of(url: str) -> str | None:
+    """The password of a URL as `redact_url` reads it (between `user:` and the last `@`)."""
+    _scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return None
+    userinfo = rest.rpartition("@")[0]
+    _user, colon, password = userinfo.partition(":")
+    return password if colon and password else None
+
+
+def _pieces(secret: str) -> set[str]:
+    """A secret, URL-decoded, and the fragments a parser may cut it into."""
+    found = {secret, unquote(secret)}
+    for value in list(found):
+        found.update(re.split(r"[/?#@:;,\s]", value))
+    return {piece for piece in found if len(piece) >= _MIN_FRAGMENT and piece not in _PUBLIC}
+
+
+@functools.lru_cache(maxsize=64)
+def _secrets(values: tuple[str, ...], urls: tuple[str, ...]) -> tuple[str, ...]:
+    found: set[str] = set()
+    for value in values:
+        for item in value.split(","):
+            if item.strip():
+                found |= _pieces(item.strip())
+    for value in urls:
+        for url in value.split(","):
+            password = _password_of(url.strip())
+            if password:
+                found |= _pieces(password)
+    return tuple(sorted(found, key=len, reverse=True))  # longest first
+
+
+def known_secrets(
+    urls: Iterable[str] = (), environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """Every secret this process knows of: the values of `SECRET_VARIABLES`, the passwords of
+    `URL_VARIABLES` and of `urls`, with the fragments a URL parser may quote."""
+    environ = os.environ if environ is None else environ
+    values = tuple(environ.get(name, "") for name in SECRET_VARIABLES)
+    url_values = tuple(environ.get(name, "") for name in URL_VARIABLES) + tuple(urls)
+    return _secrets(values, url_values)
+
+
+def scrub(text: str, urls: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> str:
+    """`text` fit for a response, a log line, the banner or a metric label: every URL in it
+    redacted, every known secret (and fragment of one) masked, and what URL parsers quote
+    from a URL they cannot read hidden. The one place where output is cleaned."""
+    if not text:
+        return text
+    text = _URL_WITH_PASSWORD.sub(rf"\1:{_MASK}@", text)
+    text = _QUOTED_BY_PARSERS.sub(rf"\1'{_MASK}'", text)
+    for secret in known_secrets(urls, environ):
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text

@@ -46,6 +46,7 @@ from django_tools.connectivity import (
     ping_redis,
     wait_for,
 )
+from django_tools.env import scrub
 
 #: A probe's own budget (connecting included: the nodes of RABBITMQ_URL share it).
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -172,7 +173,12 @@ def run_checks(names: Iterable[str] | None = None) -> dict[str, dict]:
         except NoAnswer:
             result = {"ok": False, "error": f"no answer within {DEADLINE_SECONDS:g}s"}
         except Exception as exc:  # whatever breaks a part makes that part unhealthy
-            result = {"ok": False, "error": str(exc) or exc.__class__.__name__}
+            # A public page: no URL credential or password fragment in what it says.
+            error = str(exc) or exc.__class__.__name__
+            result = {
+                "ok": False,
+                "error": scrub(error, [settings.RABBITMQ_URL, settings.REDIS_URL]),
+            }
         else:
             result = {"ok": True}
         took = DEADLINE_SECONDS if flight.finished is None else flight.finished - flight.started

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from django_tools.broker_permissions import describe
+
 
 def keep_running(
     session: Callable[[Callable[[], None]], None],
@@ -54,7 +56,8 @@ def keep_running(
             pause = wait(state)
             if on_retry is not None:
                 on_retry(exc)
-            logger.warning("%s lost (%r); again in %.1fs", what, exc, pause)
+            # A refused permission in one line that says which (broker_permissions).
+            logger.warning("%s lost (%s); again in %.1fs", what, describe(exc), pause)
             resume = time.monotonic() + pause
             while not stop.wait(max(0.0, min(1.0, resume - time.monotonic()))):
                 if time.monotonic() >= resume:

@@ -225,8 +225,8 @@ class RunningConsumers:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=10)
-        assert not any(t.is_alive() for t in self.threads), "a consumer did not stop"
-        assert not self.errors, self.errors
+        assert not any(t.is_alive() for t in self.threads), "a consumer did not stop"  # nosec B101 # a pytest helper
+        assert not self.errors, self.errors  # nosec B101 # a pytest helper
 
 
 @pytest.fixture
@@ -362,7 +362,7 @@ class SilentNode:
             except OSError:
                 return
 
-    def url(self, user: str = "guest", password: str = "guest") -> str:
+    def url(self, user: str = "guest", password: str = "guest") -> str:  # nosec B107 # test broker
         return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
 
     def close(self) -> None:
@@ -432,7 +432,7 @@ def database_unreachable(alias: str = "default") -> Iterator[int]:
         {
             **original.settings_dict,
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "unreachable", "USER": "postgres", "PASSWORD": "",
+            "NAME": "unreachable", "USER": "postgres", "PASSWORD": "",  # nosec B105 # nothing listens
             "HOST": "127.0.0.1", "PORT": str(port),
             "OPTIONS": {"connect_timeout": 2}, "CONN_MAX_AGE": 0,
         },

@@ -7,7 +7,29 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from django_tools.env import scrub
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class ScrubSecretsFilter(logging.Filter):
+    """Every record's message, exception and stack as `env.scrub` leaves them: no password,
+    key or URL credential reaches a log line, whoever logged it (our code, pika, Celery,
+    Django) and whatever the exception says."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse `exc_text` when it is set: the scrubbed traceback is what shows.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,6 +59,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            # exc_text: the traceback as ScrubSecretsFilter left it.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

@@ -68,13 +68,17 @@ class HttpReplicaReader:
     `/api/replication/rows` for its rows."""
 
     def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        if not base_url.lower().startswith(("http://", "https://")):
+            # urllib also opens file: and ftp: URLs; a replica is only ever reached over HTTP.
+            raise ReplicaUnavailable(f"replica URL {base_url!r}: use http:// or https://")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.queue = self._get("/api/replication/status")["queue"]["name"]
 
     def _get(self, path: str) -> dict:
+        url = self.base_url + path
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=self.timeout) as response:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:  # nosec B310 # http(s) only
                 return json.load(response)
         except OSError as exc:
             raise ReplicaUnavailable(f"replica at {self.base_url} unreachable: {exc}") from exc

@@ -25,9 +25,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from django_tools.admin import ReadOnlyModelAdmin
-from django_tools.env import redact_url
+from django_tools.env import redact_url, scrub
 from django_tools.replica import dead_letters
-from django_tools.replica.failures import DEAD_REASONS, EXHAUSTED, PERMANENT, UNDECODABLE
+from django_tools.replica.failures import (
+    DEAD_REASONS,
+    EXHAUSTED,
+    PERMANENT,
+    UNAUTHENTICATED,
+    UNDECODABLE,
+)
 from django_tools.replica.models import ReplicaState, Tombstone
 from django_tools.replica.topology import Topology
 
@@ -40,6 +46,7 @@ REASON_LABELS = {
     PERMANENT: "permanente (não pode ser aplicada como está)",
     EXHAUSTED: "tentativas esgotadas (falha transitória)",
     UNDECODABLE: "propriedades AMQP ilegíveis",
+    UNAUTHENTICATED: "sem assinatura válida (CQRS_SIGNING_KEY)",
 }
 ACTION_LABELS = {
     dead_letters.RETRY: "Reenviar para a fila da réplica (tentativas zeradas)",
@@ -172,7 +179,10 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
 def broker_problem(exc: BaseException) -> str:
     """One line: which broker, and what went wrong (never its password)."""
     url = redact_url(settings.CQRS["url"])
-    return f"RabbitMQ inacessível em {url}: {str(exc) or type(exc).__name__}"
+    # A page: no password, nor a piece of one a URL parser quoted (env.scrub).
+    return scrub(
+        f"RabbitMQ inacessível em {url}: {str(exc) or type(exc).__name__}", [settings.CQRS["url"]]
+    )
 
 
 def letter_row(letter: dead_letters.DeadLetter) -> dict:

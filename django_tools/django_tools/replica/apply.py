@@ -548,7 +548,7 @@ def _upsert_sql(model: type[models.Model], connection) -> str:
             f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields if f is not pk
         )
         _UPSERT_SQL[key] = (
-            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) "
+            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders}) "  # nosec B608 # quoted identifiers, values are parameters
             f"ON CONFLICT ({quote(pk.column)}) DO UPDATE SET {updates}"
         )
     return _UPSERT_SQL[key]

@@ -44,7 +44,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
-from django_tools import amqp_properties, tracing
+from django_tools import amqp_properties, signing, tracing
 from django_tools.broker import LinkKeeper, blocking_connection, node_of
 from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
@@ -308,4 +308,5 @@ def validate(delivery: Delivery) -> Change:
     reason = amqp_properties.undecodable(delivery.properties)
     if reason:
         raise UndecodableMessage(f"AMQP properties not decodable: {reason}")
+    signing.verify(delivery.body, delivery.properties.headers if delivery.properties else None)
     return prepare(decode(delivery.body))

@@ -24,6 +24,7 @@ from django_tools.replica import metrics
 from django_tools.replica.messages import PermanentFailure
 from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.topology import Topology
+from django_tools.signing import Unauthenticated
 
 RETRIES = "x-cqrs-retries"
 ERROR_CLASS = "x-cqrs-error-class"
@@ -49,7 +50,8 @@ OUR_HEADERS = (
 PERMANENT = "permanent"  # can never be applied as it is
 EXHAUSTED = "retries-exhausted"  # kept failing for a transient reason
 UNDECODABLE = "undecodable"  # its AMQP properties could not be decoded; the body is kept
-DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE)
+UNAUTHENTICATED = "unauthenticated"  # unsigned or badly signed, CQRS_SIGNING_KEY set
+DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED)
 
 
 class UndecodableMessage(PermanentFailure):
@@ -85,7 +87,8 @@ def classify(
     """What to do with a message that failed with `error` after `retries` retries.
 
     - `PermanentFailure` (undecodable, not a django-cqrs event, invalid data, unknown CQRS_ID,
-      expired): dead letter at once; retrying cannot change the outcome.
+      expired, unsigned or badly signed): dead letter at once; retrying cannot change the
+      outcome.
     - Any other error while *validating* (`validating=True`: decoding the body and checking it
       against the replica model, no database involved) is permanent too: validation is a pure
       function of the message, a `TypeError` there fails again on every retry. Except a
@@ -95,6 +98,8 @@ def classify(
     """
     if isinstance(error, UndecodableMessage):
         return DeadLetter(UNDECODABLE)
+    if isinstance(error, Unauthenticated):
+        return DeadLetter(UNAUTHENTICATED)
     if isinstance(error, PermanentFailure):
         return DeadLetter(PERMANENT)
     if validating and not isinstance(error, ImproperlyConfigured):

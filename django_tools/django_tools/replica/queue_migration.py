@@ -62,7 +62,7 @@ def migrate(
             f"queue {topology.queue} has {main[1]} consumers: stop the replica's consumers "
             "(cqrs_consume) first, then run the migration again"
         )
-    connection.channel().exchange_declare(topology.exchange, exchange_type="topic", durable=True)
+    topology.ensure_exchange(connection)  # passive first: the feed's user may only read it
     target = Topology.named(
         topology.queue,
         topology.policy,

@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from django_tools import tracing
+from django_tools import signing, tracing
 from django_tools.replica import metrics
 from django_tools.replica.status import broker_view
 from django_tools.replica.topology import Topology
@@ -54,7 +54,9 @@ def apply_event(self, body: str) -> str:
     topology = Topology.from_settings()
     retries = self.request.retries
     validating = True
+    headers = self.request.headers or {}
     try:
+        signing.verify(payload, headers)  # CQRS_SIGNING_KEY set: the relay's signature
         change = prepare(decode(payload))
         validating = False
         # Traced: a child of the task's span, which the Celery instrumentation continued from
@@ -67,7 +69,7 @@ def apply_event(self, body: str) -> str:
     except Exception as exc:
         decision = classify(exc, retries, topology.policy, validating=validating)
         if isinstance(decision, DeadLetter):
-            _dead_letter(topology, decision, payload, exc, retries)
+            _dead_letter(topology, decision, payload, exc, retries, headers.get(signing.HEADER))
             return "dead_lettered"
         metrics.EVENTS_RETRIED.inc()
         raise self.retry(exc=exc, countdown=decision.delay, max_retries=None) from exc
@@ -76,15 +78,26 @@ def apply_event(self, body: str) -> str:
     return outcome
 
 
-def _dead_letter(topology: Topology, decision, body: bytes, exc: BaseException, retries: int):
+def _dead_letter(
+    topology: Topology,
+    decision,
+    body: bytes,
+    exc: BaseException,
+    retries: int,
+    signature: str | None = None,
+):
     from django.conf import settings
+    from pika import BasicProperties
 
     from django_tools.connectivity import amqp_channel
     from django_tools.replica.failures import failed_copy, publish_copy
 
+    # The letter keeps the event's signature: retried from the dead-letter queue, it still passes.
+    properties = BasicProperties(headers={signing.HEADER: signature}) if signature else None
     copy = failed_copy(
-        decision, exc, topology=topology, properties=None, routing_key="celery", retries=retries
-    )
+        decision, exc, topology=topology, properties=properties, routing_key="celery",
+        retries=retries,
+    )  # fmt: skip
     with amqp_channel(settings.CQRS["url"]) as channel:
         channel.confirm_delivery()
         publish_copy(channel, copy, body)

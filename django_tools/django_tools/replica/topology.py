@@ -173,7 +173,7 @@ class Topology:
     def declare(self, channel: BlockingChannel) -> list[str]:
         """Declare everything (idempotent); returns a line per object, for humans. Raises
         QueueTypeMismatch when a queue exists with another type."""
-        channel.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
+        self.ensure_exchange(channel.connection)
         declared = [f"exchange {self.exchange}"]
         queue_type = self.resolve_type(channel)
         for queue in self.queues():
@@ -185,6 +185,21 @@ class Topology:
             channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=key)
             declared.append(f"binding {self.exchange} --{key}--> {queue}")
         return declared
+
+    def ensure_exchange(self, connection) -> None:
+        """The exchange is the master's: checked with a passive declare, which needs no
+        permission (a least-privilege replica may only read from it), and declared only when it
+        does not exist yet (a broker without definitions, a replica started first)."""
+        probe = connection.channel()
+        try:
+            probe.exchange_declare(exchange=self.exchange, passive=True)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            probe = connection.channel()
+            probe.exchange_declare(exchange=self.exchange, exchange_type="topic", durable=True)
+        with contextlib.suppress(Exception):
+            probe.close()
 
     def _declare_queue(self, connection, queue: str, queue_type: str) -> None:
         declaring = connection.channel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -19,11 +20,17 @@ from django_tools.env import (
     parse_replication_mode,
 )
 
-_INSECURE_LOCAL_KEY = "django-insecure-apis-ecosystem-local-only-set-SECRET_KEY-in-production"
+# --- what a default is on loopback and off it: django_tools.exposure ------------------------
 
-SECRET_KEY = env_str("SECRET_KEY") or _INSECURE_LOCAL_KEY
+#: Unset: a service uses `local_secret_key(<repo>/var)`, good on loopback only (a server bound
+#: off loopback refuses to start without a real one: django_tools.exposure).
+SECRET_KEY = env_str("SECRET_KEY")
+#: Old keys still accepted for what they signed (sessions), while a new SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"])
+#: Loopback names only: a client elsewhere must be let in by name (never `0.0.0.0`, which any
+#: client can send as its Host header).
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 #: One or several nodes, comma-separated.
 RABBITMQ_URL = env_str("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
@@ -41,6 +48,42 @@ DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
 SQLITE_BUSY_TIMEOUT = env_float("SQLITE_BUSY_TIMEOUT", 30.0)
 #: Milliseconds a PostgreSQL statement may run (or wait for a lock) before failing.
 DB_STATEMENT_TIMEOUT = env_int("DB_STATEMENT_TIMEOUT", 30000)
+
+
+def local_secret_key(folder: Path) -> str:
+    """This machine's own SECRET_KEY for local use: made once at random and kept in
+    `folder/secret_key` (readable by its owner only), shared by every process of the lab.
+
+    Not a constant in the repository: anyone who read it could forge the sessions and signed
+    values of every lab that kept the default. Where the folder cannot be written, a key for
+    this process only (sessions then last as long as the process)."""
+    path = folder / "secret_key"
+    try:
+        return path.read_text().strip() or _new_secret_key(path)
+    except FileNotFoundError:
+        return _new_secret_key(path)
+    except OSError:
+        return secrets.token_urlsafe(50)
+
+
+def _new_secret_key(path: Path) -> str:
+    key = secrets.token_urlsafe(50)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole in a file of its own (mode 0600), then linked into place: a reader never
+        # sees half a key, and of several processes starting together the first link wins.
+        descriptor, temporary = tempfile.mkstemp(prefix=".secret_key.", dir=path.parent)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(key)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            key = path.read_text().strip() or key
+        finally:
+            os.unlink(temporary)
+    except OSError:
+        pass
+    return key
 
 
 def database_settings(service: str, repo_root: Path) -> dict:
@@ -93,6 +136,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 MIDDLEWARE = [
     "django_tools.observability.correlation.RequestIdMiddleware",
     "django_tools.observability.metrics.HttpMetricsMiddleware",
+    # Public defaults in effect: other machines get a 403 (before anything reads the Host).
+    "django_tools.exposure.middleware.LoopbackOnlyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -116,6 +161,8 @@ TEMPLATES = [
         },
     },
 ]
+#: Django's, except that a default password (admin/admin) logs nobody in from another machine.
+AUTHENTICATION_BACKENDS = ["django_tools.exposure.backends.DefaultPasswordBackend"]
 LANGUAGE_CODE = "pt-br"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -125,6 +172,21 @@ STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = True
 NINJA_PAGINATION_PER_PAGE = 100
 NINJA_PAGINATION_MAX_LIMIT = 1000
+
+# --- HTTPS (a production behind a TLS proxy: `manage.py check --deploy` clean) ------------
+
+#: The services are reached over HTTPS only, through a proxy that terminates TLS and sets
+#: X-Forwarded-Proto: secure cookies, redirect to HTTPS, HSTS. Probes and scrapes that reach a
+#: process directly over HTTP (/health*, /metrics) are not redirected.
+HTTPS_ONLY = env_bool("HTTPS_ONLY", False)
+if HTTPS_ONLY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^health(/|$)", r"^metrics$"]
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 # --- heartbeats of the processes without HTTP (django_tools.heartbeat) ----------------------
 

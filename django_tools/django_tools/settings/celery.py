@@ -19,8 +19,13 @@ CELERY_QUEUE_TYPE = parse_queue_type(env_str("CELERY_QUEUE_TYPE"), "CELERY_QUEUE
 CELERY_BROKER_URL = celery_broker_url(RABBITMQ_URL)
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = 3600
+# Data only, never pickle, on every path bytes come in from the network: tasks, results (from
+# Redis) and events. Celery's defaults are json today; these say so where a reviewer looks.
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+CELERY_EVENT_SERIALIZER = "json"
 # A task is acknowledged when it finished, and a worker killed mid-task gives it back.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -9,7 +9,7 @@ replica can talk to these services.
 from __future__ import annotations
 
 from django_tools import limits
-from django_tools.env import env_float, env_int, env_str, parse_queue_type
+from django_tools.env import env_float, env_int, env_list, env_str, parse_queue_type
 from django_tools.observability.correlation import cqrs_correlation_function
 from django_tools.wire import DEFAULT_EXCHANGE
 
@@ -51,6 +51,10 @@ OUTBOX_LOCK_TIMEOUT = env_float("OUTBOX_LOCK_TIMEOUT", 15.0)
 #: Published rows are kept this many seconds, then pruned by beat every OUTBOX_PRUNE_EVERY.
 OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 3600)
 OUTBOX_PRUNE_EVERY = env_int("OUTBOX_PRUNE_EVERY", 60)
+
+#: HMAC keys of the events (django_tools.signing), comma-separated: the relay signs with the
+#: first, the replica accepts any. Unset: nothing signed nor checked (stock django-cqrs).
+CQRS_SIGNING_KEYS = tuple(env_list("CQRS_SIGNING_KEY", []))
 
 # --- replica ----------------------------------------------------------------------------
 

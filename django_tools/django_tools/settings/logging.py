@@ -10,7 +10,11 @@ LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"correlation": {"()": "django_tools.observability.correlation.CorrelationFilter"}},
+    "filters": {
+        "correlation": {"()": "django_tools.observability.correlation.CorrelationFilter"},
+        # No secret in a log line: URLs, passwords and keys masked (django_tools.env.scrub).
+        "scrub": {"()": "django_tools.observability.logs.ScrubSecretsFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
         "json": {"()": "django_tools.observability.logs.JsonFormatter"},
@@ -19,7 +23,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["correlation"],
+            "filters": ["correlation", "scrub"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -38,7 +38,7 @@ import pika
 from django.db import DatabaseError, connections
 from opentelemetry.trace import SpanKind, set_span_in_context
 
-from django_tools import pika_writes, tracing
+from django_tools import pika_writes, signing, tracing
 from django_tools.broker import WatchedConnection, connection_parameters
 from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
@@ -333,16 +333,17 @@ class AmqpRelay:
                 )  # fmt: skip
                 batch.spans.append(publish)
                 headers = tracing.inject_headers({}, set_span_in_context(publish))
+            encoded = body.encode()
             self._channel.basic_publish(
                 exchange=self.exchange,
                 routing_key=routing_key,
-                body=body.encode(),
+                body=encoded,
                 properties=pika.BasicProperties(
                     content_type="text/plain",
                     delivery_mode=2,
                     message_id=str(outbox_id),
                     correlation_id=correlation_id or None,
-                    headers=headers,
+                    headers=signing.signed_headers(encoded, headers),  # CQRS_SIGNING_KEY set
                 ),
                 mandatory=True,
             )

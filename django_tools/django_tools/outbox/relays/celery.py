@@ -23,7 +23,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
-from django_tools import tracing
+from django_tools import signing, tracing
 from django_tools.heartbeat import Heartbeat
 from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.base import RelayStats, wait_for_lock
@@ -132,7 +132,8 @@ class CeleryRelay:
                         args=[body],
                         queue=self.queue,
                         producer=producer,
-                        headers={"outbox_id": outbox_id},
+                        # Signed when CQRS_SIGNING_KEY is set; the task checks it.
+                        headers=signing.signed_headers(body.encode(), {"outbox_id": outbox_id}),
                         retry=False,
                         confirm_timeout=self.confirm_timeout,
                     )

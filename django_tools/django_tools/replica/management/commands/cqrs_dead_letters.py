@@ -16,7 +16,7 @@ import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from django_tools.env import redact_url
+from django_tools.env import redact_url, scrub
 from django_tools.replica import dead_letters
 from django_tools.replica.failures import DEAD_REASONS
 from django_tools.replica.topology import Topology
@@ -64,7 +64,9 @@ class Command(BaseCommand):
         try:
             connection = dead_letters.connect(url)
         except dead_letters.BROKER_ERRORS as exc:
-            raise CommandError(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}") from exc
+            raise CommandError(
+                scrub(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}", [url])
+            ) from exc
         try:
             channel = dead_letters.open_channel(connection, topology)
             total = dead_letters.count(channel, topology)

@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from django_tools.broker import blocking_connection
-from django_tools.env import redact_url
+from django_tools.broker_permissions import explain
+from django_tools.env import redact_url, scrub
 from django_tools.replica.topology import QueueTypeMismatch, Topology
 
 
@@ -17,12 +18,16 @@ class Command(BaseCommand):
         url = settings.CQRS["url"]
         try:
             connection = blocking_connection(url, socket_timeout=5, stack_timeout=5)
-        except (AMQPError, OSError) as exc:
-            raise CommandError(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}") from exc
+        except (AMQPError, OSError, ValueError) as exc:  # ValueError: a URL pika cannot parse
+            raise CommandError(
+                scrub(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}", [url])
+            ) from exc
         try:
             for line in Topology.from_settings().declare(connection.channel()):
                 self.stdout.write(f"declared {line}")
         except QueueTypeMismatch as exc:
             raise CommandError(str(exc)) from exc
+        except ChannelClosedByBroker as exc:
+            raise CommandError(explain(exc) or repr(exc)) from exc
         finally:
             connection.close()
