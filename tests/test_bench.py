@@ -9,7 +9,10 @@ import subprocess
 import pytest
 from e2e_lab import APIS, REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.any_database,
+]  # the database plays no part here: CI runs it in its SQLite pass only
 
 PIPELINES = ("stock", "project", "celery")
 
@@ -42,7 +45,6 @@ def test_bench_json_contract(rabbitmq_url):
     print("\n" + table.split("apis bench —")[-1])
 
 
-@pytest.mark.any_database
 def test_bench_refuses_nonsense_and_a_missing_broker():
     bad = subprocess.run([APIS, "bench", "-n", "0"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "-n" in bad.stderr

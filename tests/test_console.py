@@ -33,7 +33,10 @@ from e2e_lab import (
     wait_until,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.any_database,
+]  # the database plays no part here: CI runs it in its SQLite pass only
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -30,7 +30,10 @@ from e2e_lab import (
 )
 from tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.any_database,
+]  # the database plays no part here: CI runs it in its SQLite pass only
 
 
 def health(directory: Path, env: dict[str, str], command: str, *args: str):

@@ -68,6 +68,7 @@ def on_feed(feed: httpx.Client, prefix: str) -> set[int]:
     return {item["id"] for item in listed["items"]}
 
 
+@pytest.mark.any_database  # links and processes, not the database
 @pytest.mark.parametrize("mode", ["cqrs", "celery"])
 def test_every_broker_connection_black_holed_new_writes_reach_the_feed_within_20s(
     tmp_path, rabbitmq_url, redis_url, mode
@@ -121,6 +122,7 @@ def worker_pids(beats: Path) -> set[int]:
     return {int(path.stem.rsplit("-", 1)[1]) for path in beats.glob("cqrs-consume-*.json")}
 
 
+@pytest.mark.any_database  # links and processes, not the database
 def test_a_paused_consumer_worker_is_replaced_and_its_messages_released(
     tmp_path, rabbitmq_url, databases
 ):
@@ -273,6 +275,7 @@ def test_a_paused_relay_is_seen_by_health_and_status_and_the_stall_ends_on_resum
         databases.drop_all()
 
 
+@pytest.mark.any_database  # links and processes, not the database
 def test_a_paused_broker_is_seen_and_the_stall_ends_when_it_resumes(tmp_path, redis_url):
     """The broker's VM frozen (SIGSTOP; a node of this test's own): every link is silent. Writes
     still succeed (they go to the outbox), health says the broker does not answer and the relay
