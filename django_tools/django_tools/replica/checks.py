@@ -98,7 +98,7 @@ def check_queue_type(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from pika.exceptions import AMQPError
 
     from django_tools.broker import blocking_connection
-    from django_tools.replica.topology import Topology
+    from django_tools.replica.topology import Topology, UnknownQueueType
 
     topology = Topology.from_settings()
     if topology.queue_type is None:
@@ -111,6 +111,9 @@ def check_queue_type(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     try:
         underway = topology.migration_in_progress(connection)
         existing = None if underway else topology.existing_type(connection.channel())
+    except UnknownQueueType as exc:
+        return [checks.Warning(f"cannot check the queue type: {exc}",
+                               id="django_tools.replica.W002")]  # fmt: skip
     finally:
         connection.close()
     if underway is not None:
