@@ -116,6 +116,8 @@ class _Migration:
             self.declare_marker()
         else:
             self.say(f"marker {self.marker} found: going on with the unfinished migration")
+            if self.finished():  # interrupted right before its last step
+                return self.delete_marker(0)
         moved = 0
         self.hold_main()
         moved += self.migrate_alone(self.target.dead_letter_queue)
@@ -125,6 +127,9 @@ class _Migration:
         for tier in self.tiers:
             moved += self.release_tier(tier)
         moved += self.release_main()
+        return self.delete_marker(moved)
+
+    def delete_marker(self, moved: int) -> int:
         self.channel().queue_delete(self.marker)
         self.say(f"marker {self.marker} deleted: the migration is finished")
         return moved
