@@ -139,6 +139,12 @@ class TcpProxy:
                 except OSError:
                     client.close()
                     continue
+                # Forward each piece at once, as the endpoints (pika, RabbitMQ) and real proxies
+                # do: with Nagle's algorithm here, a frame split in two waits for the other
+                # side's delayed ACK (~40 ms) — every request-reply (a publisher confirm, a
+                # basic.get) took that long through the lab's proxy.
+                for sock in (client, upstream):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 link = _Link(client, upstream)
             with self._lock:
                 self._links.add(link)

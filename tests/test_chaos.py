@@ -97,13 +97,10 @@ def test_one_seeded_round_of_every_fault_holds_every_invariant():
     assert report["lost"] == 0 and report["invariants_held"] is True
     assert report["lost_by_fault"] == dict.fromkeys(expected, 0)
     assert set(report["max_stall_s"]) == expected
-    # migrate-killed stops the consumers for the whole migration, on purpose (the operator's
-    # procedure): its stall includes that maintenance window; what follows the heal must not.
-    stalled = {kind: s for kind, s in report["max_stall_s"].items()
-               if s >= STALL_BOUND and kind != "migrate-killed"}  # fmt: skip
+    # migrate-killed included: its stall holds the maintenance window (consumers stopped for the
+    # whole migration, the operator's procedure), a kill, and the re-run; all of it in seconds.
+    stalled = {kind: s for kind, s in report["max_stall_s"].items() if s >= STALL_BOUND}
     assert not stalled, stalled
-    if "migrate-killed" in faults:
-        assert faults["migrate-killed"]["stall_after_heal_s"] < STALL_BOUND
     assert report["writes"] > 100  # the workload ran all along
     assert report["broker_down_write_max_ms"] < 2000  # writes never waited for the broker
     # The pipeline still works after the last heal: new writes reached the replica.

@@ -7,6 +7,7 @@ import orjson
 import pika
 import pytest
 from django.contrib.auth.models import Permission, User
+from pika.exceptions import ChannelClosedByBroker
 
 from django_tools.connectivity import amqp_channel
 from django_tools.replica import failures
@@ -207,6 +208,26 @@ def test_a_broker_that_is_down_is_one_line_not_a_500(admin_client, settings, top
     )
     assert response.status_code == 200 and "Nada confirmado: RabbitMQ inacessível" in response.text
     assert "s3cret" not in response.text
+
+
+def test_mid_migration_the_page_says_so_and_declares_nothing(admin_client, rabbitmq_url, topology):
+    """Viewing the page declared the replica's queues: mid-migration (the queue deleted, to be
+    declared again with the other type) it re-created the queue with the old type."""
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.queue_declare(topology.migration_marker("classic"), durable=True)
+        channel.queue_delete(topology.queue)  # as step 5 of a migration leaves it, for a moment
+    try:
+        response = admin_client.get(PAGE)
+        assert response.status_code == 200
+        errors = re.findall(r'<p class="errornote" id="broker-error">([^<]*)</p>', response.text)
+        assert len(errors) == 1 and errors[0].startswith("Migração das filas em andamento: ")
+        assert "cqrs_queues migrate --to classic" in errors[0]
+        with amqp_channel(rabbitmq_url) as channel, pytest.raises(ChannelClosedByBroker) as gone:
+            channel.queue_declare(topology.queue, passive=True)
+        assert gone.value.reply_code == 404  # not declared again
+    finally:
+        with amqp_channel(rabbitmq_url) as channel:
+            channel.queue_delete(topology.migration_marker("classic"))
 
 
 def test_the_replica_pages_are_read_only(admin_client, mirror):

@@ -2,12 +2,18 @@
 
 import socket
 import time
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import OperationalError
+from django.utils import timezone
 
+from django_tools.connectivity import amqp_channel
 from django_tools.replica import consumer as consumer_module
+from django_tools.replica.models import ReplicaState
+from django_tools.replica.queue_migration import migrate
+from django_tools.replica.topology import Topology
 from django_tools.testing import queue_depth, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,7 +30,9 @@ def test_status_moves_as_messages_queue_apply_retry_and_dead_letter(
 ):
     initial = status(client)
     assert initial["broker"] == {"reachable": True, "error": None}
-    assert initial["queue"] == {"name": topology.queue, "depth": 0, "consumers": 0}
+    assert initial["queue"] == {
+        "name": topology.queue, "depth": 0, "consumers": 0, "migrating": None
+    }  # fmt: skip
     assert initial["dead_letters"]["count"] == 0 and initial["retries_scheduled"] == 0
     assert initial["last_applied"] is None and initial["estimated_lag_seconds"] == 0.0
 
@@ -117,3 +125,42 @@ def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
     assert "1 messages in" in caplog.text and "cqrs_dead_letters dump" in caplog.text
     assert metrics.DEAD_LETTER_REPORTS._value.get() == before + 1
     assert metrics.DEAD_LETTERS_REPORTED._value.get() == 1
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_messages_held_by_an_unfinished_queue_migration_count_as_lag(
+    client, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    """A migration interrupted while moving back leaves messages in `<queue>.migrating`: the
+    status counted only the queue (empty) and said the replica was caught up (lag 0)."""
+    behind = timezone.now() - timedelta(seconds=60)
+    ReplicaState.objects.create(
+        cqrs_id="produto", instance_pk="1", revision=0, signal_type="SAVE",
+        master_updated_at=behind, applied_at=behind,
+    )  # fmt: skip
+    for pk in (1, 2, 3):
+        publish(event_payload("SAVE", instance_data(pk, 1)))
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.queue) == 3, what="three queued")
+
+    def interrupt(where: str) -> None:
+        if where.startswith(f"{topology.queue}: declared as classic"):
+            raise Interrupted(where)
+
+    with amqp_channel(rabbitmq_url) as channel, pytest.raises(Interrupted):
+        migrate(channel.connection, topology, "classic", checkpoint=interrupt)
+    try:
+        body = wait_until(
+            lambda: (body := status(client))["queue"]["migrating"] == 3 and body,
+            what="the held messages counted",
+        )
+        assert body["queue"]["depth"] == 0
+        assert body["estimated_lag_seconds"] >= 60  # behind, not caught up
+        lines = client.get("/metrics").content.decode().splitlines()
+        assert "cqrs_queue_migrating 3.0" in lines
+    finally:
+        with amqp_channel(rabbitmq_url) as channel:
+            channel.queue_delete(Topology.migrating(topology.queue))
+            channel.queue_delete(topology.migration_marker("classic"))

@@ -35,7 +35,7 @@ from django_tools.replica.failures import (
     UNDECODABLE,
 )
 from django_tools.replica.models import ReplicaState, Tombstone
-from django_tools.replica.topology import Topology
+from django_tools.replica.topology import MigrationInProgress, Topology
 
 #: Letters shown on one page (each one is read from the broker and given back).
 PAGE_LIMIT = 100
@@ -178,6 +178,8 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
 
 def broker_problem(exc: BaseException) -> str:
     """One line: which broker, and what went wrong (never its password)."""
+    if isinstance(exc, MigrationInProgress):  # the broker answers; its queues are moving
+        return f"Migração das filas em andamento: {exc}"
     url = redact_url(settings.CQRS["url"])
     # A page: no password, nor a piece of one a URL parser quoted (env.scrub).
     return scrub(

@@ -98,7 +98,7 @@ def check_queue_type(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from pika.exceptions import AMQPError
 
     from django_tools.broker import blocking_connection
-    from django_tools.replica.topology import Topology
+    from django_tools.replica.topology import Topology, UnknownQueueType
 
     topology = Topology.from_settings()
     if topology.queue_type is None:
@@ -109,9 +109,22 @@ def check_queue_type(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         return [checks.Warning(f"cannot check the queue type: broker unreachable ({exc!r})",
                                id="django_tools.replica.W002")]  # fmt: skip
     try:
-        existing = topology.existing_type(connection.channel())
+        underway = topology.migration_in_progress(connection)
+        existing = None if underway else topology.existing_type(connection.channel())
+    except UnknownQueueType as exc:
+        return [checks.Warning(f"cannot check the queue type: {exc}",
+                               id="django_tools.replica.W002")]  # fmt: skip
     finally:
         connection.close()
+    if underway is not None:
+        # Not an error: the consumers start, wait for the migration to end (Topology.declare
+        # refuses meanwhile), then find the type it left.
+        return [checks.Warning(
+            f"a migration of queue {topology.queue} to {underway} is not finished: consumers "
+            "wait until it is",
+            hint=f"run `manage.py cqrs_queues migrate --to {underway}` (again) to finish it",
+            id="django_tools.replica.W003",
+        )]  # fmt: skip
     if existing is None or existing == topology.queue_type:
         return []
     return [checks.Error(

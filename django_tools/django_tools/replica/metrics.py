@@ -71,6 +71,12 @@ class ReplicaQueuesCollector(Collector):
                 "Messages waiting in retry queues",
                 depths.retries_scheduled,
             ),
+            (
+                "cqrs_queue_migrating",
+                "Messages held in <queue>.migrating by an unfinished queue migration (absent "
+                "when none is)",
+                depths.migrating,
+            ),
         ):
             if value is not None:
                 gauge = GaugeMetricFamily(name, text)

@@ -7,7 +7,11 @@ piles work up or opens connections.
 
 The consumer is stalled (`consumer_progress`) when messages have been waiting in its queue for
 CQRS_STALL_AFTER seconds (as seen by this process, asking now and then) and nothing was applied
-in that time: no worker consuming, or workers paused, hung or cut from the broker."""
+in that time: no worker consuming, or workers paused, hung or cut from the broker.
+
+A queue migration (`cqrs_queues migrate`) in progress or interrupted holds messages in
+`<queue>.migrating` (and retries in `<tier>.migrating`): they are waiting like the queue's own, so
+they count as lag and toward a stall — a migration left unfinished is a replica behind."""
 
 from __future__ import annotations
 
@@ -34,6 +38,14 @@ class QueueDepths:
     consumers: int | None
     dead_letters: int | None
     retries_scheduled: int | None
+    #: Messages held in `<queue>.migrating` by a queue migration; None when there is none.
+    migrating: int | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Messages ready for the replica, wherever they wait: its queue and the holding queue
+        of a migration."""
+        return (self.queue or 0) + (self.migrating or 0)
 
 
 @dataclass(frozen=True)
@@ -52,12 +64,19 @@ def _depths(link: BrokerLink, topology: Topology, queue: str) -> QueueDepths:
 
     main = declare(queue)
     dead = declare(topology.dead_letter_queue)
-    tiers = [declare(topology.retry_queue(t)) for t in topology.policy.tiers()]
+    tier_queues = [topology.retry_queue(t) for t in topology.policy.tiers()]
+    tiers = [declare(name) for name in tier_queues]
+    # A migration declares `<queue>.migrating` first and deletes it last: only then can the
+    # tiers' holding queues exist, so one declare is all an ordinary status costs.
+    held = declare(Topology.migrating(queue)) if queue == topology.queue else None
+    if held is not None:
+        tiers += [declare(Topology.migrating(name)) for name in tier_queues]
     return QueueDepths(
         queue=main.message_count if main else None,
         consumers=main.consumer_count if main else None,
         dead_letters=dead.message_count if dead else None,
         retries_scheduled=sum(t.message_count for t in tiers if t),
+        migrating=held.message_count if held else None,
     )
 
 
@@ -96,7 +115,7 @@ _waiting_lock = threading.Lock()
 
 def _observe(queue: str, depths: QueueDepths) -> None:
     with _waiting_lock:
-        if depths.queue:
+        if depths.waiting:
             _waiting_since.setdefault(queue, time.time())
         else:
             _waiting_since.pop(queue, None)
@@ -125,11 +144,18 @@ def consumer_progress(
     age = None if last is None else max(0.0, (now - last.applied_at).total_seconds())
     with _waiting_lock:
         since = _waiting_since.get(queue)
-    waiting = since is not None and broker.reachable and bool(broker.depths.queue)
+    waiting = since is not None and broker.reachable and bool(broker.depths.waiting)
     if not waiting or now.timestamp() - since < limit or (age is not None and age < limit):
         return ConsumerProgress(False, None, age, limit)
-    ready = broker.depths.queue
-    if not broker.depths.consumers:
+    ready = broker.depths.queue or 0
+    held = broker.depths.migrating
+    if held is not None:
+        detail = (
+            f"{ready} messages ready in {queue} and {held} held in "
+            f"{Topology.migrating(queue)}: a queue migration is in progress or was interrupted "
+            "(run `cqrs_queues migrate --to <type>` again to finish it)"
+        )
+    elif not broker.depths.consumers:
         detail = f"{ready} messages ready in {queue} and no consumer on it"
     else:
         applied = "nothing applied yet" if age is None else f"nothing applied for {age:.0f}s"
@@ -180,7 +206,7 @@ def _estimated_lag(broker: BrokerView, last: ReplicaState | None, now: datetime)
     answering or nothing was applied yet."""
     if not broker.reachable:
         return None
-    waiting = (broker.depths.queue or 0) + (broker.depths.retries_scheduled or 0)
+    waiting = broker.depths.waiting + (broker.depths.retries_scheduled or 0)
     if waiting == 0:
         return 0.0
     if last is None or last.master_updated_at is None:

@@ -19,27 +19,49 @@ queue already has, and a new one gets quorum queues where the broker supports wh
 here (RabbitMQ 3.10+: message TTL and at-least-once dead-lettering). Every queue of a replica has
 the same type. Asking for a type other than the existing one is refused with the way out
 (`manage.py cqrs_queues migrate --to <type>`): RabbitMQ cannot change a queue's type in place.
+
+While such a migration is in progress (or was interrupted and not yet run again to its end) its
+marker queue `<queue>.migrating-to-<type>` exists, and `declare` refuses (`MigrationInProgress`):
+a consumer, the dead-letter page or `cqrs_declare` re-declaring the queue with the old type mid-way
+would strand what the migration holds in `<queue>.migrating`. Consumers wait and try again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 from dj_cqrs.registries import ReplicaRegistry
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import ChannelClosedByBroker
+from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from django_tools.replica.policy import RetryPolicy, format_seconds
 from django_tools.wire import DEFAULT_EXCHANGE, routing_key
 
 QUORUM, CLASSIC = "quorum", "classic"
 QUEUE_TYPES = (QUORUM, CLASSIC)
+#: `<queue>.migrating`: where a queue migration holds a queue's messages while it is re-declared.
+MIGRATING_SUFFIX = ".migrating"
 
 
 class QueueTypeMismatch(Exception):
     """The replica's queue exists with another type than the one configured."""
+
+
+class MigrationInProgress(AMQPError):
+    """A migration of the replica's queues to another type is in progress or was interrupted:
+    nothing may declare or consume them until it has finished. An AMQPError, so that whoever
+    retries on a broker that is not ready (the consumer) waits and tries again, and whoever
+    shows a broker problem (the dead-letter page) shows this one line."""
+
+    def __repr__(self) -> str:  # the one line, in the consumer's retry log too
+        return str(self)
+
+
+class UnknownQueueType(Exception):
+    """The broker's answers did not tell a queue's type (never guessed)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,32 @@ class Topology:
     def retry_queue(self, tier: float) -> str:
         return f"{self.queue}.retry.{format_seconds(tier)}"
 
+    @staticmethod
+    def migrating(queue: str) -> str:
+        """Where a queue migration holds `queue`'s messages while it is declared again."""
+        return queue + MIGRATING_SUFFIX
+
+    def migration_marker(self, queue_type: str) -> str:
+        """The (empty) queue that exists while a migration to `queue_type` is not finished."""
+        return f"{self.queue}.migrating-to-{queue_type}"
+
+    def migration_in_progress(self, connection) -> str | None:
+        """The type an unfinished migration moves the queues to, None when there is none."""
+        for queue_type in QUEUE_TYPES:
+            if _exists(connection, self.migration_marker(queue_type)):
+                return queue_type
+        return None
+
+    def refuse_while_migrating(self, connection) -> None:
+        queue_type = self.migration_in_progress(connection)
+        if queue_type is not None:
+            raise MigrationInProgress(
+                f"queue {self.queue} is being migrated to {queue_type} (marker queue "
+                f"{self.migration_marker(queue_type)}): not declared nor consumed until `manage.py "
+                f"cqrs_queues migrate --to {queue_type}` has finished (run it again if it was "
+                "interrupted)"
+            )
+
     def retry_queue_for(self, retry: int) -> str:
         return self.retry_queue(self.policy.tier(retry))
 
@@ -137,28 +185,49 @@ class Topology:
 
     def existing_type(self, channel: BlockingChannel, queue: str | None = None) -> str | None:
         """The type of `queue` (the replica's queue by default) on the broker, None when it does
-        not exist. Probed on channels of their own: a refused declare closes its channel."""
+        not exist; raises UnknownQueueType rather than guess.
+
+        AMQP has no question for a queue's type: a passive declare answers only its depth. A
+        declare whose arguments differ from the queue's is refused (406) naming the first
+        argument that differs and the queue's value of it ("inequivalent arg 'x-delivery-limit'
+        … received none but current is the value '20' of type 'signedint'"). So: declare with
+        the arguments we expect of a quorum queue, take the queue's value of each argument the
+        broker names, until it accepts (a quorum queue) or names `x-queue-type` itself, with
+        the queue's type. Any other refusal is no answer: an argument we do not expect (a
+        delivery limit, a policy's leftover) never reads as "classic" again. Each probe on a
+        channel of its own: a refused declare closes its channel."""
         queue = queue or self.queue
         connection = channel.connection
-        probe = connection.channel()
-        try:
-            probe.queue_declare(queue, passive=True)
-        except ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                return None
-            raise
-        with contextlib.suppress(Exception):
-            probe.close()
-        probe = connection.channel()
-        try:
-            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, QUORUM))
-        except ChannelClosedByBroker as exc:
-            if exc.reply_code == 406:
-                return CLASSIC
-            raise
-        with contextlib.suppress(Exception):
-            probe.close()
-        return QUORUM
+        if not _exists(connection, queue):
+            return None
+        arguments = self.arguments(queue, QUORUM)
+        for _ in range(MAX_TYPE_PROBES):
+            probe = connection.channel()
+            try:
+                probe.queue_declare(queue, durable=True, arguments=arguments)
+            except ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None
+                if exc.reply_code != 406:
+                    raise
+                name, value = _inequivalent(exc.reply_text)
+                if name == "x-queue-type":
+                    kind = value or CLASSIC  # a queue declared without it is a classic one
+                    if not isinstance(kind, str):
+                        raise UnknownQueueType(f"queue {queue}: {exc.reply_text}") from None
+                    return kind
+                if name is None or arguments.get(name) == value:  # nothing we can change
+                    raise UnknownQueueType(
+                        f"cannot tell the type of queue {queue}: {exc.reply_text}"
+                    ) from None
+                arguments[name] = value
+                if value is None:
+                    del arguments[name]
+                continue
+            with contextlib.suppress(Exception):
+                probe.close()
+            return arguments["x-queue-type"]
+        raise UnknownQueueType(f"cannot tell the type of queue {queue}: too many arguments differ")
 
     def resolve_type(self, channel: BlockingChannel) -> str:
         """The type the replica's queues must have: the configured one, else the existing
@@ -172,7 +241,9 @@ class Topology:
 
     def declare(self, channel: BlockingChannel) -> list[str]:
         """Declare everything (idempotent); returns a line per object, for humans. Raises
-        QueueTypeMismatch when a queue exists with another type."""
+        QueueTypeMismatch when a queue exists with another type, MigrationInProgress while a
+        migration of the queues is not finished."""
+        self.refuse_while_migrating(channel.connection)
         self.ensure_exchange(channel.connection)
         declared = [f"exchange {self.exchange}"]
         queue_type = self.resolve_type(channel)
@@ -219,6 +290,58 @@ class Topology:
             ) from None
         with contextlib.suppress(Exception):
             declaring.close()
+
+
+#: Declares `existing_type` tries at most: one per argument that may differ, and the type.
+MAX_TYPE_PROBES = 32
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<name>[^']+)' for queue .*: received .* but current is "
+    r"(?:(?P<none>none)|the value '(?P<value>.*)' of type '(?P<type>\w+)'|'(?P<bare>.*)')$",
+    re.DOTALL,
+)
+_INTEGER_TYPES = {"byte", "short", "signedint", "long", "unsignedbyte", "unsignedshort",
+                  "unsignedint"}  # fmt: skip
+
+
+def _inequivalent(reply_text: str) -> tuple[str | None, object]:
+    """(argument, the queue's value of it) from a 406 of a declare; (None, None) when the text
+    says something else, the value None when the queue has no such argument, the value text
+    when its AMQP type has no plain Python value here."""
+    match = _INEQUIVALENT.search(reply_text or "")
+    if match is None:
+        return None, None
+    name = match["name"]
+    if match["none"]:
+        return name, None
+    if match["bare"] is not None:
+        return name, match["bare"]
+    value, kind = match["value"], match["type"]
+    if kind == "longstr":
+        return name, value
+    if kind in _INTEGER_TYPES:
+        with contextlib.suppress(ValueError):
+            return name, int(value)
+    if kind == "bool" and value in ("true", "false"):
+        return name, value == "true"
+    if kind in ("float", "double"):
+        with contextlib.suppress(ValueError):
+            return name, float(value)
+    return None, None  # a table, an array, a timestamp…: not something we can send back
+
+
+def _exists(connection, queue: str) -> bool:
+    """A passive declare, on a channel of its own (a 404 closes it)."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, passive=True)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise
+    with contextlib.suppress(Exception):
+        probe.close()
+    return True
 
 
 def supports_quorum(channel: BlockingChannel) -> bool:

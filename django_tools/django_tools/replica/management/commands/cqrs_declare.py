@@ -5,7 +5,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker
 from django_tools.broker import blocking_connection
 from django_tools.broker_permissions import explain
 from django_tools.env import redact_url, scrub
-from django_tools.replica.topology import QueueTypeMismatch, Topology
+from django_tools.replica.topology import MigrationInProgress, QueueTypeMismatch, Topology
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         try:
             for line in Topology.from_settings().declare(connection.channel()):
                 self.stdout.write(f"declared {line}")
-        except QueueTypeMismatch as exc:
+        except (QueueTypeMismatch, MigrationInProgress) as exc:
             raise CommandError(str(exc)) from exc
         except ChannelClosedByBroker as exc:
             raise CommandError(explain(exc) or repr(exc)) from exc
