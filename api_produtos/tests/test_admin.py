@@ -82,14 +82,14 @@ def test_a_republish_while_the_relay_has_the_row_in_flight_is_not_overwritten(
 
     from django.db import connections
 
-    from django_tools.outbox.relays import amqp
+    from django_tools.outbox.relays import amqp, base
     from django_tools.testing import wait_until
 
     queue = listening_queue.bind("produto")
     make(1)
     (row,) = OutboxEvent.objects.all()
     confirmed, clicked = threading.Event(), threading.Event()
-    real_mark = amqp.mark_published
+    real_mark = base.mark_published  # the relays' bookkeeping is the base class's
 
     def mark_after_the_click(ids):
         if row.pk in ids and not confirmed.is_set():
@@ -105,7 +105,7 @@ def test_a_republish_while_the_relay_has_the_row_in_flight_is_not_overwritten(
         finally:
             connections.close_all()
 
-    with mock.patch.object(amqp, "mark_published", mark_after_the_click):
+    with mock.patch.object(base, "mark_published", mark_after_the_click):
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         try:

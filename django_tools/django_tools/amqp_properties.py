@@ -11,13 +11,18 @@ place where frames are turned into properties). It decodes as pika does; when th
 the raw bytes and the error instead of raising, and decodes the other properties without the
 headers table (message id, correlation id, delivery mode…), so the consumer receives the message
 and can dead-letter it (reason `undecodable`) with its body untouched.
+
+Installed by each worker of `cqrs_consume` when it starts (`ReliableRabbitMQTransport.consume`),
+never on import: a process that only imports the replica (a Celery worker) keeps pika as it is.
 """
 
 from __future__ import annotations
 
 import struct
 
-from pika import spec
+from pika import frame, spec
+
+from django_tools.pika_support import UnsupportedPika, require
 
 
 class TolerantBasicProperties(spec.BasicProperties):
@@ -58,8 +63,37 @@ def _without_headers(encoded: bytes) -> bytes:
     return struct.pack(">H", flags) + encoded[2:offset] + rest
 
 
+def supported() -> None:
+    """Raise `UnsupportedPika` unless this pika is one the patch was written for: in the
+    supported range, turning content headers into properties through `spec.props`, with the
+    flags `_without_headers` reads."""
+    props = spec.BasicProperties
+    require(
+        "amqp_properties",
+        (spec, "props"),
+        (props, "INDEX"),
+        (props, "decode"),
+        (props, "FLAG_HEADERS"),
+        (props, "FLAG_CONTENT_TYPE"),
+        (props, "FLAG_CONTENT_ENCODING"),
+        (frame, "decode_frame"),
+    )
+    if spec.props.get(props.INDEX) not in (props, TolerantBasicProperties):
+        raise UnsupportedPika("amqp_properties: spec.props no longer maps Basic to BasicProperties")
+    if "props" not in frame.decode_frame.__code__.co_names:
+        raise UnsupportedPika("amqp_properties: pika's frames no longer decode through spec.props")
+
+
+def installed() -> bool:
+    return spec.props.get(spec.BasicProperties.INDEX) is TolerantBasicProperties
+
+
 def install() -> None:
-    """Decode every `Basic` content header of this process with `TolerantBasicProperties`."""
+    """Decode every `Basic` content header of this process with `TolerantBasicProperties`.
+    Idempotent; raises `UnsupportedPika` on a pika the patch was not written for."""
+    if installed():
+        return
+    supported()
     spec.props[spec.BasicProperties.INDEX] = TolerantBasicProperties
 
 

@@ -198,8 +198,10 @@ class RunningConsumers:
         self.errors: list[BaseException] = []
 
     def start(self, workers: int = 1, **options) -> RunningConsumers:
+        from django_tools import amqp_properties
         from django_tools.replica.consumer import Consumer
 
+        amqp_properties.install()  # as each worker of `cqrs_consume` does when it starts
         for _ in range(workers):
             consumer = Consumer(self.topology, self.url, stop=self.stop, **options)
             thread = threading.Thread(target=self._run, args=(consumer,), daemon=True)

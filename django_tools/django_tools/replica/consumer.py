@@ -50,6 +50,7 @@ from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
 from django_tools.replica import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare, transaction_for
+from django_tools.replica.correlation import log_traced
 from django_tools.replica.failures import (
     DeadLetter,
     FailedCopy,
@@ -64,10 +65,6 @@ from django_tools.replica.topology import Topology
 
 logger = logging.getLogger("django_tools.replica")
 
-# A message whose headers pika cannot decode must reach us (and the dead-letter queue) instead
-# of breaking the connection it arrives on.
-amqp_properties.install()
-
 
 class ConsumerCancelled(AMQPError):
     """The broker cancelled our consumer (queue deleted, operator, failover): consume again."""
@@ -79,20 +76,6 @@ class Delivery:
     routing_key: str
     properties: pika.BasicProperties
     body: bytes
-
-
-def log_traced(change: Change, outcome: str) -> None:
-    """Changes made by a request carry its id: one line each, to follow it to the replica."""
-    if change.event.correlation_id:
-        logger.info(
-            "%s %s %s revision %s: %s",
-            change.event.signal_type,
-            change.event.cqrs_id,
-            change.pk,
-            change.revision,
-            outcome,
-            extra={"correlation_id": change.event.correlation_id},
-        )
 
 
 class Consumer:

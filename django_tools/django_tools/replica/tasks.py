@@ -44,7 +44,7 @@ def apply_event(self, body: str) -> str:
     backoff; what cannot be applied goes to the same dead-letter queue, with the same headers,
     as in cqrs mode."""
     from django_tools.replica.apply import apply_changes, prepare, transaction_for
-    from django_tools.replica.consumer import log_traced
+    from django_tools.replica.correlation import log_traced
     from django_tools.replica.failures import DeadLetter, classify
     from django_tools.replica.messages import decode
 

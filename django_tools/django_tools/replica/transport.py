@@ -19,13 +19,17 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
     @classmethod
     def consume(cls, cqrs_ids=None):
         # Imported here: django-cqrs imports the transport while Django's apps are loading.
-        from django_tools import limits
+        from django_tools import amqp_properties, limits
         from django_tools.heartbeat import Heartbeat, consumer_file, heartbeat_dir, prune_consumers
         from django_tools.limits import prefetch_within
         from django_tools.replica.consumer import Consumer
         from django_tools.replica.messages import max_message_bytes
         from django_tools.replica.topology import Topology
 
+        # A message whose headers pika cannot decode must reach the consumer (and the
+        # dead-letter queue) instead of breaking the connection it arrives on: this worker's
+        # pika decodes properties tolerantly (and refuses to start on a pika it does not know).
+        amqp_properties.install()
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
             # cqrs_consume stops its workers with SIGINT: finish the batch in hand, then leave.

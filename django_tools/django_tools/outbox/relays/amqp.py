@@ -22,38 +22,27 @@ with a known end, not a dead link.
 Only one relay publishes at a time (`lock.RelayLock`); a second one waits as a standby
 and takes over when the first dies. With one publisher, rows go out in id order, so the events
 of a product reach the broker in the order its transactions committed.
+
+The lifecycle (lock, reconnects, heartbeat, bookkeeping, idle polling) is `base.Relay`'s; this
+module is the transport's part: a session is a pika connection whose ioloop runs `step`, a batch
+is published without waiting, and the broker's confirms call `confirmed`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pika
-from django.db import DatabaseError, connections
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from django_tools import pika_writes, signing, tracing
 from django_tools.broker import WatchedConnection, connection_parameters
-from django_tools.heartbeat import Heartbeat
-from django_tools.outbox.metrics import OUTBOX_PUBLISHED
-from django_tools.outbox.relays.base import ConnectionLost, RelayStats, wait_for_lock
-from django_tools.outbox.relays.lock import RelayLock
-from django_tools.outbox.selectors import unpublished_rows
-from django_tools.outbox.services import mark_published
-from django_tools.reconnect import keep_running
+from django_tools.outbox.relays.base import ConnectionLost, Relay, Row
 
 logger = logging.getLogger("django_tools.outbox")
-
-# A batch is hundreds of messages: one send() for it, not three per message.
-pika_writes.install()
-
-# --- the relay ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -74,7 +63,7 @@ MAX_IN_FLIGHT = 2
 SWEEP_EVERY = 10
 
 
-class AmqpRelay:
+class AmqpRelay(Relay):
     """REPLICATION_MODE=cqrs: django-cqrs messages with pipelined publisher confirms."""
 
     def __init__(
@@ -82,97 +71,39 @@ class AmqpRelay:
         url: str,
         exchange: str,
         *,
-        batch_size: int = 500,
-        poll_min: float = 0.005,
-        poll_max: float = 0.05,
-        confirm_timeout: float = 5.0,
         max_in_flight: int = MAX_IN_FLIGHT,
-        stop: threading.Event | None = None,
-        heartbeat: Heartbeat | None = None,
         amqp_heartbeat: int | None = None,
-        lock_timeout: float | None = None,
+        **options,
     ) -> None:
+        super().__init__(**options)
         self.url = url
         self.exchange = exchange
-        self.batch_size = batch_size
-        self.poll_min = poll_min
-        self.poll_max = poll_max
-        self.confirm_timeout = confirm_timeout
         self.max_in_flight = max_in_flight
-        self.stop = stop or threading.Event()
-        self.stats = RelayStats()
-        self.heartbeat = heartbeat or Heartbeat.disabled()
         self.amqp_heartbeat = amqp_heartbeat  # None: CQRS_AMQP_HEARTBEAT
-        self.lock_timeout = lock_timeout  # None: OUTBOX_LOCK_TIMEOUT
         self._connection: WatchedConnection | None = None
         self._channel = None
         self._in_flight: deque[_Batch] = deque()  # oldest first
         self._cursor = 0  # id of the newest row in flight
         self._read_past = 0  # batches read past the ones in flight since the last sweep
         self._next_tag = 0
-        self._idle_pause = poll_min
-        self._lock: RelayLock | None = None
-        self._closed_by: str | None = None  # why the current connection ended
-        self._node = 0  # which of the broker's nodes the next connection goes to
-        self._connected: Callable[[], None] = lambda: None
-        self._lock_checked = time.monotonic()
         self._blocked = False  # the broker said it blocks our publishes (a resource alarm)
 
-    # --- lifecycle --------------------------------------------------------------------------
-
     def run(self) -> None:
-        """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
-        self._lock = RelayLock(idle_timeout=self.lock_timeout)
-        try:
-            wait_for_lock(self._lock, self.stop, self.heartbeat)
-            keep_running(
-                self._session,
-                stop=self.stop,
-                retry_on=(ConnectionLost,),
-                logger=logger,
-                what="broker connection",
-                on_retry=lambda _exc: self._count_reconnect(),
-                beat=lambda: self.heartbeat.beat("disconnected", self.stats),
-            )
-        finally:
-            self._lock.release()
-            connections.close_all()  # this thread's, on the way out
-
-    def _count_reconnect(self) -> None:
-        self.stats.reconnects += 1
-        self._node += 1
-        self.heartbeat.beat("disconnected", self.stats)
-
-    def _session(self, connected: Callable[[], None]) -> None:
-        """One connection, publishing until it closes; raises ConnectionLost unless stopped."""
-        self._connected = connected
-        if not self._lock.still_held():
-            logger.warning("lost the relay lock; waiting to take it again")
-            self._lock.release()
-            wait_for_lock(self._lock, self.stop, self.heartbeat)
-            if self.stop.is_set():
-                return
-        self._closed_by = None
-        self._run_connection()
-        if not self.stop.is_set():
-            raise ConnectionLost(self._closed_by or "connection closed")
+        # A batch is hundreds of messages: one send() for it, not three per message. Installed
+        # here, by the process that relays, not on import (see pika_writes).
+        pika_writes.install()
+        super().run()
 
     def describe(self) -> str:
         return f"exchange {self.exchange}"
 
-    def request_stop(self) -> None:
-        """Ask the relay to finish the batch in flight and leave (safe from a signal handler)."""
-        self.stop.set()
-        connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.ioloop.add_callback_threadsafe(self._maybe_close)
+    # --- the hooks of base.Relay --------------------------------------------------------------
 
-    def _run_connection(self) -> None:
+    def serve(self) -> None:
         # Several nodes: each new connection goes to the next one, so a relay whose node died
         # moves on to another instead of waiting for it.
         nodes = connection_parameters(self.url, heartbeat=self.amqp_heartbeat, name="outbox-relay")
-        params = nodes[self._node % len(nodes)]
+        params = nodes[self.stats.reconnects % len(nodes)]
         self._in_flight.clear()
         self._blocked = False
         self._connection = WatchedConnection(
@@ -191,6 +122,34 @@ class AmqpRelay:
         finally:
             self._connection = None
             self._channel = None
+
+    def ready_to_read(self) -> bool:
+        if self._channel is None or not self._channel.is_open:
+            return False
+        if len(self._in_flight) >= self.max_in_flight:
+            return False  # the next confirmation calls again
+        # After SWEEP_EVERY batches read ahead: let them drain, then read from the oldest row.
+        return not (self._in_flight and self._read_past >= SWEEP_EVERY)
+
+    def read_after(self) -> int | None:
+        return self._cursor if self._in_flight else None
+
+    def awaiting_confirms(self) -> bool:
+        return bool(self._in_flight)
+
+    def end(self, drain: bool) -> None:
+        self._maybe_close(force=not drain)
+
+    def wake(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.ioloop.add_callback_threadsafe(self._maybe_close)
+
+    def state(self) -> str:
+        return "blocked" if self._blocked else "publishing"
+
+    # --- the connection -----------------------------------------------------------------------
 
     def _on_open(self, connection: WatchedConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
@@ -224,8 +183,7 @@ class AmqpRelay:
         self._schedule(0)
 
     def _on_channel_close(self, channel, reason: BaseException) -> None:
-        self._closed_by = f"channel closed: {reason!r}"
-        self._maybe_close(force=True)
+        self.lose(f"channel closed: {reason!r}")
 
     def _maybe_close(self, force: bool = False) -> None:
         """Close the connection, unless batches still wait for their confirms (then the last
@@ -238,30 +196,19 @@ class AmqpRelay:
         elif connection is not None and connection.is_closed:
             connection.ioloop.stop()
 
+    def _tick(self) -> None:
+        pause = self.step()
+        if pause is not None:
+            self._schedule(pause)
+
     def _schedule(self, delay: float) -> None:
         if self._connection is not None:
             self._connection.ioloop.call_later(delay, self._tick)
 
     def _every_second(self) -> None:
         ready = self._channel is not None and self._channel.is_open
-        state = "blocked" if self._blocked else "publishing" if ready else "connecting"
-        self.heartbeat.beat(state, self.stats)
-        self._check_lock()
-
-    def _check_lock(self) -> bool:
-        """Whether this relay still holds the lock; asked of the database at most every third
-        of the lock's timeout (which also keeps its session from looking idle to PostgreSQL).
-        A relay that lost it (paused longer than the timeout: a standby took over) closes the
-        connection and stands by."""
-        if time.monotonic() - self._lock_checked < self._lock.check_every:
-            return True
-        self._lock_checked = time.monotonic()
-        if self._lock.still_held():
-            return True
-        if self._closed_by is None:
-            self._closed_by = "relay lock lost"
-        self._maybe_close(force=True)
-        return False
+        self.heartbeat.beat(self.state() if ready else "connecting", self.stats)
+        self.check_lock()
 
     def _on_blocked(self, connection, frame) -> None:
         self._blocked = True
@@ -278,44 +225,11 @@ class AmqpRelay:
         for batch in self._in_flight:
             self._arm_deadline(batch)
 
-    # --- the work -----------------------------------------------------------------------------
+    # --- a batch, from publish to confirm -----------------------------------------------------
 
-    def _tick(self) -> None:
-        if self.stop.is_set():
-            self._maybe_close()
-            return
-        self.heartbeat.beat("blocked" if self._blocked else "publishing", self.stats)
-        if self._channel is None or not self._channel.is_open:
-            return
-        if not self._check_lock():
-            return
-        if len(self._in_flight) >= self.max_in_flight:
-            return  # the next confirmation calls again
-        if self._in_flight and self._read_past >= SWEEP_EVERY:
-            return  # let them drain, then read from the oldest unpublished row
-        after = self._cursor if self._in_flight else None
-        try:
-            rows = self._fetch(after)
-        except DatabaseError as exc:
-            logger.warning("outbox unreadable (%r); retrying", exc)
-            connections["default"].close()
-            self._schedule(1.0)
-            return
-        if not rows:
-            if not self._in_flight:
-                self._schedule(self._idle_pause)
-                self._idle_pause = min(self.poll_max, self._idle_pause * 2)
-            return
-        self._idle_pause = self.poll_min
-        self._read_past = self._read_past + 1 if after is not None else 0
-        self._publish(rows)
-        if len(self._in_flight) < self.max_in_flight:
-            self._schedule(0)
-
-    def _fetch(self, after: int | None = None) -> list[tuple[int, str, str, str]]:
-        return unpublished_rows(self.batch_size, after=after)
-
-    def _publish(self, rows: list[tuple[int, str, str, str, str]]) -> None:
+    def send(self, rows: list[Row]) -> None:
+        # Reading from the oldest row again (nothing in flight) starts a new sweep.
+        self._read_past = self._read_past + 1 if self._in_flight else 0
         batch = _Batch()
         traced = tracing.enabled()
         for outbox_id, routing_key, body, correlation_id, trace_context in rows:
@@ -379,18 +293,7 @@ class AmqpRelay:
             publish.end()
         if batch.nacked:
             logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
-        try:
-            if batch.acked:
-                mark_published(batch.acked)
-        except DatabaseError as exc:
-            # Not marked: they go out again later, and replicas ignore the duplicates.
-            logger.warning("could not mark %s rows published (%r)", len(batch.acked), exc)
-            connections["default"].close()
-        else:
-            OUTBOX_PUBLISHED.inc(len(batch.acked))
-            self.stats.published += len(batch.acked)
-            self.stats.batches += 1
-            self.stats.last_confirmed_at = time.time()
+        self.confirmed(batch.acked)
         if self.stop.is_set():
             self._maybe_close()
         else:

@@ -1,30 +1,57 @@
-"""What every relay is: the seam between the outbox and a way of sending its rows.
+"""What every relay is, written once: the lifecycle of a relay, with the transports as hooks.
 
 A relay reads the oldest unpublished outbox rows (`selectors.unpublished_rows`), sends them, and
 marks published (`services.mark_published`) only what the broker confirmed: at least once, in id
-order, one relay at a time (`lock.RelayLock`; a second one stands by). Two implementations:
+order, one relay at a time (`lock.RelayLock`; a second one stands by). As kombu does for its
+transports, the base class `Relay` owns the algorithm and the transports fill in small hooks:
+
+- `Relay.run`: wait for the lock (heartbeat `standby`), then run sessions with
+  `django_tools.reconnect.keep_running` (backoff, reconnect count, heartbeat `disconnected`),
+  release the lock on the way out;
+- a session (`_session`) first makes sure the lock is still this relay's (else stands by again),
+  then hands over to the transport's `serve`, which connects and calls `step` until the session
+  ends; a session that ends without `stop` is a lost connection (`ConnectionLost`: retried);
+- `step` is one turn of the relay: stop → drain and close; heartbeat; the lock still held
+  (asked every third of OUTBOX_LOCK_TIMEOUT, which keeps its PostgreSQL session busy; lost → the
+  session ends and the relay stands by); read a batch (a database error: retry in a second);
+  `send` it; nothing to read → poll again after a pause doubling from `poll_min` to `poll_max`;
+- `confirmed` is the publish bookkeeping: mark published, count (`OUTBOX_PUBLISHED`, `stats`).
+
+The transports:
 
 - `amqp.AmqpRelay` (REPLICATION_MODE=cqrs): django-cqrs messages on the exchange, pipelined
-  publisher confirms;
-- `celery.CeleryRelay` (REPLICATION_MODE=celery): one Celery task per change, Celery's confirms.
-
-Both reconnect with `django_tools.reconnect.keep_running`.
+  publisher confirms; its pika ioloop schedules `step` and the broker's confirms call
+  `confirmed`;
+- `celery.CeleryRelay` (REPLICATION_MODE=celery): one Celery task per change, Celery's confirms;
+  a plain loop around `step`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import psycopg
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 
 from django_tools.heartbeat import Heartbeat
+from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.lock import RelayLock
+from django_tools.outbox.selectors import unpublished_rows
+from django_tools.outbox.services import mark_published
+from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
+
+#: (outbox id, routing key, body, correlation id, trace context): an unpublished row.
+Row = tuple[int, str, str, str | None, str | None]
+
+#: Pause before reading an outbox the database would not give us again.
+DATABASE_RETRY = 1.0
 
 
 class ConnectionLost(Exception):
@@ -38,22 +65,6 @@ class RelayStats:
     returned: int = 0
     reconnects: int = 0
     last_confirmed_at: float | None = None
-
-
-class Relay(Protocol):
-    batch_size: int
-    stats: RelayStats
-    stop: threading.Event
-    heartbeat: Heartbeat
-
-    def run(self) -> None:
-        """Relay until `stop` is set (or `request_stop()`): wait for the lock, then send."""
-
-    def request_stop(self) -> None:
-        """Finish the batch in flight and leave; safe from a signal handler."""
-
-    def describe(self) -> str:
-        """Where the rows go, for the log line at start."""
 
 
 def wait_for_lock(
@@ -76,3 +87,191 @@ def wait_for_lock(
             announced = True
         stop.wait(1.0)
     return False
+
+
+class Relay(ABC):
+    """The lifecycle of every relay (see the module): lock, sessions, turns, bookkeeping.
+
+    Subclasses implement `describe`, `serve` and `send`, and override the other hooks
+    (`ready_to_read`, `read_after`, `awaiting_confirms`, `end`, `wake`, `state`) when their
+    transport has something to say there."""
+
+    #: What a session raises when its connection is lost (retried after the backoff).
+    lost: tuple[type[BaseException], ...] = (ConnectionLost,)
+    #: The connection, in the log line of a retry.
+    what = "broker connection"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 500,
+        poll_min: float = 0.005,
+        poll_max: float = 0.05,
+        confirm_timeout: float = 5.0,
+        stop: threading.Event | None = None,
+        heartbeat: Heartbeat | None = None,
+        lock_timeout: float | None = None,
+        lock: RelayLock | None = None,
+    ) -> None:
+        self.batch_size = batch_size
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+        self.confirm_timeout = confirm_timeout
+        self.stop = stop or threading.Event()
+        self.stats = RelayStats()
+        self.heartbeat = heartbeat or Heartbeat.disabled()
+        self.lock_timeout = lock_timeout  # None: OUTBOX_LOCK_TIMEOUT
+        self.lock = lock  # None: a RelayLock of its own, made by `run`
+        self._closed_by: str | None = None  # why the current session ended
+        self._connected: Callable[[], None] = lambda: None
+        self._idle_pause = poll_min
+        self._lock_checked = time.monotonic()
+
+    # --- the lifecycle (the base's) -----------------------------------------------------------
+
+    def run(self) -> None:
+        """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
+        if self.lock is None:
+            self.lock = RelayLock(idle_timeout=self.lock_timeout)
+        try:
+            if not wait_for_lock(self.lock, self.stop, self.heartbeat):
+                return
+            keep_running(
+                self._session,
+                stop=self.stop,
+                retry_on=self.lost,
+                logger=logger,
+                what=self.what,
+                on_retry=lambda _exc: self._count_reconnect(),
+                beat=lambda: self.heartbeat.beat("disconnected", self.stats),
+            )
+        finally:
+            self.lock.release()
+            connections.close_all()  # this thread's, on the way out
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight and leave; safe from a signal handler."""
+        self.stop.set()
+        self.wake()
+
+    def _count_reconnect(self) -> None:
+        self.stats.reconnects += 1
+        self.heartbeat.beat("disconnected", self.stats)
+
+    def _session(self, connected: Callable[[], None]) -> None:
+        """One connection, publishing until it ends; raises ConnectionLost unless stopped."""
+        if not self.lock.still_held():
+            logger.warning("lost the relay lock; waiting to take it again")
+            self.lock.release()
+            if not wait_for_lock(self.lock, self.stop, self.heartbeat):
+                return
+        self._connected = connected
+        self._closed_by = None
+        self._idle_pause = self.poll_min
+        self._lock_checked = time.monotonic()
+        self.serve()
+        if not self.stop.is_set():
+            raise ConnectionLost(self._closed_by or "connection closed")
+
+    def step(self) -> float | None:
+        """One turn: the pause before the next one, or None when the transport must not schedule
+        it (the session ends, or a confirm will call `step` again)."""
+        if self.stop.is_set():
+            self.end(drain=True)
+            return None
+        self.heartbeat.beat(self.state(), self.stats)
+        if not self.check_lock() or not self.ready_to_read():
+            return None
+        try:
+            rows = unpublished_rows(self.batch_size, after=self.read_after())
+        except DatabaseError as exc:
+            logger.warning("outbox unreadable (%r); retrying", exc)
+            connections["default"].close()
+            return DATABASE_RETRY
+        if rows:
+            self._idle_pause = self.poll_min
+            self.send(rows)
+            self._connected()  # the broker took a batch: the next fault retries from the start
+            return 0.0
+        if self.awaiting_confirms():
+            return None  # the last confirm calls again
+        self._connected()
+        pause = self._idle_pause
+        self._idle_pause = min(self.poll_max, pause * 2)
+        return pause
+
+    def check_lock(self) -> bool:
+        """Whether this relay still holds the lock; asked of the database at most every third
+        of the lock's timeout (which also keeps its session from looking idle to PostgreSQL).
+        A relay that lost it (paused longer than the timeout: a standby took over) ends the
+        session and stands by."""
+        if time.monotonic() - self._lock_checked < self.lock.check_every:
+            return True
+        self._lock_checked = time.monotonic()
+        if self.lock.still_held():
+            return True
+        self.lose("relay lock lost")
+        return False
+
+    def lose(self, reason: str) -> None:
+        """End the session at once, for `reason` (the first reason given is the one logged)."""
+        if self._closed_by is None:
+            self._closed_by = reason
+        self.end(drain=False)
+
+    def confirmed(self, ids: list[int]) -> None:
+        """The broker confirmed these rows: mark them published and count them. A database
+        error leaves them unpublished: they go out again later, and replicas ignore the
+        duplicates."""
+        if not ids:
+            return
+        try:
+            mark_published(ids)
+        except DatabaseError as exc:
+            logger.warning("could not mark %s rows published (%r)", len(ids), exc)
+            connections["default"].close()
+            return
+        OUTBOX_PUBLISHED.inc(len(ids))
+        self.stats.published += len(ids)
+        self.stats.batches += 1
+        self.stats.last_confirmed_at = time.time()
+
+    # --- the hooks (the transport's) ----------------------------------------------------------
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the rows go, for the log line at start."""
+
+    @abstractmethod
+    def serve(self) -> None:
+        """One session: connect, call `step` until it returns None (waiting the pause it
+        returns in between), close. Raise one of `lost` when the connection fails."""
+
+    @abstractmethod
+    def send(self, rows: list[Row]) -> None:
+        """Send a batch, in order; pass what the broker confirms to `confirmed` (before
+        returning, or later when the confirms arrive)."""
+
+    def ready_to_read(self) -> bool:
+        """Whether to read a batch now (a pipelining transport: not while enough are in flight)."""
+        return True
+
+    def read_after(self) -> int | None:
+        """Read rows with an id above this one (those in flight), or None: the oldest."""
+        return None
+
+    def awaiting_confirms(self) -> bool:
+        """Whether sent batches wait for their confirms (then there is no idle pause)."""
+        return False
+
+    def end(self, drain: bool) -> None:
+        """End the session: after the confirms in flight (`drain`), or at once."""
+        return None  # a plain loop around `step` leaves anyway: step returns None
+
+    def wake(self) -> None:
+        """`stop` was set from another thread: make the session notice."""
+        return None  # a loop that waits on `stop` notices by itself
+
+    def state(self) -> str:
+        """The heartbeat's state while publishing."""
+        return "publishing"

@@ -11,115 +11,52 @@ does not come within `confirm_timeout` (OUTBOX_CONFIRM_TIMEOUT) — a dead link,
 else would ever say so — ends the session, and its connection is dropped without the closing
 handshake. A pooled connection would go back to the pool with a confirm still owed, and py-amqp
 takes any confirm as the next publish's.
+
+The lifecycle (lock, reconnects, heartbeat, bookkeeping, idle polling) is `base.Relay`'s; this
+module is the transport's part: a session is a connection and a loop around `step`, and a batch
+is one confirmed `send_task` after the other.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable
-
-from django.db import DatabaseError, connections
 from kombu.exceptions import OperationalError
 
 from django_tools import signing, tracing
-from django_tools.heartbeat import Heartbeat
-from django_tools.outbox.metrics import OUTBOX_PUBLISHED
-from django_tools.outbox.relays.base import RelayStats, wait_for_lock
-from django_tools.outbox.relays.lock import RelayLock
-from django_tools.outbox.selectors import unpublished_rows
-from django_tools.outbox.services import mark_published
-from django_tools.reconnect import keep_running
+from django_tools.outbox.relays.base import ConnectionLost, Relay, Row
 from django_tools.wire import APPLY_TASK
 
-logger = logging.getLogger("django_tools.outbox")
 
+class CeleryRelay(Relay):
+    """REPLICATION_MODE=celery: one `replica.apply_event` task per change."""
 
-class CeleryRelay:
-    def __init__(
-        self,
-        app,
-        queue: str,
-        *,
-        batch_size: int = 500,
-        poll_min: float = 0.005,
-        poll_max: float = 0.05,
-        confirm_timeout: float = 5.0,
-        stop: threading.Event | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> None:
+    lost = (ConnectionLost, OperationalError)  # OperationalError: the broker went away
+    what = "Celery broker connection"
+
+    def __init__(self, app, queue: str, **options) -> None:
+        super().__init__(**options)
         self.app = app
         self.queue = queue
-        self.batch_size = batch_size
-        self.poll_min = poll_min
-        self.poll_max = poll_max
-        self.confirm_timeout = confirm_timeout
-        self.stop = stop or threading.Event()
-        self.stats = RelayStats()
-        self.heartbeat = heartbeat or Heartbeat.disabled()
+        self._producer = None
 
     def describe(self) -> str:
         return f"Celery queue {self.queue}"
 
-    def request_stop(self) -> None:
-        self.stop.set()
-
-    def run(self) -> None:
-        lock = RelayLock()
-        try:
-            if not wait_for_lock(lock, self.stop, self.heartbeat):
-                return
-            keep_running(
-                self._session,
-                stop=self.stop,
-                retry_on=(OperationalError,),  # the broker went away
-                logger=logger,
-                what="Celery broker connection",
-                on_retry=lambda _exc: self._count_reconnect(),
-                beat=lambda: self.heartbeat.beat("disconnected", self.stats),
-            )
-        finally:
-            lock.release()
-            connections.close_all()  # this thread's, on the way out
-
-    def _count_reconnect(self) -> None:
-        self.stats.reconnects += 1
-        self.heartbeat.beat("disconnected", self.stats)
-
-    def _session(self, connected: Callable[[], None]) -> None:
+    def serve(self) -> None:
         connection = self.app.connection_for_write()
         try:
             # Each node of the broker URL once, at once (the session's backoff paces retries).
             connection.ensure_connection(max_retries=len(connection.alt), interval_start=0)
-            self._publish_until_stopped(self.app.amqp.Producer(connection), connected)
+            self._producer = self.app.amqp.Producer(connection)
+            while (pause := self.step()) is not None:
+                self.stop.wait(pause)
         except BaseException:
             connection.collect()  # no closing handshake: the link may be dead
             raise
+        finally:
+            self._producer = None
         connection.release()
 
-    def _publish_until_stopped(self, producer, connected: Callable[[], None]) -> None:
-        pause = self.poll_min
-        while not self.stop.is_set():
-            self.heartbeat.beat("publishing", self.stats)
-            try:
-                sent = self._batch(producer)
-            except DatabaseError as exc:
-                logger.warning("outbox unreadable (%r); retrying", exc)
-                connections["default"].close()
-                self.stop.wait(1.0)
-                continue
-            connected()  # the broker took (or had nothing to take) a batch
-            if sent:
-                pause = self.poll_min
-            else:
-                self.stop.wait(pause)
-                pause = min(self.poll_max, pause * 2)
-
-    def _batch(self, producer) -> int:
-        rows = unpublished_rows(self.batch_size)
-        if not rows:
-            return 0
+    def send(self, rows: list[Row]) -> None:
         confirmed = []
         try:
             for outbox_id, _routing_key, body, _correlation_id, trace_context in rows:
@@ -131,7 +68,7 @@ class CeleryRelay:
                         APPLY_TASK,
                         args=[body],
                         queue=self.queue,
-                        producer=producer,
+                        producer=self._producer,
                         # Signed when CQRS_SIGNING_KEY is set; the task checks it.
                         headers=signing.signed_headers(body.encode(), {"outbox_id": outbox_id}),
                         retry=False,
@@ -140,10 +77,4 @@ class CeleryRelay:
                 confirmed.append(outbox_id)
         finally:
             # Whatever the broker confirmed is published, even if a later one failed.
-            if confirmed:
-                mark_published(confirmed)
-                OUTBOX_PUBLISHED.inc(len(confirmed))
-                self.stats.published += len(confirmed)
-                self.stats.batches += 1
-                self.stats.last_confirmed_at = time.time()
-        return len(confirmed)
+            self.confirmed(confirmed)
