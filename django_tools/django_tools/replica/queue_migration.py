@@ -1,6 +1,8 @@
 """Moving a replica's queues to another type (classic ↔ quorum) without losing what they hold.
 
-RabbitMQ cannot change a queue's type in place: the queue must be deleted and declared again,
+RabbitMQ cannot change a queue's type in place (nor its arguments: `--to quorum` of quorum
+queues declared before the delivery limits declares them again with them, the same way): the
+queue must be deleted and declared again,
 and a deleted queue loses its messages and, while it does not exist, every event published for
 it. So, queue by queue (the replica's queue first, so that the retry tiers always have it to
 dead-letter into):
@@ -21,6 +23,7 @@ goes on from where it stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 import pika
@@ -63,14 +66,7 @@ def migrate(
             "(cqrs_consume) first, then run the migration again"
         )
     topology.ensure_exchange(connection)  # passive first: the feed's user may only read it
-    target = Topology.named(
-        topology.queue,
-        topology.policy,
-        exchange=topology.exchange,
-        dead_letter_queue=topology.dead_letter_queue,
-        cqrs_ids=topology.cqrs_ids,
-        queue_type=to_type,
-    )
+    target = dataclasses.replace(topology, queue_type=to_type)
     moved = 0
     for queue in target.queues():  # the replica's queue first
         moved += _migrate_queue(connection, target, queue, to_type, say)
@@ -92,7 +88,11 @@ def _migrate_queue(connection, target: Topology, queue: str, to_type: str, say) 
     arguments = target.arguments(queue, to_type)
     moved = 0
     current = target.existing_type(channel, queue)
-    if current is not None and current != to_type:
+    # Another type, or the same without the arguments it has now (a quorum queue declared
+    # before the delivery limits): either way only a new declare changes it.
+    if current is not None and (
+        current != to_type or not target.up_to_date(connection, queue, to_type)
+    ):
         channel.queue_declare(temporary, durable=True, arguments=arguments)
         for key in keys:
             channel.queue_bind(temporary, target.exchange, routing_key=key)
