@@ -232,7 +232,7 @@ class Consumer:
         """A message delivered again, alone, with its marker written first: if it kills this
         worker, the next delivery knows (see `probation`)."""
         self.heartbeat.beat("consuming", self.stats, active=True)
-        trial = self.probation.begin(delivery.body, delivery.properties)
+        trial = self.probation.begin(self.topology.queue, delivery.body, delivery.properties)
         if trial.set_aside:
             self._set_aside(channel, delivery, trial)
         else:

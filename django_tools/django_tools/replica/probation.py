@@ -9,7 +9,7 @@ delivery limit drops it on RabbitMQ 4.x (quorum queues default to 20).
 
 So a message delivered again (the broker's `redelivered` flag, or `x-delivery-count` > 0 on a
 quorum queue) is handled on *probation*: alone, after a marker of it is written (a small file
-named after a hash of its body, holding how many times it was tried alone), removed once it is
+named after a hash of its queue and body, holding how many times it was tried alone), removed once it is
 acknowledged. A marker found at its next delivery means the worker that tried it died. Once the
 deliveries that ended that way reach CQRS_MAX_DELIVERIES, the message is set aside unread (not
 even decoded): a copy to the dead-letter queue with reason `redelivered` and its count
@@ -97,14 +97,15 @@ class Probation:
         return cls(Path(directory), int(replica.get("max_deliveries") or MAX_DELIVERIES))
 
     @staticmethod
-    def key(body: bytes) -> str:
-        """The marker's name: the same for the same body on every delivery."""
-        return hashlib.sha256(body).hexdigest()[:32]
+    def key(queue: str, body: bytes) -> str:
+        """The marker's name: the same for the same body from the same queue on every delivery
+        (other replicas on the host, with their own queues, have their own)."""
+        return hashlib.sha256(queue.encode() + b"\0" + body).hexdigest()[:32]
 
-    def begin(self, body: bytes, properties: BasicProperties | None) -> Trial:
-        """Before a delivery on probation is handled: its trial, and unless it is to be set
-        aside, its marker written (one more try)."""
-        key = self.key(body)
+    def begin(self, queue: str, body: bytes, properties: BasicProperties | None) -> Trial:
+        """Before a delivery from `queue` on probation is handled: its trial, and unless it is
+        to be set aside, its marker written (one more try)."""
+        key = self.key(queue, body)
         tried = self._tried(key)
         deliveries, set_aside = decide(tried, delivery_count(properties), self.max_deliveries)
         if not set_aside:

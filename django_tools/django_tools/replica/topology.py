@@ -50,8 +50,8 @@ QUORUM, CLASSIC = "quorum", "classic"
 QUEUE_TYPES = (QUORUM, CLASSIC)
 #: `x-delivery-limit` of the replica's quorum queues (CQRS_DELIVERY_LIMIT).
 DELIVERY_LIMIT = 20
-#: How RabbitMQ names the argument a refused declare disagrees on.
-_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
+#: How RabbitMQ says a declare was refused for the queue's type, and what the type is.
+_TYPE_REFUSED = re.compile(r"inequivalent arg 'x-queue-type'.*current is (?:the value )?'(\w+)'")
 
 
 class QueueTypeMismatch(Exception):
@@ -176,7 +176,12 @@ class Topology:
 
     def existing_type(self, channel: BlockingChannel, queue: str | None = None) -> str | None:
         """The type of `queue` (the replica's queue by default) on the broker, None when it does
-        not exist. Probed on channels of their own: a refused declare closes its channel."""
+        not exist. Probed on channels of their own: a refused declare closes its channel.
+
+        A declare that differs from the queue in any argument is refused (406) naming the first
+        one the broker checks, not always the type; so the queue is declared with each form it
+        may have been declared with (quorum with and without the delivery limits, classic):
+        the one accepted is its type. Else the type the broker names in a refusal."""
         queue = queue or self.queue
         connection = channel.connection
         probe = connection.channel()
@@ -188,33 +193,25 @@ class Topology:
             raise
         with contextlib.suppress(Exception):
             probe.close()
-        probe = connection.channel()
-        try:
-            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, QUORUM))
-        except ChannelClosedByBroker as exc:
-            if exc.reply_code != 406:
-                raise
-            # Refused over another argument than the type (a quorum queue declared before
-            # the delivery limits): quorum all the same.
-            disputed = inequivalent_argument(exc.reply_text)
-            return QUORUM if disputed not in (None, "x-queue-type") else CLASSIC
-        with contextlib.suppress(Exception):
-            probe.close()
-        return QUORUM
+        refusals = []
+        for queue_type, limited in ((QUORUM, True), (QUORUM, False), (CLASSIC, True)):
+            if not limited and not self.limited(queue, queue_type):
+                continue  # the same arguments as the probe before
+            arguments = self.arguments(queue, queue_type, limited=limited)
+            refusal = _declare_refusal(connection, queue, arguments)
+            if refusal is None:
+                return queue_type
+            refusals.append(refusal)
+        for refusal in refusals:
+            current = _current_type(refusal)
+            if current in QUEUE_TYPES:
+                return current
+        return CLASSIC  # its arguments are none of ours: not a quorum queue we declared
 
     def up_to_date(self, connection, queue: str, queue_type: str) -> bool:
         """Whether `queue`, which exists with `queue_type`, has every argument it is declared
         with now (not a quorum queue of before the delivery limits)."""
-        probe = connection.channel()
-        try:
-            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, queue_type))
-        except ChannelClosedByBroker as exc:
-            if exc.reply_code == 406:
-                return False
-            raise
-        with contextlib.suppress(Exception):
-            probe.close()
-        return True
+        return _declare_refusal(connection, queue, self.arguments(queue, queue_type)) is None
 
     def resolve_type(self, channel: BlockingChannel) -> str:
         """The type the replica's queues must have: the configured one, else the existing
@@ -272,8 +269,8 @@ class Topology:
         except ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
-            disputed = inequivalent_argument(exc.reply_text)
-            if disputed not in (None, "x-queue-type") and self.limited(queue, queue_type):
+            existing = self.existing_type(connection.channel(), queue)
+            if existing == queue_type:
                 self._declare_unlimited(connection, queue, queue_type, exc.reply_text)
                 return False
             other = CLASSIC if queue_type == QUORUM else QUORUM
@@ -298,10 +295,7 @@ class Topology:
             )
             what = "without a delivery limit and dead-letter target (an older deployment)"
         except ChannelClosedByBroker as exc:
-            if exc.reply_code != 406 or inequivalent_argument(exc.reply_text) in (
-                None,
-                "x-queue-type",
-            ):
+            if exc.reply_code != 406:
                 raise
             declaring = connection.channel()
             declaring.queue_declare(queue, passive=True)  # it is there, with its own
@@ -316,9 +310,25 @@ class Topology:
         )  # fmt: skip
 
 
-def inequivalent_argument(reply_text: str | None) -> str | None:
-    """The argument a refused (406) declare disagrees on, as the broker names it."""
-    found = _INEQUIVALENT.search(reply_text or "")
+def _declare_refusal(connection, queue: str, arguments: dict) -> str | None:
+    """Declare `queue` with `arguments` on a channel of its own: None when accepted, else the
+    broker's refusal (406: it exists with other arguments)."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, durable=True, arguments=arguments)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise
+        return exc.reply_text or "406"
+    with contextlib.suppress(Exception):
+        probe.close()
+    return None
+
+
+def _current_type(refusal: str) -> str | None:
+    """The queue's type when a refusal is about it: "inequivalent arg 'x-queue-type' …
+    received 'classic' but current is 'quorum'" (or "…current is the value 'quorum'…")."""
+    found = _TYPE_REFUSED.search(refusal)
     return found.group(1) if found else None
 
 
