@@ -9,11 +9,11 @@ delivery limit drops it on RabbitMQ 4.x (quorum queues default to 20).
 
 So a message delivered again (the broker's `redelivered` flag, or `x-delivery-count` > 0 on a
 quorum queue) is handled on *probation*: alone, after a marker of it is written (a small file
-named after a hash of its queue and body, holding how many times it was tried alone), removed once it is
-acknowledged. A marker found at its next delivery means the worker that tried it died. Once the
-deliveries that ended that way reach CQRS_MAX_DELIVERIES, the message is set aside unread (not
-even decoded): a copy to the dead-letter queue with reason `redelivered` and its count
-(`x-cqrs-deliveries`), then it is acknowledged. The messages that were only prefetched beside
+named after a hash of its queue and body, holding how many times it was tried alone), removed
+once it is acknowledged. A marker found at its next delivery means the worker that tried it
+died. Once the deliveries that ended that way reach CQRS_MAX_DELIVERIES, the message is set
+aside unread (not even decoded): a copy to the dead-letter queue with reason `redelivered` and
+its count (`x-cqrs-deliveries`), then it is acknowledged. The messages that were only prefetched beside
 it come back redelivered too: each is tried alone, applied, and its marker removed, so an
 innocent message is never set aside for its neighbour's crash.
 
