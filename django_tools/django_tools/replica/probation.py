@@ -13,9 +13,9 @@ named after a hash of its queue and body, holding how many times it was tried al
 once it is acknowledged. A marker found at its next delivery means the worker that tried it
 died. Once the deliveries that ended that way reach CQRS_MAX_DELIVERIES, the message is set
 aside unread (not even decoded): a copy to the dead-letter queue with reason `redelivered` and
-its count (`x-cqrs-deliveries`), then it is acknowledged. The messages that were only prefetched beside
-it come back redelivered too: each is tried alone, applied, and its marker removed, so an
-innocent message is never set aside for its neighbour's crash.
+its count (`x-cqrs-deliveries`), then it is acknowledged. The messages that were only
+prefetched beside it come back redelivered too: each is tried alone, applied, and its marker
+removed, so an innocent message is never set aside for its neighbour's crash.
 
 The count: the first delivery (in a batch, no marker) plus the probation tries that did not end,
 or the broker's own count (quorum queues) when that is higher — a queue consumed from several
