@@ -32,6 +32,8 @@ logger = logging.getLogger("django_tools.heartbeat")
 RELAY_FILE = "outbox-relay.json"
 #: One file per consumer worker process: `cqrs-consume-<pid>.json`.
 CONSUMER_PREFIX = "cqrs-consume-"
+#: One per `cqrs_consume` parent, its workers' supervisor: `cqrs-supervisor-<pid>.json`.
+SUPERVISOR_PREFIX = "cqrs-supervisor-"
 
 #: Seconds between two writes of the same state.
 WRITE_EVERY = 1.0
@@ -62,6 +64,10 @@ def heartbeat_dir() -> Path:
 
 def consumer_file(pid: int | None = None) -> str:
     return f"{CONSUMER_PREFIX}{pid or os.getpid()}.json"
+
+
+def supervisor_file(pid: int | None = None) -> str:
+    return f"{SUPERVISOR_PREFIX}{pid or os.getpid()}.json"
 
 
 class Heartbeat:
@@ -184,6 +190,12 @@ def read_consumers(directory: Path) -> list[Pulse]:
     """Every consumer worker's heartbeat in `directory`, oldest pid first."""
     pulses = [read(path) for path in sorted(directory.glob(f"{CONSUMER_PREFIX}*.json"))]
     return sorted((p for p in pulses if p is not None), key=lambda p: p.pid)
+
+
+def read_supervisors(directory: Path) -> list[Pulse]:
+    """The heartbeats of the live `cqrs_consume` parents in `directory`."""
+    pulses = [read(path) for path in sorted(directory.glob(f"{SUPERVISOR_PREFIX}*.json"))]
+    return [pulse for pulse in pulses if pulse is not None and pulse.alive()]
 
 
 def prune_consumers(directory: Path) -> None:

@@ -220,3 +220,22 @@ def test_consumer_health(beats):
     assert line == (
         f"consumer ok: 1 of 2 workers consuming (pids {os.getpid()}), last message 3s ago"
     )
+
+
+def test_consumer_health_says_the_workers_deaths_and_the_wait_before_the_next(beats):
+    """`cqrs_consume` backs off while workers keep dying, and says so in its own heartbeat."""
+    from django_tools.heartbeat import supervisor_file
+
+    gone = dead_pid()
+    write(beats / supervisor_file(gone), pid=gone, state="restarting", deaths=9, restart_in=1)
+    write(beats / supervisor_file(), state="restarting", deaths=7, death_window=60, restart_in=4)
+    code, line = run("cqrs_consume_health")
+    assert code == 1 and line.endswith(
+        f"; 7 worker deaths in 60s, next worker starts in 4s (cqrs_consume pid {os.getpid()})"
+    )  # the parent that is gone says nothing
+    write(beats / consumer_file(), state="consuming", last_activity=time.time())
+    write(beats / supervisor_file(), state="supervising", deaths=3, death_window=60)
+    code, line = run("cqrs_consume_health")
+    assert code == 0 and line.endswith(f"; 3 worker deaths in 60s (cqrs_consume pid {os.getpid()})")
+    write(beats / supervisor_file(), state="supervising", deaths=0, death_window=60)
+    assert run("cqrs_consume_health")[1].endswith("last message 0s ago")

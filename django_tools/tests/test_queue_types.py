@@ -446,3 +446,42 @@ def test_nothing_declares_the_queues_while_a_migration_is_unfinished(rabbitmq_ur
             migrate(connection, t, CLASSIC)
     finally:
         connection.close()
+
+
+def test_quorum_queues_of_before_the_delivery_limits_keep_working_until_migrated(
+    rabbitmq_url, names
+):
+    """A deployment whose quorum queues were declared without delivery limits: RabbitMQ refuses
+    a declare with other arguments (406), so they are used as they are, with the way out in
+    the declare's lines; `migrate --to quorum` declares them again with the limits, keeping
+    their messages."""
+    current = topology(names, QUORUM)
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.exchange_declare(names[1], exchange_type="topic", durable=True)
+        for queue in current.queues():  # as the version before the limits declared them
+            channel.queue_declare(
+                queue, durable=True, arguments=current.arguments(queue, QUORUM, limited=False)
+            )
+        channel.queue_bind(names[0], names[1], routing_key="item")
+        channel.confirm_delivery()
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for n in range(3):
+            channel.basic_publish(names[1], "item", f"event {n}".encode(), persistent, True)
+
+    with amqp_channel(rabbitmq_url) as channel:
+        lines = topology(names).declare(channel)  # type unset: what the broker has
+        assert any(f"queue {names[0]} (quorum, no delivery limit" in line for line in lines)
+        assert types(channel, current) == {QUORUM}
+        assert not current.up_to_date(channel.connection, names[0], QUORUM)
+        current.declare(channel)  # CQRS_QUEUE_TYPE=quorum: no mismatch either
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        assert migrate(connection, current, QUORUM) == 3
+        channel = connection.channel()
+        assert all(current.up_to_date(connection, q, QUORUM) for q in current.queues())
+        assert channel.queue_declare(names[0], passive=True).method.message_count == 3
+        lines = current.declare(channel)
+        assert any(f"queue {names[0]} (quorum, delivery limit 20)" in line for line in lines)
+    finally:
+        connection.close()

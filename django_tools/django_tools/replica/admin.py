@@ -31,6 +31,7 @@ from django_tools.replica.failures import (
     DEAD_REASONS,
     EXHAUSTED,
     PERMANENT,
+    REDELIVERED,
     UNAUTHENTICATED,
     UNDECODABLE,
 )
@@ -47,6 +48,7 @@ REASON_LABELS = {
     EXHAUSTED: "tentativas esgotadas (falha transitória)",
     UNDECODABLE: "propriedades AMQP ilegíveis",
     UNAUTHENTICATED: "sem assinatura válida (CQRS_SIGNING_KEY)",
+    REDELIVERED: "reentregue: derrubou o worker a cada entrega (CQRS_MAX_DELIVERIES)",
 }
 ACTION_LABELS = {
     dead_letters.RETRY: "Reenviar para a fila da réplica (tentativas zeradas)",

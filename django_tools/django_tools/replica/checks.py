@@ -53,6 +53,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 obj=model, id="django_tools.replica.E005",
             ))  # fmt: skip
     problems += _databases(ReplicaRegistry.models.values())
+    problems += _delivery_limits(cqrs.get("replica", {}))
     if cqrs.get("transport") != REPLICA_TRANSPORT:
         problems.append(checks.Warning(
             f"CQRS['transport'] is {cqrs.get('transport')!r}: cqrs_consume will not use the "
@@ -61,6 +62,28 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             id="django_tools.replica.W001",
         ))  # fmt: skip
     return problems
+
+
+def _delivery_limits(replica: dict) -> list[checks.CheckMessage]:
+    """The consumer sets a crash-looping message aside after CQRS_MAX_DELIVERIES deliveries;
+    the broker's limit is the backstop behind it, so it must be the larger."""
+    from django_tools.replica.probation import MAX_DELIVERIES
+    from django_tools.replica.topology import DELIVERY_LIMIT
+
+    try:
+        most = int(replica.get("max_deliveries") or MAX_DELIVERIES)
+        limit = int(replica.get("delivery_limit") or DELIVERY_LIMIT)
+    except (TypeError, ValueError):
+        most, limit = 0, 0
+    if most >= 2 and limit > most:
+        return []
+    return [checks.Error(
+        f"CQRS_MAX_DELIVERIES={replica.get('max_deliveries')} and CQRS_DELIVERY_LIMIT="
+        f"{replica.get('delivery_limit')}: need 2 <= CQRS_MAX_DELIVERIES < CQRS_DELIVERY_LIMIT",
+        hint=f"the defaults are {MAX_DELIVERIES} and {DELIVERY_LIMIT}: the consumer sets a "
+        "message that kills its workers aside first, the broker's limit is the backstop",
+        id="django_tools.replica.E008",
+    )]  # fmt: skip
 
 
 def _databases(models) -> list[checks.CheckMessage]:

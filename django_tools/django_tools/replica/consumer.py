@@ -16,6 +16,10 @@ after a crash is harmless: applying is idempotent (see `apply`).
 A batch is applied in one transaction. If that fails, its messages are applied one by one, so
 that one bad message never drags its neighbours into a retry or the dead-letter queue.
 
+A message delivered again (the worker that had it died, or gave it back) is handled alone, on
+probation (see `probation`): one that kills every worker it reaches is set aside to the
+dead-letter queue (reason `redelivered`) after CQRS_MAX_DELIVERIES deliveries, unread.
+
 The consumer owns its consume loop: when the broker cancels it (its queue was deleted, an
 operator cancelled it, a node holding the queue went away) or the connection drops, it
 connects again, declares its topology again and goes on; only `stop` ends it.
@@ -52,6 +56,7 @@ from django_tools.replica import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare, transaction_for
 from django_tools.replica.correlation import log_traced
 from django_tools.replica.failures import (
+    CrashLooping,
     DeadLetter,
     FailedCopy,
     UndecodableMessage,
@@ -61,6 +66,7 @@ from django_tools.replica.failures import (
     retries_of,
 )
 from django_tools.replica.messages import decode
+from django_tools.replica.probation import Probation, Trial, suspect
 from django_tools.replica.topology import Topology
 
 logger = logging.getLogger("django_tools.replica")
@@ -76,6 +82,16 @@ class Delivery:
     routing_key: str
     properties: pika.BasicProperties
     body: bytes
+    #: Delivered before: the broker's flag (a worker died or gave it back).
+    redelivered: bool = False
+
+    @classmethod
+    def of(cls, method, properties: pika.BasicProperties, body: bytes) -> Delivery:
+        return cls(method.delivery_tag, method.routing_key, properties, body, method.redelivered)
+
+    @property
+    def on_probation(self) -> bool:
+        return suspect(self.redelivered, self.properties)
 
 
 class Consumer:
@@ -89,6 +105,7 @@ class Consumer:
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
         heartbeat: Heartbeat | None = None,
+        probation: Probation | None = None,
     ) -> None:
         self.topology = topology
         self.url = url
@@ -101,6 +118,8 @@ class Consumer:
         self.heartbeat = heartbeat or Heartbeat.disabled()
         self._keeper: LinkKeeper | None = None  # services the connection while a batch applies
         self._node = 0  # the node of the broker's URL the next connection tries first
+        self.probation = probation or Probation.from_settings()
+        self.probation.prune()
 
     # --- connection ----------------------------------------------------------------------
 
@@ -167,10 +186,10 @@ class Consumer:
                 return
             if method is None:
                 continue
-            batch = [Delivery(method.delivery_tag, method.routing_key, properties, body)]
+            batch = [Delivery.of(method, properties, body)]
             while len(batch) < self.batch_size and channel.get_waiting_message_count():
                 method, properties, body = next(messages)
-                batch.append(Delivery(method.delivery_tag, method.routing_key, properties, body))
+                batch.append(Delivery.of(method, properties, body))
             self.handle(channel, batch)
         # pika ends the generator when the broker cancels the consumer. Whatever was delivered
         # and not yet acknowledged goes back to the queue (if it still exists) when the
@@ -180,6 +199,42 @@ class Consumer:
     # --- one batch -----------------------------------------------------------------------
 
     def handle(self, channel: BlockingChannel, batch: list[Delivery]) -> None:
+        """Every message of `batch` applied, or copied to where its failure sends it, then
+        acknowledged: those on probation first, each alone; then the rest together."""
+        fresh = [delivery for delivery in batch if not delivery.on_probation]
+        if len(fresh) < len(batch):
+            for delivery in batch:
+                if delivery.on_probation:
+                    self._on_probation(channel, delivery)
+            # Each acknowledged on its own before the rest: the acknowledgement of the rest
+            # (`multiple`, up to its last tag) can only cover messages already done.
+        if fresh:
+            self._handle(channel, fresh)
+
+    def _on_probation(self, channel: BlockingChannel, delivery: Delivery) -> None:
+        """A message delivered again, alone, with its marker written first: if it kills this
+        worker, the next delivery knows (see `probation`)."""
+        self.heartbeat.beat("consuming", self.stats, active=True)
+        trial = self.probation.begin(self.topology.queue, delivery.body, delivery.properties)
+        if trial.set_aside:
+            self._set_aside(channel, delivery, trial)
+        else:
+            self._handle(channel, [delivery], multiple=False)
+        self.probation.end(trial)
+
+    def _set_aside(self, channel: BlockingChannel, delivery: Delivery, trial: Trial) -> None:
+        """To the dead-letter queue unread (decoding it may be what kills), then acknowledged."""
+        error = CrashLooping(
+            f"delivered {trial.deliveries} times and each worker that handled it died before it "
+            f"was done (CQRS_MAX_DELIVERIES={self.probation.max_deliveries})"
+        )
+        metrics.EVENTS_CONSUMED.inc()
+        copy = self._failure(delivery, error, deliveries=trial.deliveries)
+        publish_copy(channel, copy, delivery.body)
+        channel.basic_ack(delivery.tag)
+        logger.error("%s: %s", copy.description, delivery.body[:500])
+
+    def _handle(self, channel: BlockingChannel, batch: list[Delivery], multiple=True) -> None:
         close_old_connections()
         received = tracing.now_ns() if tracing.enabled() else 0
         self._outcomes: dict[int, str] = {}
@@ -201,7 +256,7 @@ class Consumer:
                 logger.warning("%s: %s", failure.description, delivery.body[:500])
                 self._outcomes[delivery.tag] = failure.description
         # Every message of the batch is now applied or safely copied: acknowledge them all.
-        channel.basic_ack(batch[-1].tag, multiple=True)
+        channel.basic_ack(batch[-1].tag, multiple=multiple)
         if received:
             self._trace(batch, received)
 
@@ -271,7 +326,11 @@ class Consumer:
     # --- failures ------------------------------------------------------------------------
 
     def _failure(
-        self, delivery: Delivery, exc: BaseException, validating: bool = False
+        self,
+        delivery: Delivery,
+        exc: BaseException,
+        validating: bool = False,
+        deliveries: int | None = None,
     ) -> FailedCopy:
         retries = retries_of(delivery.properties)
         decision = classify(exc, retries, self.topology.policy, validating=validating, rng=self.rng)
@@ -283,6 +342,7 @@ class Consumer:
             properties=delivery.properties,
             routing_key=delivery.routing_key,
             retries=retries,
+            deliveries=deliveries,
         )
 
 

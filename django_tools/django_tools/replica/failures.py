@@ -33,6 +33,10 @@ FIRST_FAILURE = "x-cqrs-first-failure"
 LAST_FAILURE = "x-cqrs-last-failure"
 ORIGINAL_ROUTING_KEY = "x-cqrs-original-routing-key"
 DEAD_REASON = "x-cqrs-dead-reason"
+#: How many deliveries of a message set aside as `redelivered` ended without it being done.
+DELIVERIES = "x-cqrs-deliveries"
+#: The broker's count of a message's earlier deliveries (quorum queues): its own, never copied.
+DELIVERY_COUNT = "x-delivery-count"
 #: The encoded properties of a message whose headers could not be decoded (raw bytes).
 UNDECODABLE_PROPERTIES = "x-cqrs-undecodable-properties"
 OUR_HEADERS = (
@@ -44,6 +48,7 @@ OUR_HEADERS = (
     LAST_FAILURE,
     ORIGINAL_ROUTING_KEY,
     DEAD_REASON,
+    DELIVERIES,
 )
 
 #: Why a message is in the dead-letter queue.
@@ -51,11 +56,17 @@ PERMANENT = "permanent"  # can never be applied as it is
 EXHAUSTED = "retries-exhausted"  # kept failing for a transient reason
 UNDECODABLE = "undecodable"  # its AMQP properties could not be decoded; the body is kept
 UNAUTHENTICATED = "unauthenticated"  # unsigned or badly signed, CQRS_SIGNING_KEY set
-DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED)
+REDELIVERED = "redelivered"  # every worker that handled it died (see `probation`)
+DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED, REDELIVERED)
 
 
 class UndecodableMessage(PermanentFailure):
     """The message's AMQP properties (its headers) could not be decoded."""
+
+
+class CrashLooping(PermanentFailure):
+    """The message was delivered again and again and every worker that handled it died before
+    it was done (see `probation`): set aside unread, so it cannot kill another."""
 
 
 # --- the one place where a failure is classified ------------------------------------------
@@ -86,6 +97,7 @@ def classify(
 ) -> Retry | DeadLetter:
     """What to do with a message that failed with `error` after `retries` retries.
 
+    - `CrashLooping` (each worker that handled it died): dead letter as `redelivered`.
     - `PermanentFailure` (undecodable, not a django-cqrs event, invalid data, unknown CQRS_ID,
       expired, unsigned or badly signed): dead letter at once; retrying cannot change the
       outcome.
@@ -100,6 +112,8 @@ def classify(
         return DeadLetter(UNDECODABLE)
     if isinstance(error, Unauthenticated):
         return DeadLetter(UNAUTHENTICATED)
+    if isinstance(error, CrashLooping):
+        return DeadLetter(REDELIVERED)
     if isinstance(error, PermanentFailure):
         return DeadLetter(PERMANENT)
     if validating and not isinstance(error, ImproperlyConfigured):
@@ -127,15 +141,23 @@ def failed_copy(
     properties: BasicProperties | None,
     routing_key: str,
     retries: int,
+    deliveries: int | None = None,
 ) -> FailedCopy:
-    """The copy of a failed message `decision` sends somewhere (counted in the metrics)."""
+    """The copy of a failed message `decision` sends somewhere (counted in the metrics);
+    `deliveries`, for a message set aside as `redelivered`, how many times it was delivered
+    without being done."""
     what = f"{type(error).__name__}: {error}"
     if isinstance(decision, DeadLetter):
         metrics.EVENTS_DEAD.labels(decision.reason).inc()
         return FailedCopy(
             queue=topology.dead_letter_queue,
             properties=failed_properties(
-                properties, routing_key, error, retries=retries, dead_reason=decision.reason
+                properties,
+                routing_key,
+                error,
+                retries=retries,
+                dead_reason=decision.reason,
+                deliveries=deliveries,
             ),
             description=f"dead-lettered ({decision.reason}) after {what}",
         )
@@ -168,6 +190,17 @@ def publish_copy(channel, copy: FailedCopy, body: bytes) -> None:
 MAX_ERROR_LENGTH = 2000
 
 
+def delivery_count(properties: BasicProperties | None) -> int | None:
+    """The broker's count of the message's earlier deliveries (`x-delivery-count`, set by
+    quorum queues on a message given back), None where the broker keeps none (classic)."""
+    headers = (properties.headers if properties else None) or {}
+    try:
+        count = headers.get(DELIVERY_COUNT)
+        return None if count is None else max(0, int(count))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def retries_of(properties: BasicProperties | None) -> int:
     headers = (properties.headers if properties else None) or {}
     try:
@@ -183,9 +216,13 @@ def failed_properties(
     retries: int,
     dead_reason: str | None = None,
     expiration_ms: int | None = None,
+    deliveries: int | None = None,
 ) -> BasicProperties:
     """The properties of the copy that goes to a retry queue or the dead-letter queue."""
     headers = dict((properties.headers if properties else None) or {})
+    # The broker's count of the original's deliveries is not the copy's: carried along, it
+    # would put a retry that comes back on probation as if it had been redelivered.
+    headers.pop(DELIVERY_COUNT, None)
     if undecodable(properties):
         headers[UNDECODABLE_PROPERTIES] = properties.raw
     now = timezone.now().isoformat()
@@ -197,6 +234,8 @@ def failed_properties(
     headers[ERROR] = (str(error) or repr(error))[:MAX_ERROR_LENGTH]
     if dead_reason:
         headers[DEAD_REASON] = dead_reason
+    if deliveries is not None:
+        headers[DELIVERIES] = deliveries
     return BasicProperties(
         content_type=(properties.content_type if properties else None) or "text/plain",
         delivery_mode=2,
@@ -212,7 +251,7 @@ def fresh_properties(properties: BasicProperties | None) -> BasicProperties:
     retries start again from zero."""
     headers = {
         k: v for k, v in ((properties.headers if properties else None) or {}).items()
-        if k not in OUR_HEADERS and k != "x-death"
+        if k not in OUR_HEADERS and k not in ("x-death", DELIVERY_COUNT)
     }  # fmt: skip
     return BasicProperties(
         content_type=(properties.content_type if properties else None) or "text/plain",

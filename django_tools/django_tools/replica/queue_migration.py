@@ -1,7 +1,9 @@
 """Moving a replica's queues to another type (classic ↔ quorum) without losing what they hold,
 in steps that can each be interrupted (`kill -9`, a lost connection) and run again.
 
-RabbitMQ cannot change a queue's type in place: the queue must be deleted and declared again,
+RabbitMQ cannot change a queue's type in place (nor its arguments: `--to quorum` of quorum
+queues declared before the delivery limits declares them again with them, the same way): the
+queue must be deleted and declared again,
 and a deleted queue loses its messages and, while it does not exist, every event published for
 it and every retry that expires into it (the retry tiers dead-letter to the replica's queue by
 name). So (Q the replica's queue, Q.m its holding queue `<queue>.migrating`, T a retry tier):
@@ -33,6 +35,7 @@ finished before one to the other starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 
 import pika
@@ -70,14 +73,8 @@ def migrate(
     interrupted; returns how many messages this run put (back) into the re-declared queues.
     `say` gets a line after each step; `checkpoint` is called after each step and after each
     message copied and not yet acknowledged (where a test interrupts it)."""
-    target = Topology.named(
-        topology.queue,
-        topology.policy,
-        exchange=topology.exchange,
-        dead_letter_queue=topology.dead_letter_queue,
-        cqrs_ids=topology.cqrs_ids,
-        queue_type=to_type,
-    )
+    # Every setting carries over (the delivery limit among them): only the type changes.
+    target = dataclasses.replace(topology, queue_type=to_type)
     return _Migration(connection, target, to_type, say, checkpoint).run()
 
 
@@ -146,8 +143,16 @@ class _Migration:
     def finished(self) -> bool:
         """Nothing left to do: every queue exists with the new type, none is held."""
         queues = [self.main, self.target.dead_letter_queue, *self.tiers]
-        return not any(self.exists(Topology.migrating(queue)) for queue in queues) and all(
-            self.type_of(queue) == self.to_type for queue in queues
+        return not any(self.exists(Topology.migrating(queue)) for queue in queues) and not any(
+            self.stale(queue, self.type_of(queue)) or not self.exists(queue) for queue in queues
+        )
+
+    def stale(self, queue: str, current: str | None) -> bool:
+        """`queue` exists and only a new declare gives it what it must have: another type, or
+        the same without the arguments it has now (a quorum queue declared before the delivery
+        limits). RabbitMQ changes neither in place."""
+        return current is not None and (
+            current != self.to_type or not self.target.up_to_date(self.connection, queue, current)
         )
 
     def declare_marker(self) -> None:
@@ -181,7 +186,7 @@ class _Migration:
     def redeclare_main(self) -> None:
         current = self.type_of(self.main)
         channel = self.channel()
-        if current is not None and current != self.to_type:
+        if self.stale(self.main, current):
             for key in self.keys(self.main):
                 channel.queue_unbind(self.main, self.target.exchange, routing_key=key)
             count = self.move(self.main, self.holding)
@@ -219,7 +224,7 @@ class _Migration:
 
     def hold_tier(self, tier: str) -> None:
         current = self.type_of(tier)
-        if current is None or current == self.to_type:
+        if not self.stale(tier, current):
             return
         held = Topology.migrating(tier)
         state = queue_state(self.connection, tier)
@@ -255,7 +260,7 @@ class _Migration:
         held = Topology.migrating(queue)
         keys = self.keys(queue)
         current = self.type_of(queue)
-        if current is not None and current != self.to_type:
+        if self.stale(queue, current):
             state = queue_state(self.connection, queue)
             if state is not None and state[0] == 0 and not self.exists(held):
                 self.delete_empty(queue)

@@ -8,6 +8,14 @@ exchange cqrs ──"<cqrs_id>"────────────────�
 dead_letter_<queue>     (what could not be applied, with the reason in headers)
 ```
 
+Quorum queues count each message's deliveries, and past a limit (RabbitMQ 4.x: 20 by default)
+drop it unless the queue has a dead-letter target. So the replica's quorum queues have both of
+their own: `x-delivery-limit` (CQRS_DELIVERY_LIMIT, above CQRS_MAX_DELIVERIES so that the
+consumer's own set-aside of a crash-looping message acts first, see `probation`), and
+`<queue>` dead-letters to `dead_letter_<queue>` (at least once), the retry tiers to `<queue>`.
+A quorum queue declared before it had these keeps working as it is (declared with what it has,
+and a warning): `cqrs_queues migrate --to quorum` declares it again with them.
+
 Retries wait in per-tier delay queues on the broker, not in a worker's memory: a restart, a crash
 or a scale-down loses no scheduled retry, and a message comes back only when its delay expired.
 `apis up` declares all of it (`manage.py cqrs_declare`) before the master accepts writes, so no
@@ -29,6 +37,7 @@ would strand what the migration holds in `<queue>.migrating`. Consumers wait and
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -40,10 +49,14 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker
 from django_tools.replica.policy import RetryPolicy, format_seconds
 from django_tools.wire import DEFAULT_EXCHANGE, routing_key
 
+logger = logging.getLogger("django_tools.replica")
+
 QUORUM, CLASSIC = "quorum", "classic"
 QUEUE_TYPES = (QUORUM, CLASSIC)
 #: `<queue>.migrating`: where a queue migration holds a queue's messages while it is re-declared.
 MIGRATING_SUFFIX = ".migrating"
+#: `x-delivery-limit` of the replica's quorum queues (CQRS_DELIVERY_LIMIT).
+DELIVERY_LIMIT = 20
 
 
 class QueueTypeMismatch(Exception):
@@ -73,6 +86,8 @@ class Topology:
     cqrs_ids: tuple[str, ...]
     #: quorum, classic, or None: the existing queue's type, else quorum where supported.
     queue_type: str | None = None
+    #: `x-delivery-limit` of its quorum queues.
+    delivery_limit: int = DELIVERY_LIMIT
 
     @classmethod
     def named(
@@ -84,6 +99,7 @@ class Topology:
         dead_letter_queue: str | None = None,
         cqrs_ids: tuple[str, ...] = (),
         queue_type: str | None = None,
+        delivery_limit: int = DELIVERY_LIMIT,
     ) -> Topology:
         """The topology of the replica whose queue is `queue`: every other name derives from
         it here, and only here."""
@@ -96,6 +112,7 @@ class Topology:
             policy=policy,
             cqrs_ids=cqrs_ids,
             queue_type=queue_type,
+            delivery_limit=delivery_limit,
         )
 
     @classmethod
@@ -108,6 +125,7 @@ class Topology:
             dead_letter_queue=replica.get("dead_letter_queue"),
             cqrs_ids=tuple(cqrs_ids or ReplicaRegistry.models),
             queue_type=replica.get("queue_type"),
+            delivery_limit=int(replica.get("delivery_limit") or DELIVERY_LIMIT),
         )
 
     def queues(self) -> list[str]:
@@ -157,8 +175,9 @@ class Topology:
 
     # --- what each queue is declared with ------------------------------------------------
 
-    def arguments(self, queue: str, queue_type: str) -> dict:
-        """The declare arguments of one of this replica's queues."""
+    def arguments(self, queue: str, queue_type: str, *, limited: bool = True) -> dict:
+        """The declare arguments of one of this replica's queues (`limited=False`: as they were
+        before the delivery limits, for a queue declared then)."""
         arguments: dict = {"x-queue-type": queue_type}
         tier = self._tier_of(queue)
         if tier is not None:
@@ -175,7 +194,24 @@ class Topology:
                 arguments.update(
                     {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
                 )
+        if limited and queue_type == QUORUM and (queue == self.queue or tier is not None):
+            # Past the limit the broker dead-letters instead of dropping: a retry tier back to
+            # the replica's queue (above), the replica's queue to the dead-letter queue.
+            arguments["x-delivery-limit"] = self.delivery_limit
+            if queue == self.queue:
+                arguments.update({
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.dead_letter_queue,
+                    # Kept until the dead-letter queue has it (it needs reject-publish; the
+                    # queue has no length limit, so that never refuses anything).
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                })  # fmt: skip
         return arguments
+
+    def limited(self, queue: str, queue_type: str) -> bool:
+        """Whether `arguments` has delivery limits for `queue` that an older declare lacks."""
+        return self.arguments(queue, queue_type) != self.arguments(queue, queue_type, limited=False)
 
     def _tier_of(self, queue: str) -> float | None:
         for tier in self.policy.tiers():
@@ -229,6 +265,11 @@ class Topology:
             return arguments["x-queue-type"]
         raise UnknownQueueType(f"cannot tell the type of queue {queue}: too many arguments differ")
 
+    def up_to_date(self, connection, queue: str, queue_type: str) -> bool:
+        """Whether `queue`, which exists with `queue_type`, has every argument it is declared
+        with now (not a quorum queue of before the delivery limits)."""
+        return _declare_refusal(connection, queue, self.arguments(queue, queue_type)) is None
+
     def resolve_type(self, channel: BlockingChannel) -> str:
         """The type the replica's queues must have: the configured one, else the existing
         queue's, else quorum where the broker supports it."""
@@ -248,9 +289,13 @@ class Topology:
         declared = [f"exchange {self.exchange}"]
         queue_type = self.resolve_type(channel)
         for queue in self.queues():
-            self._declare_queue(channel.connection, queue, queue_type)
+            limited = self._declare_queue(channel.connection, queue, queue_type)
             tier = self._tier_of(queue)
             detail = f", retries wait {format_seconds(tier)}, then {self.queue}" if tier else ""
+            if limited:
+                detail += f", delivery limit {self.delivery_limit}"
+            elif self.limited(queue, queue_type):
+                detail += ", no delivery limit: run `cqrs_queues migrate --to quorum`"
             declared.append(f"queue {queue} ({queue_type}{detail})")
         for queue, key in self.bindings():
             channel.queue_bind(exchange=self.exchange, queue=queue, routing_key=key)
@@ -272,7 +317,9 @@ class Topology:
         with contextlib.suppress(Exception):
             probe.close()
 
-    def _declare_queue(self, connection, queue: str, queue_type: str) -> None:
+    def _declare_queue(self, connection, queue: str, queue_type: str) -> bool:
+        """Declare one queue; True when it has its delivery limit (a quorum queue declared
+        before them is declared as it was, with a warning, and False)."""
         declaring = connection.channel()
         try:
             declaring.queue_declare(
@@ -281,6 +328,10 @@ class Topology:
         except ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
+            existing = self.existing_type(connection.channel(), queue)
+            if existing == queue_type:
+                self._declare_unlimited(connection, queue, queue_type, exc.reply_text)
+                return False
             other = CLASSIC if queue_type == QUORUM else QUORUM
             raise QueueTypeMismatch(
                 f"queue {queue} exists as a {other} queue, but CQRS_QUEUE_TYPE={queue_type} "
@@ -290,6 +341,47 @@ class Topology:
             ) from None
         with contextlib.suppress(Exception):
             declaring.close()
+        return self.limited(queue, queue_type)
+
+    def _declare_unlimited(self, connection, queue: str, queue_type: str, refusal: str) -> None:
+        """A quorum queue declared with other limits than these (a deployment older than the
+        delivery limits, or CQRS_DELIVERY_LIMIT changed since): RabbitMQ cannot change a
+        queue's arguments, so it is used as it is, with a warning, and goes on working."""
+        declaring = connection.channel()
+        try:
+            declaring.queue_declare(
+                queue, durable=True, arguments=self.arguments(queue, queue_type, limited=False)
+            )
+            what = "without a delivery limit and dead-letter target (an older deployment)"
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            declaring = connection.channel()
+            declaring.queue_declare(queue, passive=True)  # it is there, with its own
+            what = f"with other arguments than these settings give it ({refusal})"
+        with contextlib.suppress(Exception):
+            declaring.close()
+        logger.warning(
+            "queue %s was declared %s; used as it is. Stop the consumers and run `manage.py "
+            "cqrs_queues migrate --to %s` to declare it again with a delivery limit of %s and "
+            "its dead-letter target",
+            queue, what, queue_type, self.delivery_limit,
+        )  # fmt: skip
+
+
+def _declare_refusal(connection, queue: str, arguments: dict) -> str | None:
+    """Declare `queue` with `arguments` on a channel of its own: None when accepted, else the
+    broker's refusal (406: it exists with other arguments)."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(queue, durable=True, arguments=arguments)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise
+        return exc.reply_text or "406"
+    with contextlib.suppress(Exception):
+        probe.close()
+    return None
 
 
 #: Declares `existing_type` tries at most: one per argument that may differ, and the type.
@@ -315,7 +407,9 @@ def _inequivalent(reply_text: str) -> tuple[str | None, object]:
     if match["none"]:
         return name, None
     if match["bare"] is not None:
-        return name, match["bare"]
+        # No AMQP type given ("received '20' but current is '5'"): a number is sent back as one.
+        bare = match["bare"]
+        return name, int(bare) if re.fullmatch(r"-?\d+", bare) else bare
     value, kind = match["value"], match["type"]
     if kind == "longstr":
         return name, value

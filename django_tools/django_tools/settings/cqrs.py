@@ -80,6 +80,19 @@ CQRS_REPLICA_OPTIONS = {
     "queue_type": CQRS_QUEUE_TYPE,
     # Dead letters stay until someone reads them (`cqrs_dead_letters`).
     "dead_message_ttl": None,
+    # A message delivered again is tried alone (django_tools.replica.probation); after this
+    # many deliveries that each ended with its worker dead, it is set aside to the dead-letter
+    # queue (reason `redelivered`) unread. 3: one death may be anything, three in a row with
+    # the message alone is the message; each costs a worker restart, the queue waiting.
+    "max_deliveries": env_int("CQRS_MAX_DELIVERIES", 3),
+    # Where the probation markers are (unset: a folder of HEARTBEAT_DIR, this host's).
+    "probation_dir": env_str("CQRS_PROBATION_DIR") or None,
+    # `x-delivery-limit` of the replica's quorum queues, which dead-letter to the dead-letter
+    # queue past it: the broker's backstop, if the set-aside above ever misses (markers lost,
+    # a crash before they are written). RabbitMQ 4's own default; well above
+    # CQRS_MAX_DELIVERIES, since every consumer restart or lost connection also counts a
+    # delivery of each message a worker held.
+    "delivery_limit": env_int("CQRS_DELIVERY_LIMIT", 20),
 }
 
 # --- links to the broker (django_tools.broker) -------------------------------------------

@@ -3,9 +3,12 @@
 Stock django-cqrs starts N worker processes and then only waits for a signal: a worker that dies
 (a bug, an out-of-memory kill, `kill -9`) leaves the parent running with nobody consuming, and a
 process supervisor that watches the parent sees nothing wrong. Here the parent checks its
-workers every second and starts a new one in place of each that died. A worker that keeps dying
-(more than `MAX_DEATHS` in `DEATH_WINDOW` seconds: it cannot start, it is not a passing fault)
-takes the parent down with a non-zero exit, so the supervisor sees the failure.
+workers every second and starts a new one in place of each that died. Workers that keep dying
+(more than `MAX_DEATHS` in `DEATH_WINDOW` seconds) are started again after a wait that doubles
+with each further death, up to `MAX_BACKOFF`: the parent never gives up (a message that kills
+every worker it reaches is set aside by the workers themselves after a few deliveries, see
+`django_tools.replica.probation`; a broker or database that is not there yet comes back), and
+the deaths and the wait are in its heartbeat file, which `cqrs_consume_health` reports.
 
 A worker that is alive but stuck — paused (SIGSTOP, a frozen container), or hung somewhere it
 never comes back from — holds its prefetched messages unacknowledged and consumes nothing. Each
@@ -24,7 +27,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -35,7 +37,14 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from watchfiles.run import start_process
 
-from django_tools.heartbeat import consumer_file, heartbeat_dir, read, stale_after
+from django_tools.heartbeat import (
+    Heartbeat,
+    consumer_file,
+    heartbeat_dir,
+    read,
+    stale_after,
+    supervisor_file,
+)
 from django_tools.replica.checks import check_queue_type
 from django_tools.replica.transport import PARENT_PID_ENV
 
@@ -43,16 +52,27 @@ logger = logging.getLogger("django_tools.replica")
 
 MAX_DEATHS = 5
 DEATH_WINDOW = 60.0
+#: The longest wait before a worker that keeps dying is started again.
+MAX_BACKOFF = 30.0
 CHECK_EVERY = 1.0
+
+
+def restart_delay(deaths: int) -> float:
+    """Seconds to wait before starting a worker again, after `deaths` deaths in DEATH_WINDOW:
+    none up to MAX_DEATHS, then 1, 2, 4… up to MAX_BACKOFF."""
+    if deaths <= MAX_DEATHS:
+        return 0.0
+    return min(MAX_BACKOFF, 2.0 ** min(deaths - MAX_DEATHS - 1, 16))
 
 
 class SupervisedWorkers(WorkersManager):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.deaths: deque[float] = deque()
-        self.failed = False
+        self.restart_at: dict[int, float] = {}  # pool index → when its worker starts again
         self.stale_after = stale_after()
         self.beats = heartbeat_dir()
+        self.heartbeat = Heartbeat(self.beats / supervisor_file())
 
     def start(self) -> None:
         # Workers compare their parent with this pid and stop once they are orphans.
@@ -65,11 +85,31 @@ class SupervisedWorkers(WorkersManager):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.handle_signal)
         self.start()
-        while not self.stop_event.wait(CHECK_EVERY):
-            self.kill_stalled_workers()
-            self.replace_dead_workers()
-        self.terminate()
+        try:
+            while not self.stop_event.wait(CHECK_EVERY):
+                self.kill_stalled_workers()
+                self.replace_dead_workers()
+                self.beat()
+            self.terminate()
+        finally:
+            self.heartbeat.remove()
         return None
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        self._forget_old_deaths(now)
+        waits = [at - now for at in self.restart_at.values()]
+        self.heartbeat.beat(
+            "restarting" if waits else "supervising",
+            workers=self.workers,
+            deaths=len(self.deaths),
+            death_window=DEATH_WINDOW,
+            restart_in=round(max(0.0, min(waits)), 1) if waits else None,
+        )
+
+    def _forget_old_deaths(self, now: float) -> None:
+        while self.deaths and now - self.deaths[0] > DEATH_WINDOW:
+            self.deaths.popleft()
 
     def kill_stalled_workers(self) -> None:
         """Kill (-9) every worker whose heartbeat went stale; `replace_dead_workers` then
@@ -92,22 +132,24 @@ class SupervisedWorkers(WorkersManager):
                 pulse.path.unlink()
 
     def replace_dead_workers(self) -> None:
+        now = time.monotonic()
         for index, process in enumerate(self.pool):
             if process.is_alive():
                 continue
-            now = time.monotonic()
-            self.deaths.append(now)
-            while self.deaths and now - self.deaths[0] > DEATH_WINDOW:
-                self.deaths.popleft()
-            if len(self.deaths) > MAX_DEATHS:
-                logger.error(
-                    "consumer workers died %s times in %.0fs (last: pid %s, exit code %s): "
-                    "stopping, so that the supervisor sees it",
-                    len(self.deaths), DEATH_WINDOW, process.pid, process.exitcode,
-                )  # fmt: skip
-                self.failed = True
-                self.stop_event.set()
-                return
+            if index not in self.restart_at:
+                self.deaths.append(now)
+                self._forget_old_deaths(now)
+                delay = restart_delay(len(self.deaths))
+                self.restart_at[index] = now + delay
+                if delay:
+                    logger.error(
+                        "consumer worker pid %s died (exit code %s), %s deaths in %.0fs: "
+                        "starting another in %.0fs",
+                        process.pid, process.exitcode, len(self.deaths), DEATH_WINDOW, delay,
+                    )  # fmt: skip
+            if now < self.restart_at[index]:
+                continue
+            del self.restart_at[index]
             replacement = start_process(consume, "function", (), self.consume_kwargs)
             self.pool[index] = replacement
             logger.error(
@@ -129,8 +171,8 @@ class Command(StockCommand):
                 raise CommandError(f"{problem.msg}: {problem.hint}")
 
     help = (
-        "Start N consumer workers (django-cqrs's command); a worker that dies is replaced, one "
-        "that keeps dying stops the command with a non-zero exit."
+        "Start N consumer workers (django-cqrs's command); a worker that dies is replaced, "
+        "after a growing wait (up to 30 s) when workers keep dying."
     )
 
     def handle(
@@ -156,5 +198,3 @@ class Command(StockCommand):
             sigkill_timeout=sigkill_timeout,
         )
         manager.run()
-        if manager.failed:
-            sys.exit(1)

@@ -6,6 +6,9 @@ stderr saying why otherwise.
 Each worker beats about once a second while it consumes, idle or not (its loop wakes every
 quarter second), `reconnecting` while the broker is away (`django_tools.heartbeat`).
 
+Workers that died lately, and a wait before the next one starts (`cqrs_consume` backs off
+while workers keep dying), are said on the same line, from the parent's own heartbeat.
+
 With `--max-idle` (default CQRS_STALL_AFTER; 0 skips it), the broker is asked too: messages
 ready in the replica's queue (twice, a second apart) while no worker has received anything for
 that long is a stalled consumer — workers that beat but do not consume (a stuck channel, a
@@ -21,7 +24,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from django_tools import heartbeat
-from django_tools.heartbeat import Pulse, heartbeat_dir, read_consumers
+from django_tools.heartbeat import Pulse, heartbeat_dir, read_consumers, read_supervisors
 
 
 class Command(BaseCommand):
@@ -54,10 +57,26 @@ class Command(BaseCommand):
         problem, summary = check(directory, pulses, stale_after=stale_after)
         if not problem and max_idle > 0:
             problem = stalled(pulses, max_idle)
+        deaths = supervision(read_supervisors(directory))
         if problem:
-            self.stderr.write(f"consumer unhealthy: {problem}")
+            self.stderr.write(f"consumer unhealthy: {problem}{deaths}")
             sys.exit(1)
-        self.stdout.write(f"consumer ok: {summary}")
+        self.stdout.write(f"consumer ok: {summary}{deaths}")
+
+
+def supervision(supervisors: list[Pulse]) -> str:
+    """What the `cqrs_consume` parents say of their workers' deaths ("" when none died)."""
+    parts = []
+    for pulse in supervisors:
+        deaths = int(pulse.get("deaths") or 0)
+        if not deaths:
+            continue
+        part = f"{deaths} worker deaths in {float(pulse.get('death_window') or 60):.0f}s"
+        restart_in = pulse.get("restart_in")
+        if restart_in is not None:
+            part += f", next worker starts in {float(restart_in):.0f}s"
+        parts.append(f"{part} (cqrs_consume pid {pulse.pid})")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def check(directory: Path, pulses: list[Pulse], *, stale_after: float) -> tuple[str | None, str]:
