@@ -205,7 +205,7 @@ def test_a_broker_that_is_down_is_one_line_not_a_500(admin_client, settings, top
     response = admin_client.post(
         PAGE, {"action": "retry", "_selected_letter": ["a" * 16], "confirm": "yes"}, follow=True
     )
-    assert response.status_code == 200 and "Nada confirmado: RabbitMQ inacessível" in response.text
+    assert response.status_code == 200 and "Nada foi feito: RabbitMQ inacessível" in response.text
     assert "s3cret" not in response.text
 
 

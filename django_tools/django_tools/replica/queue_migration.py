@@ -71,9 +71,14 @@ def migrate(
         cqrs_ids=topology.cqrs_ids,
         queue_type=to_type,
     )
+    from django_tools.replica.dead_letters import reader_lock
+
     moved = 0
-    for queue in target.queues():  # the replica's queue first
-        moved += _migrate_queue(connection, target, queue, to_type, say)
+    # No reader of the dead letters meanwhile: one holds a letter while it moves it, which the
+    # move below would not see before deleting the queue.
+    with reader_lock(connection, topology):
+        for queue in target.queues():  # the replica's queue first
+            moved += _migrate_queue(connection, target, queue, to_type, say)
     return moved
 
 

@@ -24,6 +24,7 @@ the same type. Asking for a type other than the existing one is refused with the
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from dj_cqrs.registries import ReplicaRegistry
@@ -36,6 +37,14 @@ from django_tools.wire import DEFAULT_EXCHANGE, routing_key
 
 QUORUM, CLASSIC = "quorum", "classic"
 QUEUE_TYPES = (QUORUM, CLASSIC)
+#: The dead-letter queue's delivery limit when quorum: as good as none (RabbitMQ 4 otherwise
+#: drops a quorum queue's message at its 20th delivery, and this queue has nowhere to
+#: dead-letter to). The same on 3.x and 4.x, so an upgrade keeps the declaration equal (-1,
+#: "unlimited" on 4.x, means "drop at the first return" on 3.x). Reading never counts a
+#: delivery anyway (dead_letters: reading moves letters); this covers readers killed halfway.
+DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
+
+logger = logging.getLogger("django_tools.replica")
 
 
 class QueueTypeMismatch(Exception):
@@ -127,7 +136,22 @@ class Topology:
                 arguments.update(
                     {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
                 )
+        if queue == self.dead_letter_queue and queue_type == QUORUM:
+            # Nothing may drop a dead letter: no delivery limit to reach, and a length limit
+            # (a policy) refuses new letters (the consumer keeps the message) instead of
+            # dropping the oldest.
+            arguments.update(
+                {"x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT, "x-overflow": "reject-publish"}
+            )
         return arguments
+
+    def legacy_arguments(self, queue: str, queue_type: str) -> dict | None:
+        """The arguments an earlier version declared `queue` with, where they differ from
+        today's: accepted as they are (RabbitMQ refuses to change a queue's arguments in place;
+        `cqrs_queues migrate` declares it again with today's)."""
+        if queue == self.dead_letter_queue and queue_type == QUORUM:
+            return {"x-queue-type": queue_type}
+        return None
 
     def _tier_of(self, queue: str) -> float | None:
         for tier in self.policy.tiers():
@@ -210,6 +234,8 @@ class Topology:
         except ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
+            if self._declared_as_before(connection, queue, queue_type):
+                return
             other = CLASSIC if queue_type == QUORUM else QUORUM
             raise QueueTypeMismatch(
                 f"queue {queue} exists as a {other} queue, but CQRS_QUEUE_TYPE={queue_type} "
@@ -219,6 +245,27 @@ class Topology:
             ) from None
         with contextlib.suppress(Exception):
             declaring.close()
+
+
+    def _declared_as_before(self, connection, queue: str, queue_type: str) -> bool:
+        legacy = self.legacy_arguments(queue, queue_type)
+        if legacy is None:
+            return False
+        declaring = connection.channel()
+        try:
+            declaring.queue_declare(queue, durable=True, arguments=legacy)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            return False
+        with contextlib.suppress(Exception):
+            declaring.close()
+        logger.warning(
+            "queue %s keeps the arguments of an earlier version (%s); "
+            "`manage.py cqrs_queues migrate --to %s` declares it again with today's (CQRS.md)",
+            queue, legacy, queue_type,
+        )  # fmt: skip
+        return True
 
 
 def supports_quorum(channel: BlockingChannel) -> bool:
