@@ -481,9 +481,7 @@ def browse(
     connection = connect(url, timeout=timeout)
     try:
         with Reading(connection, topology, lock_timeout=lock_timeout) as reading:
-            letters = list(
-                reading.letters(cqrs_id=cqrs_id, reason=reason, ids=ids, limit=limit)
-            )
+            letters = list(reading.letters(cqrs_id=cqrs_id, reason=reason, ids=ids, limit=limit))
         migrating = None
         if not reading.exists:
             migrating = queue_size(connection, topology.dead_letter_queue + MIGRATING_SUFFIX)

@@ -246,7 +246,6 @@ class Topology:
         with contextlib.suppress(Exception):
             declaring.close()
 
-
     def _declared_as_before(self, connection, queue: str, queue_type: str) -> bool:
         legacy = self.legacy_arguments(queue, queue_type)
         if legacy is None:
