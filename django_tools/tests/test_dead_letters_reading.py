@@ -203,6 +203,7 @@ def test_a_dead_letter_queue_of_an_earlier_version_keeps_working_until_migrated(
     bodies = put_letters(rabbitmq_url, quorum.dead_letter_queue, 3)
     with amqp_channel(rabbitmq_url) as channel:
         quorum.declare(channel)  # no QueueTypeMismatch: kept as it is
+        assert quorum.existing_type(channel, quorum.dead_letter_queue) == QUORUM  # not "classic"
     assert [letter.body for letter in dead_letters.browse(quorum).letters] == bodies
 
     with amqp_channel(rabbitmq_url) as channel:

@@ -97,7 +97,11 @@ def _migrate_queue(connection, target: Topology, queue: str, to_type: str, say) 
     arguments = target.arguments(queue, to_type)
     moved = 0
     current = target.existing_type(channel, queue)
-    if current is not None and current != to_type:
+    # Another type, or this type with an earlier version's arguments (RabbitMQ changes neither
+    # in place): declared again the same way.
+    if current is not None and (
+        current != to_type or not target.declared_as_today(connection, queue, to_type)
+    ):
         channel.queue_declare(temporary, durable=True, arguments=arguments)
         for key in keys:
             channel.queue_bind(temporary, target.exchange, routing_key=key)

@@ -173,16 +173,25 @@ class Topology:
             raise
         with contextlib.suppress(Exception):
             probe.close()
+        if self.declared_as_today(connection, queue, QUORUM):
+            return QUORUM
+        if self._declared_as_before(connection, queue, QUORUM, quiet=True):
+            return QUORUM  # with an earlier version's arguments
+        return CLASSIC
+
+    def declared_as_today(self, connection, queue: str, queue_type: str) -> bool:
+        """Whether the existing `queue` has exactly today's arguments for `queue_type` (a
+        declare with them is accepted; probed on a channel of its own)."""
         probe = connection.channel()
         try:
-            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, QUORUM))
+            probe.queue_declare(queue, durable=True, arguments=self.arguments(queue, queue_type))
         except ChannelClosedByBroker as exc:
             if exc.reply_code == 406:
-                return CLASSIC
+                return False
             raise
         with contextlib.suppress(Exception):
             probe.close()
-        return QUORUM
+        return True
 
     def resolve_type(self, channel: BlockingChannel) -> str:
         """The type the replica's queues must have: the configured one, else the existing
@@ -246,7 +255,9 @@ class Topology:
         with contextlib.suppress(Exception):
             declaring.close()
 
-    def _declared_as_before(self, connection, queue: str, queue_type: str) -> bool:
+    def _declared_as_before(
+        self, connection, queue: str, queue_type: str, *, quiet: bool = False
+    ) -> bool:
         legacy = self.legacy_arguments(queue, queue_type)
         if legacy is None:
             return False
@@ -259,6 +270,8 @@ class Topology:
             return False
         with contextlib.suppress(Exception):
             declaring.close()
+        if quiet:
+            return True
         logger.warning(
             "queue %s keeps the arguments of an earlier version (%s); "
             "`manage.py cqrs_queues migrate --to %s` declares it again with today's (CQRS.md)",
