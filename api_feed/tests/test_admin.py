@@ -206,7 +206,7 @@ def test_a_broker_that_is_down_is_one_line_not_a_500(admin_client, settings, top
     response = admin_client.post(
         PAGE, {"action": "retry", "_selected_letter": ["a" * 16], "confirm": "yes"}, follow=True
     )
-    assert response.status_code == 200 and "Nada confirmado: RabbitMQ inacessível" in response.text
+    assert response.status_code == 200 and "Nada foi feito: RabbitMQ inacessível" in response.text
     assert "s3cret" not in response.text
 
 
@@ -241,3 +241,98 @@ def test_the_replica_pages_are_read_only(admin_client, mirror):
     assert ProdutoMirror.objects.get(pk=5).nome == "Produto 5"
     replica_state = admin_client.get("/admin/cqrs_replica/replicastate/").text
     assert PAGE in replica_state  # the way to the dead letters
+
+
+def test_an_action_confirmed_while_another_admin_views_acts_on_what_was_seen(
+    admin_client, letters, rabbitmq_url
+):
+    """A viewer held every letter unacknowledged while it read: a purge confirmed meanwhile
+    found nothing and said the letter was already gone. Viewing now moves letters (it holds
+    none) under the readers' lock: the purge waits for the view and finds the letter."""
+    import threading
+
+    from django_tools.replica import dead_letters
+
+    transient, invalid, other = shown_ids(admin_client.get(PAGE))
+    stop, views, errors = threading.Event(), [], []
+
+    def another_admin() -> None:
+        while not stop.is_set():
+            try:
+                views.append(len(dead_letters.browse(letters).letters))
+            except Exception as exc:
+                errors.append(exc)
+
+    viewer = threading.Thread(target=another_admin)
+    viewer.start()
+    try:
+        wait_until(lambda: views, what="the other admin viewing")
+        response = admin_client.post(
+            PAGE, {"action": "purge", "_selected_letter": [other], "confirm": "yes"}, follow=True
+        )
+    finally:
+        stop.set()
+        viewer.join(timeout=30)
+    assert "1 mensagem(ns) descartada(s)." in response.text
+    assert "já não estava" not in response.text
+    assert shown_ids(response) == [transient, invalid]
+    assert not errors and set(views) <= {2, 3}
+    depth_is(rabbitmq_url, letters.dead_letter_queue, 2)
+
+
+def test_queues_of_another_type_than_configured_are_said_not_a_500(admin_client, letters, settings):
+    """After (or during) a queue migration the queues' type differs from CQRS_QUEUE_TYPE:
+    declaring them raised QueueTypeMismatch and the page answered 500."""
+    from django_tools.replica.topology import CLASSIC
+
+    settings.CQRS = {
+        **settings.CQRS,
+        "replica": {**settings.CQRS["replica"], "queue_type": CLASSIC},  # they are quorum
+    }
+    response = admin_client.get(PAGE)
+    assert response.status_code == 200
+    assert len(shown_ids(response)) == 3  # read all the same
+    assert f"A fila {letters.queue} existe com outro tipo" in response.text
+    assert "cqrs_queues migrate --to classic" in response.text
+
+
+def test_a_dead_letter_queue_missing_mid_migration_is_said(admin_client, letters, rabbitmq_url):
+    """Mid-migration the dead-letter queue is gone and its letters wait in `.migrating`: the
+    page says so (and creates nothing)."""
+    holding = letters.dead_letter_queue + ".migrating"
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.queue_declare(holding, durable=True)
+        channel.queue_delete(letters.dead_letter_queue)
+        channel.basic_publish("", holding, b"{}")
+    try:
+        response = admin_client.get(PAGE)
+        assert response.status_code == 200
+        assert f"A fila {letters.dead_letter_queue} não existe agora" in response.text
+        assert f"{holding} guarda 1 mensagem(ns)" in response.text
+        with amqp_channel(rabbitmq_url) as channel, pytest.raises(pika.exceptions.ChannelClosed):
+            channel.queue_declare(letters.dead_letter_queue, passive=True)  # not created
+    finally:
+        with amqp_channel(rabbitmq_url) as channel:
+            channel.queue_delete(holding)
+
+
+def test_a_retry_that_fails_halfway_says_how_many_moved(admin_client, letters, rabbitmq_url):
+    """The replica's queue takes one message and refuses the next (a length limit): one letter
+    was sent back and the page said "Nada confirmado". Now it says what moved, what stayed."""
+    with amqp_channel(rabbitmq_url) as channel:
+        channel.queue_delete(letters.queue)
+        channel.queue_declare(
+            letters.queue,
+            durable=True,
+            arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        )
+    ids = shown_ids(admin_client.get(PAGE))
+    response = admin_client.post(
+        PAGE, {"action": "retry", "_selected_letter": ids, "confirm": "yes"}, follow=True
+    )
+    assert "1 mensagem(ns) reenviada(s) para a fila da réplica" in response.text
+    assert f"depois parou: a fila {letters.queue} recusou a mensagem" in response.text
+    assert "As outras 2 selecionada(s) continuam na fila de mensagens mortas" in response.text
+    assert "Nada confirmado" not in response.text and "Nada foi feito" not in response.text
+    assert shown_ids(response) == ids[1:]  # in their order, nothing lost
+    assert queue_depth(rabbitmq_url, letters.queue) == 1

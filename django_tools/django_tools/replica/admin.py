@@ -2,10 +2,12 @@
 dead-letter page (`ReplicaStateAdmin.dead_letters_view`, at `replicastate/dead-letters/`).
 
 The dead-letter page reads the broker's dead-letter queue through
-django_tools.replica.dead_letters, as `manage.py cqrs_dead_letters` does: viewing reads each
-letter with `basic_get` and gives it back unacknowledged (nothing changes); `retry` and `purge`
-act only on the letters chosen by their identity (`dead_letters.letter_id`), after a
-confirmation step. Viewing needs staff and the view permission of "replica state"; acting needs
+django_tools.replica.dead_letters, as `manage.py cqrs_dead_letters` does: viewing moves each
+letter to the tail of the queue (nothing changes, no delivery is counted) under the readers'
+lock, so a viewer holds nothing and an action confirmed meanwhile finds every letter the
+operator saw; `retry` and `purge` act only on the letters chosen by their identity
+(`dead_letters.letter_id`), after a confirmation step, and say what they did, also when they
+stop halfway. Viewing needs staff and the view permission of "replica state"; acting needs
 `has_dead_letter_action_permission` (superusers). A broker that is down makes the page say so in
 one line.
 
@@ -36,9 +38,9 @@ from django_tools.replica.failures import (
     UNDECODABLE,
 )
 from django_tools.replica.models import ReplicaState, Tombstone
-from django_tools.replica.topology import MigrationInProgress, Topology
+from django_tools.replica.topology import MigrationInProgress, QueueTypeMismatch, Topology
 
-#: Letters shown on one page (each one is read from the broker and given back).
+#: Letters shown on one page (every letter is read in each view, moved to the queue's tail).
 PAGE_LIMIT = 100
 #: Seconds the page waits for the broker before saying it is unreachable.
 BROKER_TIMEOUT = 3.0
@@ -113,11 +115,12 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
             listing = dead_letters.browse(
                 topology, **filters, limit=PAGE_LIMIT, timeout=BROKER_TIMEOUT
             )
-        except dead_letters.BROKER_ERRORS as exc:
+        except READ_ERRORS as exc:
             context["broker_error"] = broker_problem(exc)
         else:
             context["listing"] = listing
             context["rows"] = [letter_row(letter) for letter in listing.letters]
+            context["notes"] = listing_notes(listing, topology)
         return self._render(request, "dead_letters.html", "Mensagens mortas", context)
 
     def _dead_letters_post(self, request, topology: Topology, filters: dict):
@@ -138,7 +141,7 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
             context["action_label"] = ACTION_LABELS[action]
             try:
                 listing = dead_letters.browse(topology, ids=ids, timeout=BROKER_TIMEOUT)
-            except dead_letters.BROKER_ERRORS as exc:
+            except READ_ERRORS as exc:
                 context["broker_error"] = broker_problem(exc)
             else:
                 context["rows"] = [letter_row(letter) for letter in listing.letters]
@@ -146,17 +149,11 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
             return self._render(request, "dead_letters_confirm.html", "Confirmar", context)
         try:
             outcome = dead_letters.act_on(topology, action, ids, timeout=BROKER_TIMEOUT)
-        except dead_letters.BROKER_ERRORS as exc:
-            messages.error(request, f"Nada confirmado: {broker_problem(exc)}")
+        except READ_ERRORS as exc:
+            messages.error(request, f"Nada foi feito: {broker_problem(exc)}")
             return back
-        done = len(outcome.done)
-        if action == dead_letters.RETRY:
-            text = f"{done} mensagem(ns) reenviada(s) para a fila da réplica, tentativas zeradas"
-        else:
-            text = f"{done} mensagem(ns) descartada(s)"
-        if done < len(ids):
-            text += f"; {len(ids) - done} já não estava(m) na fila"
-        messages.success(request, text + ".")
+        level, text = outcome_message(outcome, len(ids))
+        messages.add_message(request, level, text)
         return back
 
     def _render(self, request, template: str, title: str, context: dict):
@@ -178,10 +175,73 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
         return TemplateResponse(request, f"admin/{opts.app_label}/{template}", context)
 
 
+#: What reading the dead-letter queue may raise that the page says in a line (never a 500).
+READ_ERRORS = (*dead_letters.BROKER_ERRORS, dead_letters.ReaderBusy, QueueTypeMismatch)
+DONE_LABELS = {
+    dead_letters.RETRY: "reenviada(s) para a fila da réplica, tentativas zeradas",
+    dead_letters.PURGE: "descartada(s)",
+}
+
+
+def outcome_message(outcome: dead_letters.Outcome, asked: int) -> tuple[int, str]:
+    """(message level, text): exactly what an action did, also when it stopped halfway."""
+    done = len(outcome.done)
+    text = f"{done} mensagem(ns) {DONE_LABELS[outcome.action]}"
+    if outcome.error is None:
+        if outcome.missing:
+            text += f"; {len(outcome.missing)} já não estava(m) na fila"
+        return messages.SUCCESS, text + "."
+    text += (
+        f"; depois parou: {broker_problem(outcome.error)}. As outras {asked - done} "
+        "selecionada(s) continuam na fila de mensagens mortas"
+    )
+    if not isinstance(outcome.error, dead_letters.NotActed):
+        text += (
+            " (a que estava em curso quando a conexão caiu pode ter sido reenviada e também "
+            "continuar lá: reaplicar é inofensivo)"
+        )
+    return messages.ERROR, text + ". Nada se perdeu: veja a página e tente de novo."
+
+
+def listing_notes(listing: dead_letters.Listing, topology: Topology) -> list[str]:
+    """What the operator must know about the queues beside the letters."""
+    notes = []
+    if not listing.exists:
+        note = f"A fila {listing.queue} não existe agora"
+        if listing.migrating is not None:
+            note += (
+                f": uma migração de tipo (cqrs_queues migrate) está em andamento ou parou no "
+                f"meio, e {listing.queue}{dead_letters.MIGRATING_SUFFIX} guarda "
+                f"{listing.migrating} mensagem(ns); rode a migração de novo para terminá-la"
+            )
+        notes.append(note + ".")
+    if listing.mismatch:
+        notes.append(
+            f"A fila {listing.mismatch} existe com outro tipo (ou outros argumentos) que "
+            f"CQRS_QUEUE_TYPE={topology.queue_type} pede: uma migração de tipo em andamento ou "
+            f"não terminada. Pare os consumidores e rode `manage.py cqrs_queues migrate --to "
+            f"{topology.queue_type}` (CQRS.md), ou ajuste CQRS_QUEUE_TYPE. As mensagens abaixo "
+            "são lidas mesmo assim."
+        )
+    return notes
+
+
 def broker_problem(exc: BaseException) -> str:
     """One line: which broker, and what went wrong (never its password)."""
     if isinstance(exc, MigrationInProgress):  # the broker answers; its queues are moving
         return f"Migração das filas em andamento: {exc}"
+    if isinstance(exc, dead_letters.ReaderBusy):
+        return (
+            "outra leitura da fila de mensagens mortas (outro operador, um comando "
+            "cqrs_dead_letters ou uma migração de fila) não terminou a tempo; tente de novo "
+            "em instantes"
+        )
+    if isinstance(exc, dead_letters.NotActed):
+        if exc.why == "missing":
+            return f"a fila {exc.queue} não existe agora (migração de tipo em andamento?)"
+        return f"a fila {exc.queue} recusou a mensagem (cheia?)"
+    if isinstance(exc, QueueTypeMismatch):
+        return f"filas com tipos diferentes do configurado: {exc}"
     url = redact_url(settings.CQRS["url"])
     # A page: no password, nor a piece of one a URL parser quoted (env.scrub).
     return scrub(

@@ -59,6 +59,11 @@ UNAUTHENTICATED = "unauthenticated"  # unsigned or badly signed, CQRS_SIGNING_KE
 REDELIVERED = "redelivered"  # every worker that handled it died (see `probation`)
 DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED, REDELIVERED)
 
+#: Headers the broker writes (dead-lettering history, a quorum queue's delivery counters): a
+#: letter sent back for another go must not carry them, or its stale count would read as the
+#: broker's own.
+BROKER_HEADERS = frozenset({"x-death", DELIVERY_COUNT, "x-acquired-count"})
+
 
 class UndecodableMessage(PermanentFailure):
     """The message's AMQP properties (its headers) could not be decoded."""
@@ -251,7 +256,7 @@ def fresh_properties(properties: BasicProperties | None) -> BasicProperties:
     retries start again from zero."""
     headers = {
         k: v for k, v in ((properties.headers if properties else None) or {}).items()
-        if k not in OUR_HEADERS and k not in ("x-death", DELIVERY_COUNT)
+        if k not in OUR_HEADERS and k not in BROKER_HEADERS
     }  # fmt: skip
     return BasicProperties(
         content_type=(properties.content_type if properties else None) or "text/plain",

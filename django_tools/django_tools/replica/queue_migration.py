@@ -75,7 +75,12 @@ def migrate(
     message copied and not yet acknowledged (where a test interrupts it)."""
     # Every setting carries over (the delivery limit among them): only the type changes.
     target = dataclasses.replace(topology, queue_type=to_type)
-    return _Migration(connection, target, to_type, say, checkpoint).run()
+    from django_tools.replica.dead_letters import reader_lock
+
+    # No reader of the dead letters meanwhile: one holds a letter while it moves it, which the
+    # move of the dead-letter queue would not see before deleting the queue.
+    with reader_lock(connection, topology):
+        return _Migration(connection, target, to_type, say, checkpoint).run()
 
 
 class _Migration:

@@ -57,6 +57,12 @@ QUEUE_TYPES = (QUORUM, CLASSIC)
 MIGRATING_SUFFIX = ".migrating"
 #: `x-delivery-limit` of the replica's quorum queues (CQRS_DELIVERY_LIMIT).
 DELIVERY_LIMIT = 20
+#: The dead-letter queue's delivery limit when quorum: as good as none (RabbitMQ 4 otherwise
+#: drops a quorum queue's message at its 20th delivery, and this queue has nowhere to
+#: dead-letter to). The same on 3.x and 4.x, so an upgrade keeps the declaration equal (-1,
+#: "unlimited" on 4.x, means "drop at the first return" on 3.x). Reading never counts a
+#: delivery anyway (dead_letters: reading moves letters); this covers readers killed halfway.
+DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 
 
 class QueueTypeMismatch(Exception):
@@ -207,6 +213,13 @@ class Topology:
                     "x-dead-letter-strategy": "at-least-once",
                     "x-overflow": "reject-publish",
                 })  # fmt: skip
+        if limited and queue == self.dead_letter_queue and queue_type == QUORUM:
+            # Nothing may drop a dead letter: no delivery limit to reach, and a length limit
+            # (a policy) refuses new letters (the consumer keeps the message) instead of
+            # dropping the oldest.
+            arguments.update(
+                {"x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT, "x-overflow": "reject-publish"}
+            )
         return arguments
 
     def limited(self, queue: str, queue_type: str) -> bool:
@@ -363,9 +376,8 @@ class Topology:
             declaring.close()
         logger.warning(
             "queue %s was declared %s; used as it is. Stop the consumers and run `manage.py "
-            "cqrs_queues migrate --to %s` to declare it again with a delivery limit of %s and "
-            "its dead-letter target",
-            queue, what, queue_type, self.delivery_limit,
+            "cqrs_queues migrate --to %s` to declare it again with today's arguments %s",
+            queue, what, queue_type, self.arguments(queue, queue_type),
         )  # fmt: skip
 
 

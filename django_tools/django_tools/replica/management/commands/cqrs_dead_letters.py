@@ -7,6 +7,10 @@ dump   each dead letter's body on a line of stdout, as django-cqrs's own command
 retry  puts the dead letters back on the replica's queue with their retries reset
 purge  removes them
 
+Reading moves each letter to the tail of the queue (copy confirmed, then acknowledged): it never
+counts a delivery, so no delivery limit (RabbitMQ 4's default: 20) ever drops a letter for
+having been looked at (django_tools.replica.dead_letters).
+
 Each takes the filters of the admin's dead-letter page (`--cqrs-id`, `--reason`, `--id`): both
 read and act through django_tools.replica.dead_letters, and `--id` takes the identity `dump` and
 the page show.
@@ -67,47 +71,57 @@ class Command(BaseCommand):
             raise CommandError(
                 scrub(f"RabbitMQ is not reachable at {redact_url(url)}: {exc!r}", [url])
             ) from exc
+        queue = topology.dead_letter_queue
+        reading = dead_letters.Reading(connection, topology)
+        done = 0
         try:
-            channel = dead_letters.open_channel(connection, topology)
-            total = dead_letters.count(channel, topology)
-            everything = cqrs_id is None and reason is None and ids is None and limit is None
-            if command == "purge" and everything:
-                channel.queue_purge(topology.dead_letter_queue)
-                self.stdout.write(f"purged {total} dead letters from {topology.dead_letter_queue}")
-                return
-            done = 0
-            chosen = dead_letters.read(
-                channel, topology, cqrs_id=cqrs_id, reason=reason, ids=ids, limit=limit
-            )
-            for letter in chosen:
-                if command == "dump" and detail:
-                    line = {"id": letter.id, **letter.report.as_dict()}
-                    self.stdout.write(orjson.dumps(line).decode())
-                elif command == "dump":
-                    # The stock shape: the body as it is (a body that is not UTF-8 stays readable).
-                    self.stdout.write(letter.body.decode("utf-8", errors="backslashreplace"))
-                else:
-                    dead_letters.act(command, channel, letter, topology)
-                done += 1
-                if command != "dump" and done % 1000 == 0:
-                    self.stderr.write(f"{command}: {done}…")
-            # The letters read and left go back to the queue when the channel closes (for a
-            # quorum queue, a moment later): wait for them, so that the next command sees them.
-            kept = total - (done if command != "dump" else 0)
-            dead_letters.give_back(connection, channel, topology, kept)
-            if command == "dump":
-                self.stderr.write(f"{done} of {total} dead letters in {topology.dead_letter_queue}")
-            elif command == "retry":
-                target = (
-                    settings.CELERY_TASK_DEFAULT_QUEUE
-                    if settings.REPLICATION_MODE == "celery"
-                    else topology.queue
+            with reading:
+                everything = cqrs_id is None and reason is None and ids is None and limit is None
+                if command == "purge" and everything:
+                    # Under the reader lock too: no reader holds a copy it would put back.
+                    purged = reading.purge_all()
+                    self.stdout.write(f"purged {purged} dead letters from {queue}")
+                    return
+                chosen = reading.letters(cqrs_id=cqrs_id, reason=reason, ids=ids, limit=limit)
+                for letter in chosen:
+                    if command == "dump" and detail:
+                        line = {"id": letter.id, **letter.report.as_dict()}
+                        self.stdout.write(orjson.dumps(line).decode())
+                    elif command == "dump":
+                        # The stock shape: the body as it is (a body that is not UTF-8 stays
+                        # readable).
+                        self.stdout.write(letter.body.decode("utf-8", errors="backslashreplace"))
+                    else:
+                        reading.act(command, letter)
+                    done += 1
+                    if command != "dump" and done % 1000 == 0:
+                        self.stderr.write(f"{command}: {done}…")
+        except dead_letters.ReaderBusy as exc:
+            raise CommandError(str(exc)) from exc
+        except (dead_letters.NotActed, *dead_letters.BROKER_ERRORS) as exc:
+            what = {"retry": "sent back", "purge": "purged", "dump": "printed"}[command]
+            raise CommandError(
+                scrub(
+                    f"stopped after {done} dead letters {what}: {exc!r} (the others are still "
+                    f"in {queue}; run the command again)",
+                    [url],
                 )
-                self.stdout.write(
-                    f"sent {done} of {total} dead letters back to {target}, retries reset"
-                )
-            else:
-                self.stdout.write(f"purged {done} of {total} dead letters")
+            ) from exc
         finally:
             if connection.is_open:
                 connection.close()
+        if not reading.exists:
+            self.stderr.write(f"{queue} does not exist (yet): no dead letters")
+        if command == "dump":
+            self.stderr.write(f"{done} of {reading.total} dead letters in {queue}")
+        elif command == "retry":
+            target = (
+                settings.CELERY_TASK_DEFAULT_QUEUE
+                if settings.REPLICATION_MODE == "celery"
+                else topology.queue
+            )
+            self.stdout.write(
+                f"sent {done} of {reading.total} dead letters back to {target}, retries reset"
+            )
+        else:
+            self.stdout.write(f"purged {done} of {reading.total} dead letters")
