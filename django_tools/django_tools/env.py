@@ -62,7 +62,10 @@ def parse_replication_mode(value: str | None) -> str:
     return mode
 
 
-QUEUE_TYPES = ("quorum", "classic")
+#: The replica's queue types (CQRS_QUEUE_TYPE, `cqrs_queues migrate --to`), defined here, below
+#: Django, so that parsing the environment needs no broker code; `replica.topology` uses them.
+QUORUM, CLASSIC = "quorum", "classic"
+QUEUE_TYPES = (QUORUM, CLASSIC)
 
 
 def parse_queue_type(value: str | None, name: str = "CQRS_QUEUE_TYPE") -> str | None:

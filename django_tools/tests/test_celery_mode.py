@@ -94,8 +94,8 @@ def test_a_malformed_event_is_dead_lettered_not_dropped(
 def test_an_unexpected_error_while_validating_is_permanent_in_both_modes(topology):
     """One classifier for both modes: the same TypeError from validation is a dead letter in
     cqrs mode too, not ~20 minutes of retries."""
-    from django_tools.replica.failures import DeadLetter, classify
+    from django_tools.replica.failures import SetAside, classify
 
     decision = classify(TypeError("boom"), 0, topology.policy, validating=True)
-    assert decision == DeadLetter("permanent")
+    assert decision == SetAside("permanent")
     assert classify(TypeError("boom"), 0, topology.policy).retry == 1

@@ -23,7 +23,7 @@ from django_tools.replica.failures import (
     REDELIVERED,
     UNAUTHENTICATED,
     CrashLooping,
-    DeadLetter,
+    SetAside,
     classify,
     failed_properties,
     fresh_properties,
@@ -111,9 +111,9 @@ def test_max_deliveries_below_two_is_refused():
 
 
 def test_crash_looping_is_redelivered_and_the_other_reasons_keep_their_order():
-    assert classify(CrashLooping("x"), 0, POLICY) == DeadLetter(REDELIVERED)
-    assert classify(Unauthenticated("x"), 0, POLICY) == DeadLetter(UNAUTHENTICATED)
-    assert classify(InvalidMessage("x"), 0, POLICY) == DeadLetter(PERMANENT)
+    assert classify(CrashLooping("x"), 0, POLICY) == SetAside(REDELIVERED)
+    assert classify(Unauthenticated("x"), 0, POLICY) == SetAside(UNAUTHENTICATED)
+    assert classify(InvalidMessage("x"), 0, POLICY) == SetAside(PERMANENT)
 
 
 def test_the_copy_carries_the_deliveries_and_never_the_brokers_count():

@@ -9,7 +9,7 @@ from dj_replica.models import BookReplica
 from django_tools import signing
 from django_tools.connectivity import amqp_channel
 from django_tools.replica import dead_letters
-from django_tools.replica.failures import UNAUTHENTICATED, DeadLetter, classify
+from django_tools.replica.failures import UNAUTHENTICATED, SetAside, classify
 from django_tools.replica.tasks import apply_event
 from django_tools.testing import queue_depth, wait_until
 
@@ -47,7 +47,7 @@ def signing_with(key: str, body: bytes) -> dict:
 
 def test_an_unauthenticated_event_is_a_dead_letter_of_its_own_reason(topology):
     decision = classify(signing.Unauthenticated("unsigned"), 0, topology.policy, validating=True)
-    assert decision == DeadLetter(UNAUTHENTICATED)
+    assert decision == SetAside(UNAUTHENTICATED)
 
 
 @pytest.mark.django_db(transaction=True)

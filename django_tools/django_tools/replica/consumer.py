@@ -57,8 +57,8 @@ from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare, 
 from django_tools.replica.correlation import log_traced
 from django_tools.replica.failures import (
     CrashLooping,
-    DeadLetter,
     FailedCopy,
+    SetAside,
     UndecodableMessage,
     classify,
     failed_copy,
@@ -334,7 +334,7 @@ class Consumer:
     ) -> FailedCopy:
         retries = retries_of(delivery.properties)
         decision = classify(exc, retries, self.topology.policy, validating=validating, rng=self.rng)
-        self.stats["dead_lettered" if isinstance(decision, DeadLetter) else "retried"] += 1
+        self.stats["dead_lettered" if isinstance(decision, SetAside) else "retried"] += 1
         return failed_copy(
             decision,
             exc,

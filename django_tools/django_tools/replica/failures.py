@@ -86,8 +86,10 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """Give up: to the dead-letter queue, with `reason`."""
+class SetAside:
+    """Give up: set the message aside to the dead-letter queue, with `reason` (one of
+    `DEAD_REASONS`). A decision; a letter read back from that queue is
+    `dead_letters.DeadLetter`."""
 
     reason: str
 
@@ -99,7 +101,7 @@ def classify(
     *,
     validating: bool = False,
     rng: random.Random | None = None,
-) -> Retry | DeadLetter:
+) -> Retry | SetAside:
     """What to do with a message that failed with `error` after `retries` retries.
 
     - `CrashLooping` (each worker that handled it died): dead letter as `redelivered`.
@@ -114,17 +116,17 @@ def classify(
       applying): retried with backoff, dead-lettered as `retries-exhausted` after the last retry.
     """
     if isinstance(error, UndecodableMessage):
-        return DeadLetter(UNDECODABLE)
+        return SetAside(UNDECODABLE)
     if isinstance(error, Unauthenticated):
-        return DeadLetter(UNAUTHENTICATED)
+        return SetAside(UNAUTHENTICATED)
     if isinstance(error, CrashLooping):
-        return DeadLetter(REDELIVERED)
+        return SetAside(REDELIVERED)
     if isinstance(error, PermanentFailure):
-        return DeadLetter(PERMANENT)
+        return SetAside(PERMANENT)
     if validating and not isinstance(error, ImproperlyConfigured):
-        return DeadLetter(PERMANENT)
+        return SetAside(PERMANENT)
     if retries >= policy.max_retries:
-        return DeadLetter(EXHAUSTED)
+        return SetAside(EXHAUSTED)
     return Retry(retries + 1, policy.delay(retries + 1, rng))
 
 
@@ -139,7 +141,7 @@ class FailedCopy:
 
 
 def failed_copy(
-    decision: Retry | DeadLetter,
+    decision: Retry | SetAside,
     error: BaseException,
     *,
     topology: Topology,
@@ -152,7 +154,7 @@ def failed_copy(
     `deliveries`, for a message set aside as `redelivered`, how many times it was delivered
     without being done."""
     what = f"{type(error).__name__}: {error}"
-    if isinstance(decision, DeadLetter):
+    if isinstance(decision, SetAside):
         metrics.EVENTS_DEAD.labels(decision.reason).inc()
         return FailedCopy(
             queue=topology.dead_letter_queue,

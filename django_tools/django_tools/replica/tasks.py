@@ -45,7 +45,7 @@ def apply_event(self, body: str) -> str:
     as in cqrs mode."""
     from django_tools.replica.apply import apply_changes, prepare, transaction_for
     from django_tools.replica.correlation import log_traced
-    from django_tools.replica.failures import DeadLetter, classify
+    from django_tools.replica.failures import SetAside, classify
     from django_tools.replica.messages import decode
 
     metrics.EVENTS_CONSUMED.inc()
@@ -68,7 +68,7 @@ def apply_event(self, body: str) -> str:
             (outcome,) = apply_changes([change])
     except Exception as exc:
         decision = classify(exc, retries, topology.policy, validating=validating)
-        if isinstance(decision, DeadLetter):
+        if isinstance(decision, SetAside):
             _dead_letter(topology, decision, payload, exc, retries, headers.get(signing.HEADER))
             return "dead_lettered"
         metrics.EVENTS_RETRIED.inc()

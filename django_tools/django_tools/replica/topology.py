@@ -46,13 +46,12 @@ from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
+from django_tools.env import CLASSIC, QUEUE_TYPES, QUORUM
 from django_tools.replica.policy import RetryPolicy, format_seconds
 from django_tools.wire import DEFAULT_EXCHANGE, routing_key
 
 logger = logging.getLogger("django_tools.replica")
 
-QUORUM, CLASSIC = "quorum", "classic"
-QUEUE_TYPES = (QUORUM, CLASSIC)
 #: `<queue>.migrating`: where a queue migration holds a queue's messages while it is re-declared.
 MIGRATING_SUFFIX = ".migrating"
 #: `x-delivery-limit` of the replica's quorum queues (CQRS_DELIVERY_LIMIT).
