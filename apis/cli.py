@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: `apis chaos --faults` choices (apis_lab.chaos.faults.FAULTS, listed without importing it).
-FAULT_NAMES = (
-    "broker-restart", "connections-closed", "kill-relay", "kill-consumer",
-    "kill-consumer-worker", "kill-web-worker", "kill-celery", "queue-deleted", "redis-down",
-    "poison", "db-lock", "blackhole", "pause-broker", "pause-relay", "pause-consumer-worker",
-    "pause-database (postgres)", "disk-alarm", "pg-restart (postgres)", "crash-loop",
-    "migrate-killed (one node)", "node-loss (with --cluster)", "partition (with --cluster)",
-)  # fmt: skip
+from apis_lab.chaos import kinds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--json", action="store_true", help="last line: one JSON object")
     chaos.add_argument("--rounds", type=int, help="stop after this many rounds of every fault kind")
     chaos.add_argument(
-        "--faults", help=f"comma-separated fault kinds (default all: {', '.join(FAULT_NAMES)})"
+        "--faults", help=f"comma-separated fault kinds (default all: {kinds.listed()})"
     )
     chaos.add_argument(
         "--database", choices=["sqlite", "postgres"], default="sqlite",

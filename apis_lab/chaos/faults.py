@@ -1,5 +1,6 @@
 """The faults the suite injects, each one a small class: what it breaks, how long it holds, how
-it heals. `FAULTS` lists them by name; the schedule draws from it.
+it heals. `FAULTS` lists them by name, in the order of `kinds.FAULT_KINDS` (what the CLI shows);
+the schedule draws from it.
 
 What each does to the pipeline and how it recovers is in CQRS.md ("Falhas e recuperação").
 """
@@ -21,6 +22,7 @@ import orjson
 import pika
 
 from apis_lab.chaos.crash_hook import MARKER
+from apis_lab.chaos.kinds import FAULT_KINDS
 from apis_lab.processes import wait_for
 
 if TYPE_CHECKING:
@@ -707,6 +709,8 @@ FAULTS: dict[str, type[Fault]] = {
         Partition,
     )
 }
+if list(FAULTS) != list(FAULT_KINDS):  # the CLI's help lists FAULT_KINDS: one list of kinds
+    raise ImportError(f"kinds.FAULT_KINDS {list(FAULT_KINDS)} != FAULTS {list(FAULTS)}")
 
 
 def _payload(pk: int, **overrides) -> dict:
