@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     if args.command == "up":
-        from apis.up import UpOptions, up
+        from apis.up import up
+        from apis_lab.services import EcosystemOptions
 
         sys.exit(
             up(
-                UpOptions(
+                EcosystemOptions(
                     host=args.host,
                     produtos_port=args.produtos_port,
                     feed_port=args.feed_port,

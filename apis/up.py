@@ -24,8 +24,7 @@ from urllib.parse import unquote
 
 from honcho.manager import Manager
 
-from apis_lab.services import FEED, PRODUTOS, SERVICES, Service, processes
-from apis_lab.services import EcosystemOptions as UpOptions
+from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, Service, processes
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import (
     DEFAULT_RABBITMQ_URL,
@@ -260,7 +259,7 @@ def _healthy(url: str) -> tuple[bool, str]:
 
 
 def announce_when_ready(
-    options: UpOptions, stop: threading.Event, admin: AdminAccount | None = None
+    options: EcosystemOptions, stop: threading.Event, admin: AdminAccount | None = None
 ) -> None:
     # Health is polled (and URLs printed) on loopback whatever interface the APIs bind.
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host  # nosec B104 # compared, not bound
@@ -323,7 +322,7 @@ def _urls() -> list[str]:
     ]
 
 
-def up(options: UpOptions, *, create_admin_user: bool = False) -> int:
+def up(options: EcosystemOptions, *, create_admin_user: bool = False) -> int:
     admin = None
     try:
         check_exposure(options.host, create_admin_user)
