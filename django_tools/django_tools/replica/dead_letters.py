@@ -19,7 +19,7 @@ then finds every letter the operator saw.
 
 Each letter has an identity (`letter_id`): a hash of its message id, its headers and its body,
 the same every time the letter is read, so that a letter chosen on one read (a line of the page,
-a line of `dump`) is found again on the next one and acted on alone.
+a line of `dump --detail`) is found again on the next one and acted on alone.
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ def fresh_properties(properties: BasicProperties | None) -> BasicProperties:
 
 @dataclass(frozen=True)
 class FailureReport:
-    """A dead letter as `cqrs_dead_letters dump` shows it."""
+    """A dead letter as `cqrs_dead_letters dump --detail` shows it (plain `dump` prints the body
+    only, as django-cqrs's own command does)."""
 
     routing_key: str | None
     dead_reason: str | None

@@ -29,7 +29,8 @@ def dead_letter_report() -> int | None:
     if count:
         metrics.DEAD_LETTER_REPORTS.inc()
         logger.warning(
-            "%s messages in %s: `manage.py cqrs_dead_letters dump` shows why, `retry` replays them",
+            "%s messages in %s: `manage.py cqrs_dead_letters dump --detail` shows why, `retry` "
+            "replays them",
             count,
             topology.dead_letter_queue,
         )

@@ -12,8 +12,8 @@ counts a delivery, so no delivery limit (RabbitMQ 4's default: 20) ever drops a 
 having been looked at (django_tools.replica.dead_letters).
 
 Each takes the filters of the admin's dead-letter page (`--cqrs-id`, `--reason`, `--id`): both
-read and act through django_tools.replica.dead_letters, and `--id` takes the identity `dump` and
-the page show.
+read and act through django_tools.replica.dead_letters, and `--id` takes the identity
+`dump --detail` and the page show.
 """
 
 import orjson
