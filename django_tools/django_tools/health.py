@@ -3,8 +3,8 @@
 - `GET /health/live`: the process answers; nothing else is checked (an orchestrator restarts a
   process that does not answer it).
 - `GET /health/ready`: the service can serve its own requests: its database. Not the broker
-  (the master writes to its outbox, the relay publishes later) nor Redis (the feed's cache
-  falls back to the database). 200, or 503 naming the failing part (an orchestrator sends no
+  (the master writes to its outbox, the relay publishes later) nor Redis (a cache in front of
+  the database falls back to it). 200, or 503 naming the failing part (an orchestrator sends no
   traffic to a service that is not ready).
 - `GET /health`: every dependency in detail (database, rabbitmq, redis: ok, error, ms) and the
   progress of replication where the service has it: `relay` on a master (the outbox app: rows

@@ -1,12 +1,12 @@
 """One trace from the REST call to the replica row, across the asynchronous hop.
 
 ```
-request (Django)          api_produtos ─┐
+request (Django)          the master ─┐
   cqrs.outbox.write       (the change's transaction: the row keeps this span's context)
   … waiting in the outbox …
   cqrs.publish            relay: until the broker confirmed; context → AMQP headers
   … waiting in the queue …
-  cqrs.apply              api_feed: the consumer's batch that applied it (one span a message)
+  cqrs.apply              the replica: the consumer's batch that applied it (one span a message)
 ```
 
 The W3C trace context is stored on the outbox row (`OutboxEvent.trace_context`) and carried in

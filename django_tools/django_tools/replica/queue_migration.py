@@ -110,7 +110,7 @@ class _Migration:
                 f"cqrs_queues migrate --to {underway}`"
             )
         self.refuse_consumers()
-        self.target.ensure_exchange(self.connection)  # passive first: the feed may only read it
+        self.target.ensure_exchange(self.connection)  # passive first: the replica may only read it
         if underway is None:
             if self.finished():
                 self.say(f"every queue of {self.main} is {self.to_type} already")

@@ -1,7 +1,7 @@
 """Writes on a replica other than applying events: what django-cqrs's own maintenance commands
 do (delete rows the master no longer has, clear a model before a bulk load), done by the same
 rules as applying — a deleted row leaves its tombstone, and every change bumps the replica's
-version (which the feed's cache is keyed on)."""
+version (which caches of the replica's reads are keyed on)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 loaded row already goes through the model's `cqrs` manager (`ConvergentReplicaManager`:
 revisions, tombstones, version); the stock `--clear` deleted the rows with a plain queryset,
 leaving their tombstones behind — which then hid every row the load brought back at the same
-revision — and no version bump for the feed's cache. Here `--clear` clears rows, tombstones and
-bumps the version (`django_tools.replica.services.clear`)."""
+revision — and no bump of the version that caches of the replica's reads are keyed on. Here
+`--clear` clears rows, tombstones and bumps the version (`django_tools.replica.services.clear`)."""
 
 import os
 import sys

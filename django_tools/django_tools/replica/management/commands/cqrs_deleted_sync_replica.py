@@ -1,7 +1,7 @@
 """`cqrs_deleted_sync_replica`: django-cqrs's command (same input on stdin: a line
 `<cqrs_id>,…`, then JSON lists of primary keys to delete), deleting through
 `django_tools.replica.services.delete_rows` — each row leaves a tombstone and the replica's
-version is bumped, so the feed's cache never serves a deleted row and no late save brings it
+version is bumped, so a cache keyed on it never serves a deleted row and no late save brings it
 back (the stock command deletes with a plain queryset)."""
 
 import sys
