@@ -204,7 +204,7 @@ def version(cqrs_id: str) -> int | None:
 def test_a_falsy_return_of_cqrs_save_or_cqrs_delete_fails_the_change(hooks_returning, falsy):
     """django-cqrs's consumer acks only `if instance and exception is None`; a hook returning
     None (a `cqrs_create` that forgot its `return`) was taken as applied: acked, no row, and the
-    replica's version bumped (the feed's cache keys moved on)."""
+    replica's version bumped (the keys of caches on it moved on)."""
     data = {"id": 30, "full_name": "Lia", "cqrs_revision": 0, "cqrs_updated": UPDATED}
     assert run(event("author_hooked", SignalType.SAVE, data)) == ["applied"]
     before = version("author_hooked")

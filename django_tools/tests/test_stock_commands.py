@@ -1,5 +1,5 @@
 """django-cqrs's commands that write the replica keep the replica's rules: a deleted row leaves a
-tombstone (no late save brings it back) and the replica's version moves (the feed's cache never
+tombstone (no late save brings it back) and the replica's version moves (a cache keyed on it never
 serves what changed). The stock `cqrs_deleted_sync_replica` deleted with a plain queryset, and
 `cqrs_bulk_load --clear` left tombstones that hid every row it loaded again."""
 
