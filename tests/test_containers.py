@@ -286,8 +286,7 @@ def _names_of_the_replica(queue: str) -> set[str]:
         names.add(marker(kind) if marker else f"{queue}.migrating-to-{kind}")
     names.add(getattr(topology, "probation_queue", f"{queue}.probation"))
     names.add(getattr(topology, "retry_exchange", f"{queue}.retries"))
-    reader_lock = getattr(dead_letters, "reader_lock", None)
-    names.add(reader_lock(topology) if reader_lock else f"{topology.dead_letter_queue}.reader")
+    names.add(dead_letters.lock_queue(topology))  # `<dead-letter queue>.reader`
     return names
 
 

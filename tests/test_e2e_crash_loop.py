@@ -31,7 +31,7 @@ from apis_lab.broker import RabbitNode
 from apis_lab.chaos import crash_hook
 from django_tools.replica.policy import RetryPolicy
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.any_database]  # broker behaviour: SQLite pass only
 
 POLICY = RetryPolicy(base=1, factor=2, cap=2, max_retries=2, jitter=0)
 RETRY = {

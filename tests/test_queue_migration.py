@@ -22,7 +22,7 @@ from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.queue_migration import queue_state
 from django_tools.replica.topology import Topology
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.any_database]  # broker behaviour: SQLite pass only
 
 #: One retry tier of 1 s: retries waiting there expire while the command lies killed.
 POLICY = RetryPolicy(base=1, factor=2, cap=1, max_retries=1, jitter=0)
