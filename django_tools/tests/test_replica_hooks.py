@@ -259,5 +259,5 @@ def test_the_consumer_retries_a_falsy_hook_then_dead_letters_it(
 
     (report,) = dead(rabbitmq_url, topology)
     assert report.dead_reason == EXHAUSTED
-    assert report.error_class == "django_tools.replica.apply.HookFailed"
+    assert report.error_class == "django_tools.replica.hooks.HookFailed"
     assert "cqrs_save() returned None" in report.error

@@ -75,13 +75,13 @@ def test_a_failure_after_the_write_rolls_the_whole_change_back():
     def failing(*args, **kwargs):
         raise RuntimeError("crash after the row was written")
 
-    with mock.patch.object(apply, "_record_last", failing), pytest.raises(RuntimeError):
+    with mock.patch.object(apply, "record_last", failing), pytest.raises(RuntimeError):
         apply_as_the_consumer(change(SignalType.SAVE, data(5, 0)))
     assert not BookElsewhere.objects.filter(pk=5).exists()
 
     apply_as_the_consumer(change(SignalType.SAVE, data(5, 0)))
     delete = change(SignalType.DELETE, {"id": 5, "cqrs_revision": 1, "cqrs_updated": UPDATED})
-    with mock.patch.object(apply, "_record_last", failing), pytest.raises(RuntimeError):
+    with mock.patch.object(apply, "record_last", failing), pytest.raises(RuntimeError):
         apply_as_the_consumer(delete)
     # Not deleted without its tombstone (a late save would have brought it back).
     assert BookElsewhere.objects.filter(pk=5).exists()
@@ -110,7 +110,7 @@ def test_the_row_lock_is_held_until_the_transaction_ends():
         finally:
             connections.close_all()
 
-    with mock.patch.object(apply, "_record_last", paused):
+    with mock.patch.object(apply, "record_last", paused):
         thread = threading.Thread(target=worker)
         thread.start()
         try:

@@ -1,34 +1,16 @@
-"""The `cqrs` manager of replica models applied by django_tools.replica."""
+"""The `cqrs` manager of replica models applied by django_tools.replica. It depends on the
+replica's core (`apply`, `hooks`, `write`); the core never imports it: while apply calls a
+model's own hooks, it sets `hooks.inside_apply(model)`, which this manager reads."""
 
 from __future__ import annotations
-
-import contextlib
-import threading
-from collections.abc import Iterator
 
 from dj_cqrs.constants import SignalType
 from dj_cqrs.managers import ReplicaManager
 
-from django_tools.replica.apply import apply_changes, database_of, prepare, transaction_for
+from django_tools.replica import hooks
+from django_tools.replica.apply import apply_changes, prepare
 from django_tools.replica.messages import Event, InvalidData
-
-_inside = threading.local()
-
-
-@contextlib.contextmanager
-def applying(model) -> Iterator[None]:
-    """While `apply` calls a model's own hooks: the manager then writes (the hooks' default
-    implementations call back into it) instead of starting another apply."""
-    previous = getattr(_inside, "model", None)
-    _inside.model = model
-    try:
-        yield
-    finally:
-        _inside.model = previous
-
-
-def _applying(model) -> bool:
-    return getattr(_inside, "model", None) is model
+from django_tools.replica.write import database_of, transaction_for
 
 
 class ConvergentReplicaManager(ReplicaManager):
@@ -40,14 +22,17 @@ class ConvergentReplicaManager(ReplicaManager):
     do the write itself, as django-cqrs's manager does — but an error is raised, not logged and
     swallowed, so the message is retried or dead-lettered instead of silently lost."""
 
+    # What `apply.replica_model` checks: this manager obeys `hooks.applying`.
+    routes_to_replica_apply = True
+
     def save_instance(self, master_data, previous_data=None, sync=False, meta=None):
-        if _applying(self.model):
+        if hooks.applying(self.model):
             return self._save_through_hooks(master_data, previous_data, sync, meta)
         signal = SignalType.SYNC if sync else SignalType.SAVE
         return self._apply_one(signal, master_data, previous_data, meta)
 
     def delete_instance(self, master_data) -> bool:
-        if _applying(self.model):
+        if hooks.applying(self.model):
             mapped = self._map_delete_data(master_data)
             if not mapped:
                 raise InvalidData(f"a delete without id or cqrs fields for {self.model.__name__}")
