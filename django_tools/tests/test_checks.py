@@ -3,12 +3,15 @@
 import pytest
 from dj_cqrs.mixins import MasterMixin, ReplicaMixin
 from dj_cqrs.registries import MasterRegistry, ReplicaRegistry
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import models
 from django.test.utils import isolate_apps
 
 from django_tools.outbox.checks import check_master
+from django_tools.replica import apply
 from django_tools.replica.checks import check_replica
+from django_tools.replica.messages import Event
 
 
 @pytest.fixture
@@ -43,6 +46,10 @@ def test_a_replica_model_without_the_convergent_manager_is_refused(registered):
     assert "'stock_replica' does not use the convergent manager" in problem.msg
     assert "cqrs = ConvergentReplicaManager()" in problem.hint
     assert problem.obj is StockReplica
+    # At run time too: apply refuses to write it rather than bypass revisions and tombstones.
+    event = Event("stock_replica", "SAVE", 1, 1, {"id": 1, "cqrs_revision": 1})
+    with pytest.raises(ImproperlyConfigured, match="StockReplica must declare"):
+        apply.prepare(event)
 
 
 class NoReplicaTablesElsewhere:

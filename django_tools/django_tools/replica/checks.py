@@ -17,7 +17,7 @@ REPLICA_OPTIONS = ("CQRS_MAX_RETRIES", "retry_base", "retry_factor", "retry_cap"
 def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     from dj_cqrs.registries import ReplicaRegistry
 
-    from django_tools.replica.managers import ConvergentReplicaManager
+    from django_tools.replica.hooks import is_convergent
 
     problems: list[checks.CheckMessage] = []
     cqrs = getattr(settings, "CQRS", None)
@@ -44,7 +44,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             id="django_tools.replica.E004",
         ))  # fmt: skip
     for cqrs_id, model in ReplicaRegistry.models.items():
-        if not isinstance(getattr(model, "cqrs", None), ConvergentReplicaManager):
+        if not is_convergent(model):
             problems.append(checks.Error(
                 f"replica model of CQRS_ID {cqrs_id!r} does not use the convergent manager: its "
                 "changes would bypass revisions and tombstones",
