@@ -36,12 +36,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from django_tools.replica.topology import QUORUM, Topology, supports_quorum
+
+#: Seconds a quorum queue is left alone, once empty, before it is deleted. Its at-least-once
+#: dead-lettering (a retry tier's expired retries, the replica's queue's limit) keeps a message
+#: in the queue until the target confirms it, where no count shows it; deleting the queue then
+#: drops it. The broker's own dead-letter worker confirms in milliseconds: this is the margin.
+QUORUM_SETTLE_SECONDS = 0.2
 
 
 class MigrationRefused(Exception):
@@ -318,6 +325,8 @@ class _Migration:
     def delete_empty(self, queue: str) -> None:
         """Delete a queue that was just emptied (unbound first, so nothing comes in any more);
         quorum queues do not take `queue.delete(if_empty)`, so look, then delete."""
+        if self.type_of(queue) == QUORUM:
+            time.sleep(QUORUM_SETTLE_SECONDS)  # its pending dead letters reach their target
         state = queue_state(self.connection, queue)
         if state is not None and state[0]:
             raise MigrationRefused(
