@@ -122,6 +122,13 @@ def worker_pids(beats: Path) -> set[int]:
     return {int(path.stem.rsplit("-", 1)[1]) for path in beats.glob("cqrs-consume-*.json")}
 
 
+def consumers_of(url: str, queue: str) -> int:
+    import pika
+
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        return connection.channel().queue_declare(queue, passive=True).method.consumer_count
+
+
 @pytest.mark.any_database  # links and processes, not the database
 def test_a_paused_consumer_worker_is_replaced_and_its_messages_released(
     tmp_path, rabbitmq_url, databases
@@ -139,7 +146,13 @@ def test_a_paused_consumer_worker_is_replaced_and_its_messages_released(
     publisher = Publisher(rabbitmq_url, env["CQRS_EXCHANGE"])
     consumer = feed_consumer(env, tmp_path / "consumer.log", workers=2)
     try:
-        wait_until(lambda: len(worker_pids(beats)) == 2, 60, 0.2, what="two workers consuming")
+        wait_until(lambda: len(worker_pids(beats)) == 2, 60, 0.2, what="two workers beating")
+        # A worker beats before it consumes: paused before its basic.consume, it would hold no
+        # messages and the other would apply all 400 before anything went stale.
+        wait_until(
+            lambda: consumers_of(rabbitmq_url, env["CQRS_QUEUE"]) == 2, 30, 0.2,
+            what="two workers consuming",
+        )  # fmt: skip
         victim = min(worker_pids(beats))
         with paused(victim):
             for pk in range(1, 401):
