@@ -94,7 +94,7 @@ def test_the_row_lock_is_held_until_the_transaction_ends():
     if connections["elsewhere"].vendor != "postgresql":
         pytest.skip("advisory locks are PostgreSQL's; SQLite's BEGIN IMMEDIATE locks the file")
     inside, release = threading.Event(), threading.Event()
-    real_record = apply._record_last
+    real_record = apply.record_last
     errors: list[BaseException] = []
 
     def paused(*args, **kwargs):
