@@ -482,3 +482,27 @@ def unbounded_inputs(openapi: dict) -> list[str]:
             for media, content in operation.get("requestBody", {}).get("content", {}).items():
                 walk(content.get("schema", {}), f"{method} {path} body ({media})", frozenset())
     return found
+
+
+class RunningRelay:
+    """A relay (AMQP or Celery) running in a thread of the test process, its database
+    connections closed when it ends; `stop()` asks it to stop and fails if it does not."""
+
+    def __init__(self, relay) -> None:
+        self.relay = relay
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        try:
+            self.relay.run()
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        self.relay.request_stop()
+        self.thread.join(timeout=15)
+        if self.thread.is_alive():
+            pytest.fail("the relay did not stop")

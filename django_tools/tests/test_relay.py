@@ -13,27 +13,9 @@ from django.db import connections, transaction
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relays.amqp import AmqpRelay as Relay
 from django_tools.outbox.relays.lock import RelayLock
-from django_tools.testing import STOCK_PAYLOAD_KEYS, wait_until
+from django_tools.testing import STOCK_PAYLOAD_KEYS, RunningRelay, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class RunningRelay:
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.relay.run()
-        finally:
-            connections.close_all()
-
-    def stop(self) -> None:
-        self.relay.request_stop()
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive(), "the relay did not stop"
 
 
 @pytest.fixture

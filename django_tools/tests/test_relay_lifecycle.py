@@ -3,18 +3,16 @@ loses its lock stops publishing and stands by, and publishes again once the lock
 lock is a switch here: what is tested is the lifecycle, not PostgreSQL — `test_relay.py` has the
 real lock.)"""
 
-import threading
 import uuid
 from decimal import Decimal
 
 import pytest
 from dj_master.models import Book
-from django.db import connections
 
 from django_tools.heartbeat import Heartbeat, read
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relays.base import Relay
-from django_tools.testing import wait_until
+from django_tools.testing import RunningRelay, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,14 +84,7 @@ def test_a_relay_that_loses_its_lock_stops_publishing_until_it_has_it_again(make
     beats = tmp_path / "relay.json"
     relay = make_relay(lock=lock, heartbeat=Heartbeat(beats, every=0.05))
 
-    def run() -> None:
-        try:
-            relay.run()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    running = RunningRelay(relay)
     try:
         Book.objects.create(isbn="HELD", title="Dune", price=Decimal("1"))
         wait_until(lambda: relay.stats.published == 1, what="the first row published")
@@ -111,7 +102,5 @@ def test_a_relay_that_loses_its_lock_stops_publishing_until_it_has_it_again(make
         assert relay.stats.published == 2
         wait_until(lambda: read(beats).state == "publishing", what="the heartbeat publishing")
     finally:
-        relay.request_stop()
-        thread.join(15)
-    assert not thread.is_alive(), "the relay did not stop"
+        running.stop()
     assert not lock.held  # released on the way out
