@@ -34,6 +34,7 @@ from django_tools.replica.failures import (
     EXHAUSTED,
     PERMANENT,
     REDELIVERED,
+    REFUSED,
     UNAUTHENTICATED,
     UNDECODABLE,
 )
@@ -51,6 +52,7 @@ REASON_LABELS = {
     UNDECODABLE: "propriedades AMQP ilegíveis",
     UNAUTHENTICATED: "sem assinatura válida (CQRS_SIGNING_KEY)",
     REDELIVERED: "reentregue: derrubou o worker a cada entrega (CQRS_MAX_DELIVERIES)",
+    REFUSED: "recusada pelo modelo (should_retry_cqrs)",
 }
 ACTION_LABELS = {
     dead_letters.RETRY: "Reenviar para a fila da réplica (tentativas zeradas)",

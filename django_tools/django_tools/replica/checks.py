@@ -54,6 +54,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             ))  # fmt: skip
     problems += _databases(ReplicaRegistry.models.values())
     problems += _delivery_limits(cqrs.get("replica", {}))
+    problems += _stock_retry_settings(cqrs.get("replica", {}))
     if cqrs.get("transport") != REPLICA_TRANSPORT:
         problems.append(checks.Warning(
             f"CQRS['transport'] is {cqrs.get('transport')!r}: cqrs_consume will not use the "
@@ -84,6 +85,51 @@ def _delivery_limits(replica: dict) -> list[checks.CheckMessage]:
         "message that kills its workers aside first, the broker's limit is the backstop",
         id="django_tools.replica.E008",
     )]  # fmt: skip
+
+
+def _stock_retry_settings(replica: dict) -> list[checks.CheckMessage]:
+    """django-cqrs's own retry settings are honoured (replica.stock_retry, replica.policy);
+    these are the values of them that cannot be, each with what to use instead."""
+    from django_tools.replica.policy import RetryPolicy
+    from django_tools.replica.stock_retry import DELAY_QUEUE_MAX_SIZE, RETRY_DELAY, written
+
+    problems = []
+    stock = written(replica)
+    if "CQRS_MAX_RETRIES" in replica and replica["CQRS_MAX_RETRIES"] is None:
+        problems.append(checks.Warning(
+            f"CQRS_MAX_RETRIES=None (django-cqrs: retry forever) is taken as "
+            f"{RetryPolicy.max_retries} here: a message that never applies must reach the "
+            "dead-letter queue, where it can be read and sent back",
+            hint="set CQRS_MAX_RETRIES to a number (the retries before the dead-letter queue)",
+            id="django_tools.replica.W004",
+        ))  # fmt: skip
+    if DELAY_QUEUE_MAX_SIZE in stock and stock[DELAY_QUEUE_MAX_SIZE] is None:
+        problems.append(checks.Warning(
+            "delay_queue_max_size=None (django-cqrs: no prefetch limit) is not honoured: "
+            "retries wait on the broker here, and a worker's unacknowledged messages stay "
+            "bounded by CQRS_PREFETCH and CQRS_PREFETCH_BYTES",
+            hint="remove delay_queue_max_size; set CQRS_PREFETCH to change the prefetch",
+            id="django_tools.replica.W005",
+        ))  # fmt: skip
+    if RETRY_DELAY in stock:
+        backoff = {key: replica.get(key, getattr(RetryPolicy, name))
+                   for key, name in BACKOFF_OPTIONS.items()}  # fmt: skip
+        ignored = [f"{key}={value}" for key, value in backoff.items()
+                   if value != getattr(RetryPolicy, BACKOFF_OPTIONS[key])]  # fmt: skip
+        if ignored:
+            problems.append(checks.Warning(
+                f"CQRS_RETRY_DELAY={stock[RETRY_DELAY]} (every retry waits that long) is set "
+                f"with {', '.join(ignored)}: the backoff settings are ignored",
+                hint="keep one: CQRS_RETRY_DELAY for a constant wait, or CQRS_RETRY_BASE, "
+                "CQRS_RETRY_FACTOR and CQRS_RETRY_CAP for the exponential backoff",
+                id="django_tools.replica.W006",
+            ))  # fmt: skip
+    return problems
+
+
+#: The backoff's settings (CQRS['replica'] key → RetryPolicy field), which CQRS_RETRY_DELAY
+#: replaces.
+BACKOFF_OPTIONS = {"retry_base": "base", "retry_factor": "factor", "retry_cap": "cap"}
 
 
 def _databases(models) -> list[checks.CheckMessage]:

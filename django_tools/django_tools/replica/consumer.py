@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import pika
 from django.db import close_old_connections
+from django.db.models import Model
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
@@ -287,15 +288,15 @@ class Consumer:
             return {}
         except Exception as exc:
             if len(changes) == 1:
-                delivery = changes[0][0]
-                return {delivery.tag: self._failure(delivery, exc)}
+                delivery, change = changes[0]
+                return {delivery.tag: self._failure(delivery, exc, model=change.model)}
             logger.info("a batch of %s failed (%r); applying one by one", len(changes), exc)
         failures = {}
         for delivery, change in changes:
             try:
                 self._apply_in_transaction([(delivery, change)])
             except Exception as exc:
-                failures[delivery.tag] = self._failure(delivery, exc)
+                failures[delivery.tag] = self._failure(delivery, exc, model=change.model)
         return failures
 
     def _apply_in_transaction(self, changes: list[tuple[Delivery, Change]]) -> None:
@@ -331,9 +332,14 @@ class Consumer:
         exc: BaseException,
         validating: bool = False,
         deliveries: int | None = None,
+        model: type[Model] | None = None,
     ) -> FailedCopy:
+        """`model`: the replica model of a message that failed while applied (its retry hooks
+        have a say, see `classify`)."""
         retries = retries_of(delivery.properties)
-        decision = classify(exc, retries, self.topology.policy, validating=validating, rng=self.rng)
+        decision = classify(
+            exc, retries, self.topology.policy, validating=validating, rng=self.rng, model=model
+        )
         self.stats["dead_lettered" if isinstance(decision, SetAside) else "retried"] += 1
         return failed_copy(
             decision,

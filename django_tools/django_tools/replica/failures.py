@@ -10,21 +10,26 @@ dead-lettered.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Model
 from django.utils import timezone
 from pika import BasicProperties
 
 from django_tools.amqp_properties import undecodable
 from django_tools.replica import metrics
+from django_tools.replica.hooks import retry_hooks
 from django_tools.replica.messages import PermanentFailure
 from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.topology import Topology
 from django_tools.signing import Unauthenticated
+
+logger = logging.getLogger("django_tools.replica")
 
 RETRIES = "x-cqrs-retries"
 ERROR_CLASS = "x-cqrs-error-class"
@@ -57,7 +62,8 @@ EXHAUSTED = "retries-exhausted"  # kept failing for a transient reason
 UNDECODABLE = "undecodable"  # its AMQP properties could not be decoded; the body is kept
 UNAUTHENTICATED = "unauthenticated"  # unsigned or badly signed, CQRS_SIGNING_KEY set
 REDELIVERED = "redelivered"  # every worker that handled it died (see `probation`)
-DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED, REDELIVERED)
+REFUSED = "model-refused-retry"  # its replica model's should_retry_cqrs() said no
+DEAD_REASONS = (PERMANENT, EXHAUSTED, UNDECODABLE, UNAUTHENTICATED, REDELIVERED, REFUSED)
 
 #: Headers the broker writes (dead-lettering history, a quorum queue's delivery counters): a
 #: letter sent back for another go must not carry them, or its stale count would read as the
@@ -79,10 +85,12 @@ class CrashLooping(PermanentFailure):
 
 @dataclass(frozen=True)
 class Retry:
-    """Try again: retry number `retry` (1-based), after `delay` seconds."""
+    """Try again: retry number `retry` (1-based), after `delay` seconds, through the retry
+    queue of `tier` (the policy's tier of that retry, unless the model asked for a wait)."""
 
     retry: int
     delay: float
+    tier: float
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ def classify(
     *,
     validating: bool = False,
     rng: random.Random | None = None,
+    model: type[Model] | None = None,
 ) -> Retry | SetAside:
     """What to do with a message that failed with `error` after `retries` retries.
 
@@ -114,6 +123,15 @@ def classify(
       misconfigured replica model (`ImproperlyConfigured`), which a deploy fixes.
     - Anything else (database errors, lock timeouts, lost connections, unknown errors while
       applying): retried with backoff, dead-lettered as `retries-exhausted` after the last retry.
+
+    `model`, the replica model the message is for (known once it is validated), may override
+    django-cqrs's retry hooks (`hooks.retry_hooks`), asked only about a failure that would be
+    retried, with the retries done so far (django-cqrs's `current_retry`):
+    `should_retry_cqrs(current_retry, exception)` False dead-letters it at once as
+    `model-refused-retry` (True: the policy goes on, CQRS_MAX_RETRIES still the limit);
+    `get_cqrs_retry_delay(current_retry)` seconds send the retry through the shortest tier at
+    or above them (the longest beyond them all), waiting that tier. A hook that raises or
+    answers nonsense is logged and the policy decides.
     """
     if isinstance(error, UndecodableMessage):
         return SetAside(UNDECODABLE)
@@ -125,9 +143,40 @@ def classify(
         return SetAside(PERMANENT)
     if validating and not isinstance(error, ImproperlyConfigured):
         return SetAside(PERMANENT)
+    hooks = retry_hooks(model)
+    if hooks.should_retry is not None and not _model_retries(hooks.should_retry, retries, error):
+        return SetAside(REFUSED)
     if retries >= policy.max_retries:
         return SetAside(EXHAUSTED)
-    return Retry(retries + 1, policy.delay(retries + 1, rng))
+    asked = None if hooks.retry_delay is None else _model_delay(hooks.retry_delay, retries)
+    if asked is not None:
+        tier = policy.tier_at_least(asked)
+        return Retry(retries + 1, tier, tier)
+    return Retry(retries + 1, policy.delay(retries + 1, rng), policy.tier(retries + 1))
+
+
+def _model_retries(hook, retries: int, error: BaseException) -> bool:
+    try:
+        return bool(hook(retries, error))
+    except Exception:
+        # A broken hook must not stop the consumer (the message would come back forever):
+        # the policy decides, as for a model without the hook.
+        logger.exception("should_retry_cqrs(%s, %r) raised: retrying as the policy says",
+                         retries, error)  # fmt: skip
+        return True
+
+
+def _model_delay(hook, retries: int) -> float | None:
+    try:
+        delay = hook(retries)
+    except Exception:
+        logger.exception("get_cqrs_retry_delay(%s) raised: the policy's wait instead", retries)
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+        logger.error("get_cqrs_retry_delay(%s) returned %r, not seconds >= 0: the policy's wait "
+                     "instead", retries, delay)  # fmt: skip
+        return None
+    return float(delay)
 
 
 # --- the copy that goes to a retry queue or the dead-letter queue --------------------------
@@ -170,7 +219,7 @@ def failed_copy(
         )
     metrics.EVENTS_RETRIED.inc()
     return FailedCopy(
-        queue=topology.retry_queue_for(decision.retry),
+        queue=topology.retry_queue(decision.tier),
         properties=failed_properties(
             properties,
             routing_key,

@@ -1,6 +1,7 @@
 """A replica model's own django-cqrs hooks: which ones it uses (so which way `apply` writes it),
-the failure of a hook that refused, and the flag that tells the model's `cqrs` manager it is
-being called from inside `apply`.
+the failure of a hook that refused, the retry hooks it overrides (which `failures.classify`
+asks), and the flag that tells the model's `cqrs` manager it is being called from inside
+`apply`.
 
 The core (`apply`, `write`) calls a model's hooks; their default implementations call back into
 the model's `cqrs` manager. That manager depends on the core, never the other way: the core
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from dj_cqrs.mixins import ReplicaMixin
+from dj_cqrs.mixins import RawReplicaMixin, ReplicaMixin
 from django.db import models
 
 
@@ -60,6 +62,49 @@ def hooks_of(model: type[models.Model]) -> tuple[str, ...]:
 
 def forget_hooks() -> None:
     _HOOKS.clear()
+    _RETRY_HOOKS.clear()
+
+
+# --- django-cqrs's retry hooks: asked by `failures.classify` ------------------------------
+
+
+@dataclass(frozen=True)
+class RetryHooks:
+    """The retry hooks a replica model overrides (None: django-cqrs's own, which this
+    replica's policy stands for): `should_retry_cqrs(current_retry, exception)` and
+    `get_cqrs_retry_delay(current_retry)`, called as django-cqrs's consumer calls them, on
+    the class."""
+
+    should_retry: Callable[[int, BaseException], bool] | None = None
+    retry_delay: Callable[[int], float] | None = None
+
+
+NO_RETRY_HOOKS = RetryHooks()
+_RETRY_HOOKS: dict[type[models.Model], RetryHooks] = {}
+
+
+def retry_hooks(model: type[models.Model] | None) -> RetryHooks:
+    """The retry hooks `model` overrides, worked out once per model (a dictionary lookup per
+    failure after that): django-cqrs's defaults read CQRS_MAX_RETRIES and CQRS_RETRY_DELAY,
+    which this replica's policy already honours, so only an override changes anything."""
+    if model is None:
+        return NO_RETRY_HOOKS
+    found = _RETRY_HOOKS.get(model)
+    if found is None:
+        found = _RETRY_HOOKS[model] = RetryHooks(
+            should_retry=_overridden(model, "should_retry_cqrs"),
+            retry_delay=_overridden(model, "get_cqrs_retry_delay"),
+        )
+    return found
+
+
+def _overridden(model: type[models.Model], name: str) -> Callable | None:
+    # Static methods in django-cqrs: the class attribute is the very function unless a model
+    # defines its own (a static method, a class method, anything callable on the class).
+    hook = getattr(model, name, None)
+    if hook is None or hook is getattr(RawReplicaMixin, name):
+        return None
+    return hook
 
 
 def signal_name(signal) -> str:

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from django_tools.replica.stock_retry import constant_delay
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -43,13 +45,30 @@ class RetryPolicy:
     def schedule(self) -> list[float]:
         return [self.tier(n) for n in range(1, self.max_retries + 1)]
 
+    def tier_at_least(self, delay: float) -> float:
+        """The tier a wait of `delay` seconds asked for goes through (a replica model's
+        `get_cqrs_retry_delay`): the shortest tier at or above it, the longest beyond them all.
+        Tiers are fixed queues on the broker (declared up front, one TTL each), so an asked
+        wait is rounded up to one of them, never shortened."""
+        tiers = self.tiers() or [self.base]
+        return next((tier for tier in tiers if tier >= delay), tiers[-1])
+
     @classmethod
     def from_settings(cls, replica: dict[str, Any]) -> RetryPolicy:
+        """From CQRS['replica']: this replica's `retry_*` and `CQRS_MAX_RETRIES`, or, when the
+        service set django-cqrs's own `CQRS_RETRY_DELAY`, that constant wait before every retry
+        (one tier; `retry_jitter` still shortens it, 0 for the exact wait)."""
         max_retries = replica.get("CQRS_MAX_RETRIES")
+        base = float(replica.get("retry_base", cls.base))
+        factor = float(replica.get("retry_factor", cls.factor))
+        cap = float(replica.get("retry_cap", cls.cap))
+        constant = constant_delay(replica)
+        if constant is not None:
+            base, factor, cap = constant, 1.0, constant
         return cls(
-            base=float(replica.get("retry_base", cls.base)),
-            factor=float(replica.get("retry_factor", cls.factor)),
-            cap=float(replica.get("retry_cap", cls.cap)),
+            base=base,
+            factor=factor,
+            cap=cap,
             max_retries=cls.max_retries if max_retries is None else int(max_retries),
             jitter=float(replica.get("retry_jitter", cls.jitter)),
         )

@@ -54,12 +54,12 @@ def apply_event(self, body: str) -> str:
     payload = body.encode() if isinstance(body, str) else repr(body).encode()
     topology = Topology.from_settings()
     retries = self.request.retries
-    validating = True
+    validating, model = True, None
     headers = self.request.headers or {}
     try:
         signing.verify(payload, headers)  # CQRS_SIGNING_KEY set: the relay's signature
         change = prepare(decode(payload))
-        validating = False
+        validating, model = False, change.model
         # Traced: a child of the task's span, which the Celery instrumentation continued from
         # the relay's publish.
         with (
@@ -68,7 +68,7 @@ def apply_event(self, body: str) -> str:
         ):
             (outcome,) = apply_changes([change])
     except Exception as exc:
-        decision = classify(exc, retries, topology.policy, validating=validating)
+        decision = classify(exc, retries, topology.policy, validating=validating, model=model)
         if isinstance(decision, SetAside):
             _dead_letter(topology, decision, payload, exc, retries, headers.get(signing.HEADER))
             return "dead_lettered"

@@ -166,9 +166,6 @@ class Topology:
                 "interrupted)"
             )
 
-    def retry_queue_for(self, retry: int) -> str:
-        return self.retry_queue(self.policy.tier(retry))
-
     def bindings(self) -> list[tuple[str, str]]:
         """(queue, routing key) pairs on the exchange, as django-cqrs's own consumer binds."""
         pairs = []

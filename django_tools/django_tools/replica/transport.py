@@ -19,9 +19,8 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
     @classmethod
     def consume(cls, cqrs_ids=None):
         # Imported here: django-cqrs imports the transport while Django's apps are loading.
-        from django_tools import amqp_properties, limits
+        from django_tools import amqp_properties
         from django_tools.heartbeat import Heartbeat, consumer_file, heartbeat_dir, prune_consumers
-        from django_tools.limits import prefetch_within
         from django_tools.replica.consumer import Consumer
         from django_tools.replica.messages import max_message_bytes
         from django_tools.replica.topology import Topology
@@ -39,12 +38,8 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
         # Each worker process writes its heartbeat for `cqrs_consume_health`.
         prune_consumers(heartbeat_dir())
         heartbeat = Heartbeat(heartbeat_dir() / consumer_file())
-        replica = settings.CQRS["replica"]
-        prefetch, batch_size = prefetch_within(
-            int(replica["prefetch"]),
-            int(replica["batch_size"]),
-            prefetch_bytes=int(replica.get("prefetch_bytes", limits.PREFETCH_BYTES)),
-            max_message_bytes=max_message_bytes(),
+        prefetch, batch_size = worker_limits(
+            settings.CQRS["replica"], max_message_bytes=max_message_bytes()
         )
         consumer = Consumer(
             Topology.from_settings(tuple(cqrs_ids) if cqrs_ids else None),
@@ -58,6 +53,23 @@ class ReliableRabbitMQTransport(RabbitMQTransport):
             consumer.run()
         finally:
             heartbeat.remove()
+
+
+def worker_limits(replica: dict, *, max_message_bytes: int) -> tuple[int, int]:
+    """(prefetch count, batch size) of a consumer worker, from CQRS['replica']: CQRS_PREFETCH
+    and CQRS_BATCH_SIZE, cut to hold at most CQRS_PREFETCH_BYTES, and to django-cqrs's own
+    prefetch (delay_queue_max_size + 1) when the service set delay_queue_max_size."""
+    from django_tools import limits
+    from django_tools.replica.stock_retry import prefetch_cap
+
+    prefetch = int(replica["prefetch"])
+    prefetch = min(prefetch, prefetch_cap(replica) or prefetch)
+    return limits.prefetch_within(
+        prefetch,
+        int(replica["batch_size"]),
+        prefetch_bytes=int(replica.get("prefetch_bytes", limits.PREFETCH_BYTES)),
+        max_message_bytes=max_message_bytes,
+    )
 
 
 #: Set by `cqrs_consume` to its own pid before it starts its workers.

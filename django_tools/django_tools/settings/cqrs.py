@@ -64,7 +64,8 @@ CQRS_QUEUE = env_str("CQRS_QUEUE") or None
 #: it (django_tools.replica.topology).
 CQRS_QUEUE_TYPE = parse_queue_type(env_str("CQRS_QUEUE_TYPE"))
 #: Retry n waits min(CAP, BASE * FACTOR**(n-1)), shortened by up to JITTER of itself;
-#: after MAX_RETRIES retries, the dead-letter queue (django_tools.replica.policy).
+#: after MAX_RETRIES retries, the dead-letter queue (django_tools.replica.policy). django-cqrs's
+#: own CQRS_RETRY_DELAY and delay_queue_max_size are honoured too (replica.stock_retry).
 CQRS_REPLICA_OPTIONS = {
     "CQRS_MAX_RETRIES": env_int("CQRS_MAX_RETRIES", 12),
     "retry_base": env_float("CQRS_RETRY_BASE", 1.0),
@@ -94,6 +95,10 @@ CQRS_REPLICA_OPTIONS = {
     # delivery of each message a worker held.
     "delivery_limit": env_int("CQRS_DELIVERY_LIMIT", 20),
 }
+# django-cqrs's own constant wait before every retry, in place of the backoff above; only when
+# set, since django-cqrs fills in its default (2 s) otherwise (django_tools.replica.stock_retry).
+if env_str("CQRS_RETRY_DELAY").strip():
+    CQRS_REPLICA_OPTIONS["CQRS_RETRY_DELAY"] = env_int("CQRS_RETRY_DELAY", 0)
 
 # --- links to the broker (django_tools.broker) -------------------------------------------
 

@@ -128,3 +128,34 @@ class BookElsewhere(ReplicaMixin):
 
     id = models.BigIntegerField(primary_key=True)
     title = models.CharField(max_length=200)
+
+
+# --- a replica model with django-cqrs's retry hooks of its own ---------------------------------
+
+#: What the retry hooks of BookPicky were asked, in order (the tests read and clear it).
+RETRY_HOOK_CALLS: list[tuple] = []
+#: BookPicky's answer to get_cqrs_retry_delay (the tests change it).
+PICKY_DELAY = {"seconds": 1}
+
+
+class BookPicky(ReplicaMixin):
+    """`should_retry_cqrs`: never retries a failure that says it is final. `get_cqrs_retry_delay`:
+    its own wait before any other retry (as a stock django-cqrs replica model defines them)."""
+
+    CQRS_ID = "book_picky"
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.BigIntegerField(primary_key=True)
+    title = models.CharField(max_length=200)
+
+    @staticmethod
+    def should_retry_cqrs(current_retry, exception=None):
+        RETRY_HOOK_CALLS.append(("should_retry_cqrs", current_retry, str(exception)))
+        return "final" not in str(exception)
+
+    @staticmethod
+    def get_cqrs_retry_delay(current_retry):
+        RETRY_HOOK_CALLS.append(("get_cqrs_retry_delay", current_retry))
+        return PICKY_DELAY["seconds"]
