@@ -99,3 +99,47 @@ def test_an_unexpected_error_while_validating_is_permanent_in_both_modes(topolog
     decision = classify(TypeError("boom"), 0, topology.policy, validating=True)
     assert decision == SetAside("permanent")
     assert classify(TypeError("boom"), 0, topology.policy).retry == 1
+
+
+PICKY = {"id": 7, "title": "Picky", "cqrs_revision": 0, "cqrs_updated": "2026-01-01 00:00:00+00:00"}
+
+
+@pytest.fixture
+def picky_hooks():
+    from dj_replica.models import PICKY_DELAY, RETRY_HOOK_CALLS
+
+    from django_tools.replica.hooks import forget_hooks
+
+    forget_hooks()
+    RETRY_HOOK_CALLS.clear()
+    PICKY_DELAY["seconds"] = 1
+    yield RETRY_HOOK_CALLS
+    forget_hooks()
+
+
+def test_the_models_retry_hooks_are_asked_in_celery_mode_too(
+    event_payload, rabbitmq_url, topology, picky_hooks
+):
+    """The same classify: the model's wait is the tier at or above it (the countdown), its
+    refusal a dead letter at once."""
+    payload = body(event_payload, "SAVE", PICKY, cqrs_id="book_picky")
+    with (
+        mock.patch.object(apply_module, "_apply_model", side_effect=OperationalError("locked")),
+        mock.patch.object(apply_event, "retry", side_effect=Retry()) as retry,
+        pytest.raises(Retry),
+    ):
+        apply_event.apply(args=[payload], throw=True)
+    assert retry.call_args.kwargs["countdown"] == 1.2  # asked 1 s: FAST_POLICY's 1.2 s tier
+
+    final = OperationalError("final: never")
+    with mock.patch.object(apply_module, "_apply_model", side_effect=final):
+        assert apply_event.apply(args=[payload]).get() == "dead_lettered"
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (letter,) = list(dead_letters.read(channel, topology))
+    assert letter.report.dead_reason == "model-refused-retry"
+    assert [call[0] for call in picky_hooks] == [
+        "should_retry_cqrs",
+        "get_cqrs_retry_delay",
+        "should_retry_cqrs",
+    ]
