@@ -243,7 +243,8 @@ def topology(settings, rabbitmq_url, cqrs_exchange):
         **settings.CQRS,
         "queue": queue,
         "replica": {
-            **settings.CQRS["replica"],
+            # Without a CQRS_RETRY_DELAY of the environment, which would replace the backoff.
+            **{k: v for k, v in settings.CQRS["replica"].items() if k != "CQRS_RETRY_DELAY"},
             "retry_base": FAST_POLICY.base,
             "retry_factor": FAST_POLICY.factor,
             "retry_cap": FAST_POLICY.cap,

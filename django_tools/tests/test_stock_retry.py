@@ -191,7 +191,7 @@ def test_delay_queue_max_size_bounds_the_prefetch_as_django_cqrs_does():
     assert worker_limits(replica(delay_queue_max_size=None), max_message_bytes=1024) == (500, 250)
 
 
-RETRY_WARNINGS = {f"django_tools.replica.W00{n}" for n in (4, 5, 6)}
+RETRY_WARNINGS = {f"django_tools.replica.W00{n}" for n in (4, 5, 6, 7)}
 
 
 def checked(settings, **stock) -> dict:
@@ -208,6 +208,8 @@ def test_what_cannot_be_honoured_is_named_with_what_to_use(settings):
     assert "CQRS_MAX_RETRIES=None" in found["django_tools.replica.W004"].msg
     assert "set CQRS_MAX_RETRIES" in found["django_tools.replica.W004"].hint
     assert "CQRS_PREFETCH" in found["django_tools.replica.W005"].hint
+    found = checked(settings, dead_message_ttl=864000)
+    assert "cqrs_dead_letters purge" in found["django_tools.replica.W007"].hint
     found = checked(settings, CQRS_RETRY_DELAY=5, retry_cap=60.0)
     assert "retry_cap=60.0" in found["django_tools.replica.W006"].msg
     assert not checked(settings, CQRS_RETRY_DELAY=5, delay_queue_max_size=10)

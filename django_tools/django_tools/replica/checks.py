@@ -89,7 +89,8 @@ def _delivery_limits(replica: dict) -> list[checks.CheckMessage]:
 
 def _stock_retry_settings(replica: dict) -> list[checks.CheckMessage]:
     """django-cqrs's own retry settings are honoured (replica.stock_retry, replica.policy);
-    these are the values of them that cannot be, each with what to use instead."""
+    these are the values of them (and of its dead letters' TTL) that cannot be, each with what
+    to use instead."""
     from django_tools.replica.policy import RetryPolicy
     from django_tools.replica.stock_retry import DELAY_QUEUE_MAX_SIZE, RETRY_DELAY, written
 
@@ -110,6 +111,14 @@ def _stock_retry_settings(replica: dict) -> list[checks.CheckMessage]:
             "bounded by CQRS_PREFETCH and CQRS_PREFETCH_BYTES",
             hint="remove delay_queue_max_size; set CQRS_PREFETCH to change the prefetch",
             id="django_tools.replica.W005",
+        ))  # fmt: skip
+    if replica.get("dead_message_ttl") is not None:
+        problems.append(checks.Warning(
+            f"dead_message_ttl={replica['dead_message_ttl']} (django-cqrs: dead letters expire) "
+            "is not honoured: a dead letter stays until someone reads it",
+            hint="remove dead_message_ttl; drop letters with `manage.py cqrs_dead_letters "
+            "purge` (filters: --reason, --cqrs-id, --id)",
+            id="django_tools.replica.W007",
         ))  # fmt: skip
     if RETRY_DELAY in stock:
         backoff = {key: replica.get(key, getattr(RetryPolicy, name))
