@@ -101,9 +101,14 @@ def test_should_retry_false_dead_letters_at_once():
 
 def test_should_retry_true_goes_on_with_the_policy_and_its_limit():
     assert classify(LOCKED, 1, FAST_POLICY, model=BookPicky).retry == 2
-    # The model's yes never goes past CQRS_MAX_RETRIES: the message still reaches the DLQ.
+    # The model's yes never goes past CQRS_MAX_RETRIES: the message still reaches the DLQ,
+    # as exhausted (not asked then: a hook calling django-cqrs's would say no, as refused).
     assert classify(LOCKED, 3, FAST_POLICY, model=BookPicky) == SetAside(EXHAUSTED)
-    assert asked_hooks()[0] == ("should_retry_cqrs", 1, str(LOCKED))
+    assert classify(FINAL, 3, FAST_POLICY, model=BookPicky) == SetAside(EXHAUSTED)
+    assert [call[:2] for call in asked_hooks()] == [
+        ("should_retry_cqrs", 1),
+        ("get_cqrs_retry_delay", 1),
+    ]
 
 
 def test_the_hooks_are_not_asked_about_what_can_never_be_applied():

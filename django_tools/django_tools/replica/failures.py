@@ -143,11 +143,13 @@ def classify(
         return SetAside(PERMANENT)
     if validating and not isinstance(error, ImproperlyConfigured):
         return SetAside(PERMANENT)
+    if retries >= policy.max_retries:
+        # Before the model's hook: one that calls django-cqrs's (CQRS_MAX_RETRIES) would say
+        # no here, and the letter would read as refused by the model.
+        return SetAside(EXHAUSTED)
     hooks = retry_hooks(model)
     if hooks.should_retry is not None and not _model_retries(hooks.should_retry, retries, error):
         return SetAside(REFUSED)
-    if retries >= policy.max_retries:
-        return SetAside(EXHAUSTED)
     asked = None if hooks.retry_delay is None else _model_delay(hooks.retry_delay, retries)
     if asked is not None:
         tier = policy.tier_at_least(asked)
