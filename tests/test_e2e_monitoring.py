@@ -62,7 +62,8 @@ def test_metrics_add_up_across_processes_and_a_request_id_reaches_the_replica(js
         written = master['cqrs_outbox_events_written_total{cqrs_id="produto",signal_type="SAVE"}']
         assert written == 10  # counted by two gunicorn workers, added up
         assert master["cqrs_outbox_events_published_total"] >= 10  # counted by the relay
-        assert master['http_requests_total{method="POST",route="api/produtos/",status="201"}'] == 10
+        created = 'apis_http_requests_total{method="POST",route="api/produtos/",status="201"}'
+        assert master[created] == 10
         assert master["cqrs_outbox_backlog"] == 0
 
         replica = samples(feed)

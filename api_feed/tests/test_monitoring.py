@@ -1,5 +1,7 @@
 """GET /api/replication/status and /metrics of the replica, against the real broker."""
 
+import json
+import os
 import socket
 import time
 from datetime import timedelta
@@ -10,6 +12,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from django_tools.connectivity import amqp_channel
+from django_tools.heartbeat import Heartbeat, consumer_file, supervisor_file
 from django_tools.replica import consumer as consumer_module
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.queue_migration import migrate
@@ -106,7 +109,8 @@ def test_metrics_report_what_the_consumer_did(
     assert lines['cqrs_events_dead_lettered_total{reason="permanent"}'] >= 1
     assert lines["cqrs_replication_lag_seconds_count"] >= 1
     assert lines["cqrs_broker_up"] == 1
-    assert lines["cqrs_dead_letters"] == 1
+    assert lines["cqrs_dead_letter_messages"] == 1
+    assert lines["cqrs_dead_letters"] == 1  # deprecated, one release
 
 
 def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
@@ -124,7 +128,8 @@ def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(
         assert dead_letter_report.apply().get() == 1
     assert "1 messages in" in caplog.text and "cqrs_dead_letters dump" in caplog.text
     assert metrics.DEAD_LETTER_REPORTS._value.get() == before + 1
-    assert metrics.DEAD_LETTERS_REPORTED._value.get() == 1
+    assert metrics.DEAD_LETTER_REPORT_MESSAGES._value.get() == 1
+    assert metrics.DEAD_LETTERS_REPORTED_DEPRECATED._value.get() == 1
 
 
 class Interrupted(Exception):
@@ -164,3 +169,39 @@ def test_messages_held_by_an_unfinished_queue_migration_count_as_lag(
         with amqp_channel(rabbitmq_url) as channel:
             channel.queue_delete(Topology.migrating(topology.queue))
             channel.queue_delete(topology.migration_marker("classic"))
+
+
+def test_metrics_show_the_consumers_heartbeats(client, settings, tmp_path):
+    """The workers' and the supervisor's heartbeat files, as `cqrs_consume_health` reads them,
+    at every scrape: what the alerts ConsumerDown and ConsumerRestartsBackingOff
+    (monitoring/prometheus/alerts.yml) watch."""
+    settings.HEARTBEAT_DIR = str(tmp_path)
+
+    def gauges() -> dict[str, float]:
+        body = client.get("/metrics").content.decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in body.splitlines() if line.startswith("cqrs_consumer_")}  # fmt: skip
+
+    none = gauges()
+    assert none['cqrs_consumer_workers{state="consuming"}'] == 0
+    assert none["cqrs_consumer_worker_deaths"] == 0
+    assert none["cqrs_consumer_restart_backoff_seconds"] == 0
+    assert "cqrs_consumer_heartbeat_age_seconds" not in none
+
+    worker = tmp_path / consumer_file(os.getpid())  # this process, alive
+    Heartbeat(worker).beat("consuming")
+    Heartbeat(tmp_path / supervisor_file(os.getpid())).beat(
+        "restarting", workers=2, deaths=7, death_window=60, restart_in=4.0
+    )
+    beating = gauges()
+    assert beating['cqrs_consumer_workers{state="consuming"}'] == 1
+    assert 0 <= beating["cqrs_consumer_heartbeat_age_seconds"] < 5
+    assert beating["cqrs_consumer_worker_deaths"] == 7
+    assert beating["cqrs_consumer_restart_backoff_seconds"] == 4
+
+    pulse = json.loads(worker.read_text())
+    worker.write_text(json.dumps({**pulse, "time": time.time() - 60}))
+    stale = gauges()
+    assert stale['cqrs_consumer_workers{state="consuming"}'] == 0
+    assert stale['cqrs_consumer_workers{state="stale"}'] == 1
+    assert stale["cqrs_consumer_heartbeat_age_seconds"] >= 60

@@ -1,11 +1,14 @@
 """What api_produtos tells about itself: outbox status, metrics, the request id on its events."""
 
+import json
+import time
 from datetime import timedelta
 
 import orjson
 import pytest
 from django.utils import timezone
 
+from django_tools.heartbeat import RELAY_FILE, Heartbeat
 from django_tools.outbox.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +71,9 @@ def test_metrics_count_outbox_writes_and_show_the_backlog(api, produto_body, cli
     assert written() == before + 2
     body = client.get("/metrics").content.decode()
     assert "cqrs_outbox_backlog 2.0" in body
-    assert 'http_requests_total{method="POST",route="api/produtos/",status="201"}' in body
+    assert 'apis_http_requests_total{method="POST",route="api/produtos/",status="201"}' in body
+    # The first release's name, deprecated, still counts for one release.
+    assert '\nhttp_requests_total{method="POST",route="api/produtos/",status="201"}' in body
 
 
 def test_made_up_http_methods_never_add_time_series(client):
@@ -78,4 +83,37 @@ def test_made_up_http_methods_never_add_time_series(client):
         client.generic(f"MADEUP{n}", "/api/produtos/")
     body = client.get("/metrics").content.decode()
     assert "MADEUP" not in body
-    assert 'http_requests_total{method="other",route="api/produtos/",status="405"} 50.0' in body
+    other = 'apis_http_requests_total{method="other",route="api/produtos/",status="405"}'
+    assert f"{other} 50.0" in body
+
+
+def samples(client) -> dict[str, float]:
+    body = client.get("/metrics").content.decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_metrics_show_the_relays_heartbeat(client, settings, tmp_path):
+    """The relay's heartbeat file, as `outbox_relay_health` reads it, at every scrape: what the
+    alerts RelayDown and BrokerBlockingPublishes (monitoring/prometheus/alerts.yml) watch."""
+    settings.HEARTBEAT_DIR = str(tmp_path)
+    none = samples(client)
+    assert none["cqrs_relay_up"] == 0 and none["cqrs_relay_blocked"] == 0
+    assert "cqrs_relay_heartbeat_age_seconds" not in none
+
+    beat = Heartbeat(tmp_path / RELAY_FILE)  # this process, alive
+    beat.beat("publishing")
+    publishing = samples(client)
+    assert publishing["cqrs_relay_up"] == 1 and publishing["cqrs_relay_blocked"] == 0
+    assert 0 <= publishing["cqrs_relay_heartbeat_age_seconds"] < 5
+    beat.beat("blocked")
+    assert samples(client)["cqrs_relay_blocked"] == 1
+
+    pulse = json.loads((tmp_path / RELAY_FILE).read_text())
+    (tmp_path / RELAY_FILE).write_text(json.dumps({**pulse, "time": time.time() - 60}))
+    stale = samples(client)
+    assert stale["cqrs_relay_up"] == 0 and stale["cqrs_relay_blocked"] == 0
+    assert stale["cqrs_relay_heartbeat_age_seconds"] >= 60

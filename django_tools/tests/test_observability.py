@@ -78,5 +78,5 @@ def test_metrics_view_shows_counters_and_http_metrics(client):
     client.get("/health")
     body = client.get("/metrics").content.decode()
     assert 'cqrs_outbox_events_written_total{cqrs_id="book",signal_type="SAVE"}' in body
-    assert 'http_requests_total{method="GET",route="health",status="' in body
+    assert 'apis_http_requests_total{method="GET",route="health",status="' in body
     assert "cqrs_apply_batch_seconds_bucket" in body

@@ -16,6 +16,7 @@ class OutboxConfig(AppConfig):
         OutboxSignals.install()
 
         from django_tools.observability.metrics import register_scrape_collector
-        from django_tools.outbox.metrics import OutboxBacklogCollector
+        from django_tools.outbox.metrics import OutboxBacklogCollector, RelayHeartbeatCollector
 
         register_scrape_collector(OutboxBacklogCollector)
+        register_scrape_collector(RelayHeartbeatCollector)

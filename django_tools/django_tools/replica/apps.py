@@ -20,6 +20,10 @@ class ReplicaConfig(AppConfig):
     def ready(self) -> None:
         import django_tools.replica.checks  # noqa: F401 - registers the system checks
         from django_tools.observability.metrics import register_scrape_collector
-        from django_tools.replica.metrics import ReplicaQueuesCollector
+        from django_tools.replica.metrics import (
+            ConsumerHeartbeatCollector,
+            ReplicaQueuesCollector,
+        )
 
         register_scrape_collector(ReplicaQueuesCollector)
+        register_scrape_collector(ConsumerHeartbeatCollector)

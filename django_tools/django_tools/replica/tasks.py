@@ -25,7 +25,8 @@ def dead_letter_report() -> int | None:
     if count is None:
         logger.warning("dead-letter report: broker unreachable (%s)", view.error)
         return None
-    metrics.DEAD_LETTERS_REPORTED.set(count)
+    metrics.DEAD_LETTER_REPORT_MESSAGES.set(count)
+    metrics.DEAD_LETTERS_REPORTED_DEPRECATED.set(count)
     if count:
         metrics.DEAD_LETTER_REPORTS.inc()
         logger.warning(
