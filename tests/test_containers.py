@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+import yaml
 from compose_file import COMPOSE_FILE, compose, interpolate, variables
 from e2e_lab import REPO_ROOT
 
@@ -362,6 +363,152 @@ def test_the_health_checks_are_the_ones_made_for_them():
         assert check[:5] == ["python", "-m", "celery", "-A", option(command, "-A")]
         node = option(command, "-n").split("@")[0]
         assert option(check, "-d") == f"{node}@$HOSTNAME", name
+
+
+# --- the monitoring profile: Prometheus, its alerting rules, Grafana ------------------------------
+
+MONITORING = REPO_ROOT / "monitoring"
+PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
+ALERTS = MONITORING / "prometheus" / "alerts.yml"
+ALERTS_TEST = MONITORING / "prometheus" / "alerts_test.yml"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "apis.json"
+#: Series Prometheus makes itself rather than scrapes.
+PROMETHEUS_OWN = {"up"}
+#: A metric selector (a name before its labels or range), or any name of ours.
+METRIC_NAME = re.compile(r"(?<![\w$.])([a-zA-Z_:][\w:]*)\s*(?=[{\[])|\b((?:apis|cqrs)_\w+)")
+
+
+def monitoring() -> dict[str, dict]:
+    return {n: s for n, s in services().items() if "monitoring" in s.get("profiles", [])}
+
+
+def promtool(*args: str, cwd: Path = REPO_ROOT) -> str:
+    """Run promtool; the test fails (never skips) without it, saying how to get it."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail(
+            "promtool not found: install Debian's `prometheus` package (`apt-get install "
+            "prometheus`, as .ci/run does); it checks and unit-tests monitoring/prometheus"
+        )
+    result = subprocess.run(
+        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )  # fmt: skip
+    assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def bind_mounts(service: dict) -> dict[str, Path]:
+    """{target in the container: the file or folder of this repository mounted there}."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = REPO_ROOT / source
+    return mounts
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def metric_names(expr: str) -> set[str]:
+    return {a or b for a, b in METRIC_NAME.findall(expr)}
+
+
+def test_the_monitoring_profile_runs_prometheus_and_grafana_on_loopback_only():
+    assert set(monitoring()) == {"prometheus", "grafana"}
+    prometheus, grafana = monitoring()["prometheus"], monitoring()["grafana"]
+    # On the host's network, where `apis up` serves its loopback-only defaults; nothing
+    # published, each listening on 127.0.0.1 only.
+    for service in (prometheus, grafana):
+        assert service["network_mode"] == "host" and "ports" not in service
+    command = prometheus["command"]
+    assert "--web.listen-address=127.0.0.1:9090" in command
+    env = environment(grafana)
+    assert env["GF_SERVER_HTTP_ADDR"] == "127.0.0.1" and env["GF_SERVER_HTTP_PORT"] == "3000"
+    # Read-only for anyone and no login at all: no admin password to be a public default.
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_AUTH_DISABLE_LOGIN_FORM"] == "true" and env["GF_AUTH_BASIC_ENABLED"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+
+    # Every file mounted exists, where the other side looks for it.
+    mounts = bind_mounts(prometheus)
+    for target, source in {**mounts, **bind_mounts(grafana)}.items():
+        assert source.exists(), f"{source} (mounted at {target}) does not exist"
+    config_file = option([a for c in command for a in c.split("=", 1)], "--config.file")
+    assert mounts[config_file] == PROMETHEUS_CONFIG
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    for rules in config["rule_files"]:  # relative to the config file, in the container too
+        assert mounts[str(Path(config_file).parent / rules)] == PROMETHEUS_CONFIG.parent / rules
+    jobs = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+    }
+    assert jobs == {
+        "api_produtos": [f"127.0.0.1:{PRODUTOS.default_port}"],
+        "api_feed": [f"127.0.0.1:{FEED.default_port}"],
+    }
+    grafana_mounts = bind_mounts(grafana)
+    provisioning = grafana_mounts["/etc/grafana/provisioning"]
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    assert [d["url"] for d in datasource["datasources"]] == ["http://127.0.0.1:9090"]
+    dashboards = yaml.safe_load((provisioning / "dashboards" / "apis.yml").read_text())
+    folder = dashboards["providers"][0]["options"]["path"]
+    assert grafana_mounts[folder] == DASHBOARD.parent
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert grafana_mounts[str(Path(home).parent)] / Path(home).name == DASHBOARD
+    uids = {d["uid"] for d in datasource["datasources"]}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert {p["datasource"]["uid"] for p in panels if "datasource" in p} == uids
+
+
+def test_promtool_checks_the_rules_and_runs_their_unit_tests():
+    """The rules are valid and loaded by the config; each alert has a case that fires it and
+    one that must not (alerts_test.yml)."""
+    assert "SUCCESS" in promtool("check", "config", str(PROMETHEUS_CONFIG))
+    promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS" in promtool("test", "rules", ALERTS_TEST.name, cwd=ALERTS_TEST.parent)
+    alerts = {rule["alert"] for rule in alert_rules()}
+    tested: dict[str, set[bool]] = {}
+    for case in yaml.safe_load(ALERTS_TEST.read_text())["tests"]:
+        for check in case["alert_rule_test"]:
+            tested.setdefault(check["alertname"], set()).add(bool(check.get("exp_alerts")))
+    assert set(tested) == alerts
+    assert all(outcomes == {True, False} for outcomes in tested.values()), tested
+
+
+def test_the_alerts_and_the_dashboard_name_only_metrics_the_services_export(tmp_path):
+    from django_tools.observability.metrics import exported_metric_names
+    from django_tools.outbox.metrics import OutboxBacklogCollector, RelayHeartbeatCollector
+    from django_tools.replica.metrics import ConsumerHeartbeatCollector, ReplicaQueuesCollector
+
+    exported = exported_metric_names([
+        OutboxBacklogCollector(), RelayHeartbeatCollector(),
+        ReplicaQueuesCollector(), ConsumerHeartbeatCollector(),
+    ])  # fmt: skip
+    # The deprecated names are still exported (one release), but nothing here uses them.
+    deprecated = {"http_requests_total", "cqrs_dead_letters", "cqrs_dead_letters_reported"}
+    assert deprecated <= exported
+    rules, panels = [r["expr"] for r in alert_rules()], dashboard_exprs()
+    assert rules and panels
+    for where, exprs in (("alerts.yml", rules), ("apis.json", panels)):
+        named = set().union(*map(metric_names, exprs))
+        assert named, where
+        unknown = named - exported - PROMETHEUS_OWN
+        assert not unknown, f"{where} names metrics /metrics does not export: {sorted(unknown)}"
+        assert not named & deprecated, f"{where} uses deprecated names"
+    # The dashboard's queries are valid PromQL: promtool parses them as recording rules.
+    recording = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard_query_{n}", "expr": expr} for n, expr in enumerate(panels)
+    ]}]}  # fmt: skip
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(recording))
+    promtool("check", "rules", str(tmp_path / "dashboard.yml"))
 
 
 # --- the Dockerfile and its build context ------------------------------------------------------

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from django_tools.connectivity import amqp_channel
 from django_tools.heartbeat import Heartbeat, consumer_file, supervisor_file
+from django_tools.observability.metrics import exported_metric_names
 from django_tools.replica import consumer as consumer_module
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.queue_migration import migrate
@@ -111,6 +112,8 @@ def test_metrics_report_what_the_consumer_did(
     assert lines["cqrs_broker_up"] == 1
     assert lines["cqrs_dead_letter_messages"] == 1
     assert lines["cqrs_dead_letters"] == 1  # deprecated, one release
+    # What the scrape shows is what the collectors describe (monitoring/ is checked against it).
+    assert {name.split("{")[0] for name in lines} <= exported_metric_names()
 
 
 def test_the_dead_letter_report_warns_and_counts_while_the_queue_is_not_empty(

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from django_tools.heartbeat import RELAY_FILE, Heartbeat
+from django_tools.observability.metrics import exported_metric_names
 from django_tools.outbox.models import OutboxEvent
 
 pytestmark = pytest.mark.django_db
@@ -109,6 +110,8 @@ def test_metrics_show_the_relays_heartbeat(client, settings, tmp_path):
     publishing = samples(client)
     assert publishing["cqrs_relay_up"] == 1 and publishing["cqrs_relay_blocked"] == 0
     assert 0 <= publishing["cqrs_relay_heartbeat_age_seconds"] < 5
+    # What the scrape shows is what the collectors describe (monitoring/ is checked against it).
+    assert {name.split("{")[0] for name in publishing} <= exported_metric_names()
     beat.beat("blocked")
     assert samples(client)["cqrs_relay_blocked"] == 1
 
