@@ -65,11 +65,16 @@ def test_metrics_add_up_across_processes_and_a_request_id_reaches_the_replica(js
         created = 'apis_http_requests_total{method="POST",route="api/produtos/",status="201"}'
         assert master[created] == 10
         assert master["cqrs_outbox_backlog"] == 0
+        # The relay's heartbeat, read by the web workers at scrape (the alert RelayDown's).
+        assert master["cqrs_relay_up"] == 1 and master["cqrs_relay_blocked"] == 0
 
         replica = samples(feed)
         applied = replica['cqrs_events_applied_total{cqrs_id="produto",outcome="applied"}']
         assert applied >= 10  # counted by the consumer process
         assert replica["cqrs_replication_lag_seconds_count"] >= 10
+        # The consumer workers' heartbeats, read likewise (the alert ConsumerDown's).
+        assert replica['cqrs_consumer_workers{state="consuming"}'] >= 1
+        assert replica["cqrs_consumer_restart_backoff_seconds"] == 0
         # The broker's count of consumers lags a consumer that reconnects (a link dropped under
         # load is rebuilt in seconds): wait for it rather than read it once.
         wait_until(
