@@ -118,6 +118,37 @@ def test_a_reconnect_backoff_beats():
     assert len(beats) >= 3  # a pause of 2.5 s, then 5 s: one beat a second
 
 
+def test_a_session_that_got_connected_starts_the_backoff_again(caplog):
+    """Each failure doubles the pause; one that comes after `connected()` waits the first pause
+    again, and a failure once `stop` is set ends the run without raising."""
+    stop, attempts = threading.Event(), []
+
+    def session(connected) -> None:
+        attempts.append(1)
+        if len(attempts) == 3:
+            connected()
+        if len(attempts) == 5:
+            stop.set()
+        raise ConnectionError("broker gone")
+
+    with caplog.at_level(logging.WARNING, logger="test.backoff"):
+        keep_running(
+            session, stop=stop, retry_on=(ConnectionError,), what="test link",
+            logger=logging.getLogger("test.backoff"), initial=0.1, maximum=10, jitter=0,
+        )  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if r.name == "test.backoff"]
+    pauses = [line.rpartition("again in ")[2] for line in said]
+    assert len(attempts) == 5
+    assert pauses == ["0.1s", "0.2s", "0.1s", "0.2s"]
+
+    def bug(connected) -> None:
+        raise ValueError("bug")
+
+    with pytest.raises(ValueError):  # not one of retry_on: propagates at once
+        keep_running(bug, stop=threading.Event(), retry_on=(ConnectionError,),
+                     logger=logging.getLogger("test.backoff"), what="x")  # fmt: skip
+
+
 def test_consumer_health_sees_workers_that_beat_but_do_not_consume(
     settings, tmp_path, topology, publish, event_payload, instance_data
 ):
