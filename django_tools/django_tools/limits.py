@@ -10,9 +10,9 @@ held over a gigabyte.
 from __future__ import annotations
 
 #: The largest message body a replica applies (`CQRS_MAX_MESSAGE_BYTES`); a larger one is
-#: dead-lettered as `permanent` before it is decoded. Twice the largest event api_produtos can
-#: send (its text fields at their maximum lengths, 10,264 characters, each escaped as JSON can
-#: at worst, `\uXXXX\uXXXX` for a character outside the BMP: ~124 KB).
+#: dead-lettered as `permanent` before it is decoded. Twice the event of a row with 10,264
+#: characters of text, each escaped as JSON can at worst (`\uXXXX\uXXXX` for a character outside
+#: the BMP: ~124 KB); a project whose rows hold more raises it.
 MAX_MESSAGE_BYTES = 256 * 1024
 
 #: What a consumer's prefetched messages may hold at most (`CQRS_PREFETCH_BYTES`): the prefetch
@@ -24,7 +24,7 @@ PREFETCH_BYTES = 128 * 1024 * 1024
 
 #: What one relay batch may read from the outbox (`OUTBOX_BATCH_BYTES`): a batch stops before the
 #: row that would pass it (a row larger than it still goes, alone). Events of a few hundred bytes
-#: never meet it (500 rows are ~0.3 MB); 8 MiB holds ~130 of api_produtos's largest.
+#: never meet it (500 rows are ~0.3 MB); 8 MiB holds over 60 of the ~124 KB ones above.
 OUTBOX_BATCH_BYTES = 8 * 1024 * 1024
 
 

@@ -40,6 +40,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker, NackError, Unrouta
 
 from django_tools.amqp_properties import undecodable
 from django_tools.broker import blocking_connection
+from django_tools.conf import setting
 from django_tools.replica.failures import BROKER_HEADERS, FailureReport, fresh_properties
 from django_tools.replica.topology import QueueTypeMismatch, Topology
 
@@ -179,7 +180,7 @@ class Reading:
     queue order::
 
         with Reading(connection, topology) as reading:
-            for letter in reading.letters(cqrs_id="produto"):
+            for letter in reading.letters(cqrs_id="book"):
                 reading.act(RETRY, letter)   # or leave it: it is kept
 
     A letter yielded and not acted on before asking for the next one is kept (moved to the
@@ -280,7 +281,7 @@ class Reading:
             raise ValueError("act on the letter just read, before reading the next one")
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}: use {' or '.join(ACTIONS)}")
-        if action == RETRY and settings.REPLICATION_MODE == "celery":
+        if action == RETRY and setting("REPLICATION_MODE") == "celery":
             _send_as_task(letter)
         elif action == RETRY:
             try:
@@ -388,7 +389,7 @@ def _send_as_task(letter: DeadLetter) -> None:
     current_app.send_task(
         APPLY_TASK,
         args=[letter.body.decode("utf-8", errors="replace")],
-        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+        queue=setting("CELERY_TASK_DEFAULT_QUEUE"),
     )
 
 
