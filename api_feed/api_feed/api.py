@@ -1,4 +1,4 @@
-from django_tools.ninja import build_api
+from django_tools.chassis.ninja import build_api
 from django_tools.replica.api import router as replication_router
 from feed.api import router as feed_router
 

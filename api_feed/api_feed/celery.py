@@ -3,6 +3,6 @@
 `celery -A api_feed worker` runs its tasks, `celery -A api_feed beat` their schedule.
 """
 
-from django_tools.celery import make_celery
+from django_tools.chassis.celery import make_celery
 
 app = make_celery("feed", "api_feed.settings")

@@ -3,7 +3,7 @@
 from django.http import HttpRequest
 from ninja import Path, Query, Router
 
-from django_tools.ninja import ErrorOut, PathId
+from django_tools.chassis.ninja import ErrorOut, PathId
 from feed import cache, selectors
 from feed.schemas import FeedFilters, FeedItemOut, FeedPageOut, PageQuery
 

@@ -8,7 +8,7 @@ from typing import Literal
 from ninja import Field, Schema
 from pydantic import AliasChoices
 
-from django_tools.ninja import DecimalParam, Money, text
+from django_tools.chassis.ninja import DecimalParam, Money, text
 
 Ordering = Literal["nome", "-nome", "preco", "-preco", "atualizado_em", "-atualizado_em"]
 

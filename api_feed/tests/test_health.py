@@ -1,6 +1,6 @@
 from django.db import OperationalError
 
-from django_tools import health
+from django_tools.chassis import health
 
 
 def test_health_names_the_service_and_every_part(client, db, rabbitmq_url, redis_url):

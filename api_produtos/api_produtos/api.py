@@ -1,4 +1,4 @@
-from django_tools.ninja import build_api
+from django_tools.chassis.ninja import build_api
 from django_tools.outbox.api import router as outbox_router
 from produto.api import router as produtos_router
 

@@ -1,12 +1,12 @@
 """Settings of api_produtos, the master: owns Produto and publishes its changes.
 
-The shared settings come from django_tools.settings (one module per concern); what follows them
-is this service's own.
+The shared settings come from django_tools.chassis.settings (one module per concern); what
+follows them is this service's own.
 """
 
 from pathlib import Path
 
-from django_tools.celery import task_queues
+from django_tools.chassis.celery import task_queues
 from django_tools.env import env_str, load_service_env
 
 SERVICE_NAME = "produtos"
@@ -14,11 +14,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
 load_service_env(SERVICE_NAME, REPO_ROOT)  # .env.produtos, before anything reads the environment
 
-from django_tools.settings.base import *  # noqa: E402, F403
-from django_tools.settings.celery import *  # noqa: E402, F403
-from django_tools.settings.cqrs import *  # noqa: E402, F403
-from django_tools.settings.logging import *  # noqa: E402, F403
-from django_tools.settings.tracing import *  # noqa: E402, F403
+from django_tools.chassis.settings.base import *  # noqa: E402, F403
+from django_tools.chassis.settings.celery import *  # noqa: E402, F403
+from django_tools.chassis.settings.cqrs import *  # noqa: E402, F403
+from django_tools.chassis.settings.logging import *  # noqa: E402, F403
+from django_tools.chassis.settings.tracing import *  # noqa: E402, F403
 
 INSTALLED_APPS = [*DJANGO_APPS, "dj_cqrs", "django_tools", "produto", "django_tools.outbox"]  # noqa: F405
 ROOT_URLCONF = "api_produtos.urls"

@@ -9,7 +9,7 @@ from ninja import Path, Query, Router, Status
 from ninja.pagination import paginate
 from ninja.security import APIKeyHeader
 
-from django_tools.ninja import BoundedLimitOffsetPagination, ErrorOut, PathId
+from django_tools.chassis.ninja import BoundedLimitOffsetPagination, ErrorOut, PathId
 from produto import selectors, services
 from produto.schemas import ProdutoFilters, ProdutoIn, ProdutoOut, ProdutoPatch
 

@@ -4,7 +4,7 @@ from dj_cqrs.mixins import MasterMixin
 from django.core.validators import MaxLengthValidator, MinLengthValidator, MinValueValidator
 from django.db import models
 
-from django_tools.ninja import no_negative_zero
+from django_tools.chassis.ninja import no_negative_zero
 from django_tools.outbox.models import OutboxMasterManager, TransactionalWritesMixin
 
 #: The longest `descricao` (characters). A product description is a few paragraphs; 10,000

@@ -7,7 +7,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import StrictBool
 
-from django_tools.ninja import MAX_INT, Money, json_int, text
+from django_tools.chassis.ninja import MAX_INT, Money, json_int, text
 from produto.models import DESCRICAO_MAX_LENGTH
 
 Sku = text(min_length=1, max_length=64, strip=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from django_tools.errors import ConflictError
+from django_tools.chassis.errors import ConflictError
 from produto.models import Produto
 
 #: Fields a client may write; the rest is managed by the service.

@@ -2,7 +2,7 @@
 
 from django.db import OperationalError
 
-from django_tools import health
+from django_tools.chassis import health
 
 
 def test_health_is_200_when_every_part_answers(client, db, rabbitmq_url, redis_url):

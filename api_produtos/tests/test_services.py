@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from django_tools.errors import ConflictError
+from django_tools.chassis.errors import ConflictError
 from produto import services
 from produto.models import Produto
 

@@ -1,5 +1,5 @@
-"""Domain errors the services raise and the APIs translate into HTTP answers."""
+"""Moved to django_tools.chassis.errors; this path is kept for one release."""
 
+from django_tools.chassis import alias
 
-class ConflictError(Exception):
-    """The write would break a uniqueness rule (answered 409)."""
+alias(__name__, "django_tools.chassis.errors")

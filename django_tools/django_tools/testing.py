@@ -1,4 +1,5 @@
-"""pytest fixtures and helpers of every suite (loaded by `-p django_tools.testing` in each config).
+"""pytest fixtures and helpers of every suite (loaded by `-p django_tools.testing` in each config;
+pytest and pytest-django come with the `django-tools[testing]` extra).
 
 Broker tests talk to the real RabbitMQ. When it is missing they fail, with the way to start
 it, instead of skipping.
@@ -395,7 +396,7 @@ def _probes_closed():
     yield
     import sys
 
-    health = sys.modules.get("django_tools.health")
+    health = sys.modules.get("django_tools.chassis.health")
     if health is not None:
         health.close_probes()
 

@@ -1,16 +1,5 @@
-"""JSON answers for Django's own error paths (unknown URL, server error), so that a client of
-either API only ever sees `{"detail": ...}`."""
+"""Moved to django_tools.chassis.views; this path is kept for one release."""
 
-from django.http import HttpRequest, JsonResponse
+from django_tools.chassis import alias
 
-
-def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse({"detail": "Bad request"}, status=400)
-
-
-def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return JsonResponse({"detail": "Not found"}, status=404)
-
-
-def json_server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"detail": "Internal server error"}, status=500)
+alias(__name__, "django_tools.chassis.views")

@@ -1,13 +1,5 @@
-"""WSGI application factory both services use."""
+"""Moved to django_tools.chassis.wsgi; this path is kept for one release."""
 
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.wsgi import get_wsgi_application
-from django.urls import get_resolver
+from django_tools.chassis import alias
 
-
-def application() -> WSGIHandler:
-    app = get_wsgi_application()
-    # Import the URLconf (and with it every API schema) now, while the server boots, rather
-    # than in the first request a worker serves.
-    get_resolver().url_patterns  # noqa: B018
-    return app
+alias(__name__, "django_tools.chassis.wsgi")

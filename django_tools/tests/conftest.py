@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from django_tools.celery import make_celery
+from django_tools.chassis.celery import make_celery
 
 # The Celery app of this test process (a service has its own, loaded with Django), so that
 # `current_app` and the shared tasks talk to the test broker with the test settings.

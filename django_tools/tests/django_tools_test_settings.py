@@ -27,12 +27,12 @@ import copy
 import tempfile
 from pathlib import Path
 
-from django_tools.celery import task_queues
-from django_tools.settings.base import *  # noqa: F403
-from django_tools.settings.celery import *  # noqa: F403
-from django_tools.settings.cqrs import *  # noqa: F403
-from django_tools.settings.logging import *  # noqa: F403
-from django_tools.settings.tracing import *  # noqa: F403
+from django_tools.chassis.celery import task_queues
+from django_tools.chassis.settings.base import *  # noqa: F403
+from django_tools.chassis.settings.celery import *  # noqa: F403
+from django_tools.chassis.settings.cqrs import *  # noqa: F403
+from django_tools.chassis.settings.logging import *  # noqa: F403
+from django_tools.chassis.settings.tracing import *  # noqa: F403
 
 SERVICE_NAME = "tools-tests"
 SECRET_KEY = "django-tools-tests"

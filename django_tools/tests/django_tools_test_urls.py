@@ -1,8 +1,8 @@
 from django.urls import path
 from ninja import Router
 
-from django_tools.health import health_view, live_view, ready_view
-from django_tools.ninja import build_api
+from django_tools.chassis.health import health_view, live_view, ready_view
+from django_tools.chassis.ninja import build_api
 from django_tools.observability.metrics import metrics_view
 from django_tools.outbox.api import router as outbox_router
 from django_tools.replica.api import router as replication_router

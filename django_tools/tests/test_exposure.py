@@ -13,9 +13,9 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from django_tools import exposure
+from django_tools.chassis.settings.base import local_secret_key
 from django_tools.exposure.backends import DefaultPasswordBackend
 from django_tools.exposure.middleware import LoopbackOnlyMiddleware
-from django_tools.settings.base import local_secret_key
 
 REAL = {
     "SECRET_KEY": "k" * 20 + "0123456789abcdefghijklmnopqrstuvwxyz",
@@ -137,7 +137,7 @@ def test_the_local_secret_key_is_random_per_machine_private_and_stable(tmp_path)
 def test_no_constant_key_and_no_wildcard_host_by_default():
     from pathlib import Path
 
-    from django_tools.settings import base
+    from django_tools.chassis.settings import base
 
     assert "0.0.0.0" not in base.ALLOWED_HOSTS
     assert "django-insecure-" not in Path(base.__file__).read_text()

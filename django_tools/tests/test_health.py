@@ -4,7 +4,7 @@ import time
 import pytest
 from django.db import OperationalError
 
-from django_tools import health
+from django_tools.chassis import health
 from django_tools.testing import SilentNode
 
 pytestmark = pytest.mark.django_db

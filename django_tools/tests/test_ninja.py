@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 from ninja import Schema
 from ninja.testing import TestClient
 
-from django_tools.errors import ConflictError
-from django_tools.ninja import Money, PathId, build_api, text
+from django_tools.chassis.errors import ConflictError
+from django_tools.chassis.ninja import Money, PathId, build_api, text
 
 
 class Body(Schema):

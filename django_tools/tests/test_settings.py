@@ -9,7 +9,7 @@ from django_tools.env import ImproperlyConfiguredEnv
 
 
 def load(module: str):
-    return importlib.reload(importlib.import_module(f"django_tools.settings.{module}"))
+    return importlib.reload(importlib.import_module(f"django_tools.chassis.settings.{module}"))
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ loopback ALLOWED_HOSTS, admin/admin — only ever reach this machine. Off loopba
 anyone in, so while any of them is in effect:
 
 - a server bound off loopback refuses to start, in one line naming what to set: `apis up --host
-  0.0.0.0` and gunicorn (`django_tools.gunicorn_conf`, the containers' command);
+  0.0.0.0` and gunicorn (`django_tools.chassis.gunicorn_conf`, the containers' command);
 - whatever server runs the service (`manage.py runserver 0:8001` included), it answers loopback
   clients only (`middleware.LoopbackOnlyMiddleware`: a JSON 403 naming what to set), so the
   seed's `runserver 0:8001` keeps serving this machine and nobody else;

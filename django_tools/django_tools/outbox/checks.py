@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
-from django_tools.settings.cqrs import OUTBOX_TRANSPORT
+from django_tools.conf import OUTBOX_TRANSPORT, setting
 
 
 @checks.register("cqrs")
@@ -39,7 +39,7 @@ def check_master(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             hint=f"use {OUTBOX_TRANSPORT} (unset CQRS_TRANSPORT)",
             id="django_tools.outbox.W001",
         ))  # fmt: skip
-    if settings.REPLICATION_MODE == "celery" and not getattr(settings, "REPLICA_TASK_QUEUE", ""):
+    if setting("REPLICATION_MODE") == "celery" and not setting("REPLICA_TASK_QUEUE"):
         problems.append(checks.Error(
             "REPLICATION_MODE=celery but no REPLICA_TASK_QUEUE: the relay has nowhere to send",
             hint="set REPLICA_TASK_QUEUE to the replica's Celery queue",

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connections, router
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from django_tools import limits
+from django_tools.conf import setting
 from django_tools.outbox.models import OutboxEvent
 
 
@@ -42,7 +41,7 @@ def unpublished_rows(
     `max_bytes` of bodies (OUTBOX_BATCH_BYTES; always the first row, however large), so that a
     batch of large rows never holds more than that."""
     if max_bytes is None:
-        max_bytes = getattr(settings, "OUTBOX_BATCH_BYTES", limits.OUTBOX_BATCH_BYTES)
+        max_bytes = setting("OUTBOX_BATCH_BYTES")
     # Where the relay marks them published: never a read replica's older copy.
     connection = connections[router.db_for_write(OutboxEvent)]
     with connection.cursor() as cursor:

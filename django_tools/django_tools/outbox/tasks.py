@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from celery import shared_task
 from dj_cqrs.registries import MasterRegistry
-from django.conf import settings
 
+from django_tools.conf import setting
 from django_tools.outbox.reconcile import HttpReplicaReader, reconcile
 from django_tools.outbox.services import prune_published
 
@@ -15,13 +15,13 @@ from django_tools.outbox.services import prune_published
 @shared_task(name="outbox.reconcile_replica")
 def reconcile_replica(dry_run: bool = False) -> list[dict]:
     """Reconcile every master model with the replica at RECONCILE_REPLICA_URL."""
-    reader = HttpReplicaReader(settings.RECONCILE_REPLICA_URL)
+    reader = HttpReplicaReader(setting("RECONCILE_REPLICA_URL"))
     return [
-        reconcile(model, reader, chunk=settings.RECONCILE_CHUNK, dry_run=dry_run).as_dict()
+        reconcile(model, reader, chunk=setting("RECONCILE_CHUNK"), dry_run=dry_run).as_dict()
         for model in MasterRegistry.models.values()
     ]
 
 
 @shared_task(name="outbox.prune")
 def prune_outbox() -> int:
-    return prune_published(older_than=timedelta(seconds=settings.OUTBOX_RETENTION))
+    return prune_published(older_than=timedelta(seconds=setting("OUTBOX_RETENTION")))

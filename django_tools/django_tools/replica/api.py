@@ -9,10 +9,10 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Query, Router, Schema
 from pydantic import StringConstraints
 
-from django_tools.ninja import MAX_BIGINT, ErrorOut
 from django_tools.replica.messages import UnknownCqrsId
 from django_tools.replica.rows import rows_page, tombstones
 from django_tools.replica.status import replication_status
+from django_tools.schemas import MAX_BIGINT, ErrorOut
 
 router = Router(tags=["replication"])
 

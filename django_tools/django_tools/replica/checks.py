@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
-from django_tools.settings.cqrs import REPLICA_TRANSPORT
+from django_tools.conf import REPLICA_TRANSPORT
 
 REPLICA_OPTIONS = ("CQRS_MAX_RETRIES", "retry_base", "retry_factor", "retry_cap", "retry_jitter",
                    "prefetch", "batch_size")  # fmt: skip
@@ -22,7 +22,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     problems: list[checks.CheckMessage] = []
     cqrs = getattr(settings, "CQRS", None)
     if not isinstance(cqrs, dict):
-        return [checks.Error("CQRS is not set", hint="see django_tools.settings.cqrs",
+        return [checks.Error("CQRS is not set", hint="see CQRS.md (Configuração)",
                              id="django_tools.replica.E001")]  # fmt: skip
     if not cqrs.get("queue"):
         problems.append(checks.Error(
@@ -34,7 +34,7 @@ def check_replica(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     if missing:
         problems.append(checks.Error(
             f"CQRS['replica'] lacks {', '.join(missing)}",
-            hint="start from django_tools.settings.cqrs.CQRS_REPLICA_OPTIONS",
+            hint="start from CQRS_REPLICA_OPTIONS in django_tools.chassis.settings.cqrs",
             id="django_tools.replica.E003",
         ))  # fmt: skip
     if not ReplicaRegistry.models:

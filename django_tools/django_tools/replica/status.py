@@ -24,6 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 from pika.exceptions import ChannelClosedByBroker
 
+from django_tools.conf import setting
 from django_tools.connectivity import BROKER, BrokerLink, Unreachable, on_broker
 from django_tools.replica.models import ReplicaState
 from django_tools.replica.topology import Topology
@@ -83,8 +84,8 @@ def _depths(link: BrokerLink, topology: Topology, queue: str) -> QueueDepths:
 def active_queue(topology: Topology) -> str:
     """Where changes wait: the replica's django-cqrs queue, or in REPLICATION_MODE=celery the
     replica's Celery queue (whose retries wait in the worker, not in retry queues)."""
-    if settings.REPLICATION_MODE == "celery":
-        return settings.CELERY_TASK_DEFAULT_QUEUE
+    if setting("REPLICATION_MODE") == "celery":
+        return setting("CELERY_TASK_DEFAULT_QUEUE")
     return topology.queue
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from django_tools.conf import setting
 from django_tools.heartbeat import RELAY_FILE, Heartbeat, heartbeat_dir
 from django_tools.outbox.relays.base import Relay, RelayStats
 
@@ -11,19 +12,19 @@ from django_tools.outbox.relays.base import Relay, RelayStats
 def relay_for_settings(batch_size: int | None = None) -> Relay:
     """The relay this master runs: AMQP (django-cqrs messages) or Celery tasks; it writes
     its heartbeat for `outbox_relay_health`."""
-    batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+    batch_size = batch_size or setting("OUTBOX_BATCH_SIZE")
     heartbeat = Heartbeat(heartbeat_dir() / RELAY_FILE)
-    if settings.REPLICATION_MODE == "celery":
+    if setting("REPLICATION_MODE") == "celery":
         from celery import current_app
 
         from django_tools.outbox.relays.celery import CeleryRelay
 
         return CeleryRelay(
             current_app,
-            settings.REPLICA_TASK_QUEUE,
+            setting("REPLICA_TASK_QUEUE"),
             batch_size=batch_size,
-            poll_max=settings.OUTBOX_POLL_MAX,
-            confirm_timeout=settings.OUTBOX_CONFIRM_TIMEOUT,
+            poll_max=setting("OUTBOX_POLL_MAX"),
+            confirm_timeout=setting("OUTBOX_CONFIRM_TIMEOUT"),
             heartbeat=heartbeat,
         )
     from django_tools.outbox.relays.amqp import AmqpRelay
@@ -32,8 +33,8 @@ def relay_for_settings(batch_size: int | None = None) -> Relay:
         settings.CQRS["url"],
         settings.CQRS["exchange"],
         batch_size=batch_size,
-        poll_max=settings.OUTBOX_POLL_MAX,
-        confirm_timeout=settings.OUTBOX_CONFIRM_TIMEOUT,
+        poll_max=setting("OUTBOX_POLL_MAX"),
+        confirm_timeout=setting("OUTBOX_CONFIRM_TIMEOUT"),
         heartbeat=heartbeat,
     )
 

@@ -1,9 +1,9 @@
 import json
 
 from dj_cqrs.registries import MasterRegistry
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from django_tools.conf import setting
 from django_tools.outbox.reconcile import HttpReplicaReader, ReplicaUnavailable, reconcile
 
 
@@ -30,10 +30,10 @@ class Command(BaseCommand):
         if cqrs_id is not None and cqrs_id not in models:
             have = ", ".join(models)
             raise CommandError(f"no master model has CQRS_ID {cqrs_id!r} (have: {have})")
-        chunk = options["chunk"] or settings.RECONCILE_CHUNK
+        chunk = options["chunk"] or setting("RECONCILE_CHUNK")
         if chunk < 1:
             raise CommandError("--chunk must be at least 1")
-        url = options["replica_url"] or settings.RECONCILE_REPLICA_URL
+        url = options["replica_url"] or setting("RECONCILE_REPLICA_URL")
         try:
             reader = HttpReplicaReader(url)
         except ReplicaUnavailable as exc:

@@ -1,8 +1,8 @@
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from django_tools.conf import setting
 from django_tools.outbox.services import prune_published
 
 
@@ -13,7 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", type=int, help="seconds (default: OUTBOX_RETENTION)")
 
     def handle(self, *args, older_than=None, **options) -> None:
-        seconds = settings.OUTBOX_RETENTION if older_than is None else older_than
+        seconds = setting("OUTBOX_RETENTION") if older_than is None else older_than
         if seconds < 0:
             raise CommandError("--older-than must be >= 0")
         deleted = prune_published(older_than=timedelta(seconds=seconds))

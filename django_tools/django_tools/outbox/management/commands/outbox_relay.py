@@ -1,9 +1,9 @@
 import logging
 import signal
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from django_tools.conf import setting
 from django_tools.outbox.relays import relay_for_settings
 
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: relay.request_stop())
         logging.getLogger("django_tools.outbox").info(
             "relay starting (%s mode): %s, batches of %s",
-            settings.REPLICATION_MODE,
+            setting("REPLICATION_MODE"),
             relay.describe(),
             relay.batch_size,
         )

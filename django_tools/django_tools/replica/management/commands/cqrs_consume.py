@@ -33,10 +33,10 @@ from pathlib import Path
 
 from dj_cqrs.management.commands.cqrs_consume import Command as StockCommand
 from dj_cqrs.management.commands.cqrs_consume import WorkersManager, consume
-from django.conf import settings
 from django.core.management.base import CommandError
 from watchfiles.run import start_process
 
+from django_tools.conf import setting
 from django_tools.heartbeat import (
     Heartbeat,
     consumer_file,
@@ -161,7 +161,7 @@ class SupervisedWorkers(WorkersManager):
 class Command(StockCommand):
     def refuse_misconfiguration(self) -> None:
         """One clear line instead of workers that die, restart and die again."""
-        if settings.REPLICATION_MODE == "celery":
+        if setting("REPLICATION_MODE") == "celery":
             raise CommandError(
                 "REPLICATION_MODE=celery: the replica's Celery worker applies the changes "
                 "(`celery -A <project> worker`), cqrs_consume has nothing to consume"

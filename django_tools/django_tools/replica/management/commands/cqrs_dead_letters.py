@@ -20,6 +20,7 @@ import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from django_tools.conf import setting
 from django_tools.env import redact_url, scrub
 from django_tools.replica import dead_letters
 from django_tools.replica.failures import DEAD_REASONS
@@ -116,8 +117,8 @@ class Command(BaseCommand):
             self.stderr.write(f"{done} of {reading.total} dead letters in {queue}")
         elif command == "retry":
             target = (
-                settings.CELERY_TASK_DEFAULT_QUEUE
-                if settings.REPLICATION_MODE == "celery"
+                setting("CELERY_TASK_DEFAULT_QUEUE")
+                if setting("REPLICATION_MODE") == "celery"
                 else topology.queue
             )
             self.stdout.write(
