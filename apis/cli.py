@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "reconcile":
         import subprocess
 
-        from apis_lab.services import PRODUTOS
+        from apis_lab.catalogue import PRODUTOS
 
         command = ["cqrs_reconcile"]
         if args.replica_url:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.command == "up":
         from apis.up import up
-        from apis_lab.services import EcosystemOptions
+        from apis_lab.catalogue import EcosystemOptions
 
         sys.exit(
             up(

@@ -28,8 +28,8 @@ from apis_lab.bench import ceiling, pipelines
 from apis_lab.bench.burst import run_burst
 from apis_lab.bench.pipelines import BenchError, CeleryTasks, Pipeline, Project, Stock, Workload
 from apis_lab.bench.report import BenchReport, PipelineResult
+from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases
-from apis_lab.services import FEED, PRODUTOS
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
 from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
 from django_tools.replica.topology import CLASSIC, QUORUM, supports_quorum

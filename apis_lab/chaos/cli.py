@@ -7,13 +7,13 @@ import json
 import signal
 import sys
 
-from apis_lab.broker import BrokerUnavailable
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
 from apis_lab.chaos.pipelines import PIPELINES
 from apis_lab.chaos.runner import ChaosOptions, plan, run
 from apis_lab.databases import DatabaseUnavailable
-from apis_lab.ecosystem import EcosystemError
+from apis_lab.rabbit_nodes import BrokerUnavailable
 from apis_lab.redis_server import RedisUnavailable
+from apis_lab.supervised_ecosystem import EcosystemError
 
 
 def _interrupt(signum, frame) -> None:

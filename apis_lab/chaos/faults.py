@@ -23,7 +23,7 @@ import pika
 
 from apis_lab.chaos.crash_hook import MARKER
 from apis_lab.chaos.kinds import FAULT_KINDS
-from apis_lab.processes import wait_for
+from apis_lab.supervision import wait_for
 
 if TYPE_CHECKING:
     from apis_lab.chaos.runner import ChaosLab

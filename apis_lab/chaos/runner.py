@@ -53,16 +53,16 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apis_lab.broker import RabbitCluster, RabbitNode
 from apis_lab.chaos import crash_hook
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Healed, Injected
 from apis_lab.chaos.pipelines import PIPELINES, Setup
 from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Ledger, Workload
 from apis_lab.databases import Databases, PostgresServer
-from apis_lab.ecosystem import API_KEY, Ecosystem
-from apis_lab.processes import Supervised, children_of, wait_for
 from apis_lab.proxy import BrokerProxies
+from apis_lab.rabbit_nodes import RabbitCluster, RabbitNode
 from apis_lab.redis_server import RedisServer
+from apis_lab.supervised_ecosystem import API_KEY, Ecosystem
+from apis_lab.supervision import Supervised, children_of, wait_for
 from django_tools.broker import blocking_connection
 
 #: Retries fast enough that a locked table or a restart heals within seconds, and numerous
