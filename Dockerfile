@@ -2,7 +2,7 @@
 #
 # One image for every process of the ecosystem. A container runs the command its compose
 # service gives it (docker-compose.yaml, profile `ecosystem`): the same commands `uv run apis up`
-# runs on a developer's machine (apis_lab/services.py `processes()`; tests/test_containers.py
+# runs on a developer's machine (apis_lab/catalogue.py `processes()`; tests/test_containers.py
 # keeps the two in step), each in its service's folder:
 #
 #   API Produtos   python -m gunicorn api_produtos.wsgi:application --chdir /app/api_produtos

@@ -1,11 +1,17 @@
-"""`uv run apis …`: the lab's own commands."""
+"""`uv run apis …`: the CLI's own subcommands (`up`, `reconcile`) and the wiring of the lab's
+(`chaos`, `bench`), whose flags, validation and run are their modules' (apis_lab/*/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from apis_lab.chaos import kinds
+from apis_lab.bench import cli as bench_cli
+from apis_lab.chaos import cli as chaos_cli
+
+#: The lab's subcommands, in the order `apis --help` lists them: each module has `HELP`,
+#: `DESCRIPTION`, `add_arguments(parser)` and `run(args, parser)` → exit code.
+LAB_COMMANDS = {"chaos": chaos_cli, "bench": bench_cli}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,97 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="one JSON report per line")
     reconcile.add_argument("--chunk", type=int, help="rows compared per page (1000)")
 
-    chaos = commands.add_parser(
-        "chaos",
-        help="the seeded fault suite against the real processes",
-        description="Start a RabbitMQ node (behind proxies of its own), a Redis server and "
-        "databases of its own (on PostgreSQL: a server of its own), run the whole ecosystem on "
-        "them under a REST workload, and inject a seeded schedule of faults (broker restart, "
-        "connections closed or silently black-holed, kill -9 and SIGSTOP of each process, "
-        "broker and database paused or restarted, disk alarm, queue deleted, Redis down, "
-        "poison and crash-looping messages, a locked replica table, a queue migration killed "
-        "halfway). After every heal it checks that the replica converges to the master, "
-        "nothing acknowledged is lost, the dead-letter queue holds only the injected messages "
-        "and every process is alive, and measures the longest stall. Kinds that mean nothing "
-        "for a run are skipped and listed. Exits 1 when an invariant broke.",
-    )
-    chaos.add_argument("--duration", type=float, default=120.0, help="seconds of faults (120)")
-    chaos.add_argument("--seed", type=int, help="the schedule's seed (default: a random one)")
-    chaos.add_argument("--json", action="store_true", help="last line: one JSON object")
-    chaos.add_argument("--rounds", type=int, help="stop after this many rounds of every fault kind")
-    chaos.add_argument(
-        "--faults", help=f"comma-separated fault kinds (default all: {kinds.listed()})"
-    )
-    chaos.add_argument(
-        "--database", choices=["sqlite", "postgres"], default="sqlite",
-        help="SQLite files, or a PostgreSQL server of the suite's own (sqlite)",
-    )  # fmt: skip
-    chaos.add_argument(
-        "--pipeline", default="project",
-        help="the replication pipeline under test (project; stock and celery: not yet)",
-    )  # fmt: skip
-    chaos.add_argument("--rate", type=float, default=30.0, help="REST writes per second (30)")
-    chaos.add_argument(
-        "--converge-timeout", type=float, default=90.0,
-        help="seconds the replica has to converge after each heal (90)",
-    )  # fmt: skip
-    chaos.add_argument(
-        "--cluster", type=int, default=1,
-        help="RabbitMQ nodes (1); 3 makes a cluster (quorum queues, pause_minority) and adds "
-        "node-loss and partition",
-    )  # fmt: skip
-    chaos.add_argument(
-        "--consumers", type=int, default=1, help="workers of each cqrs_consume process (1)"
-    )
-    chaos.add_argument(
-        "--consumer-processes", type=int, default=1, help="cqrs_consume processes on the queue (1)"
-    )
-    chaos.add_argument(
-        "--relays", type=int, default=1, help="outbox relays: one publishes, the others stand by"
-    )
-    chaos.add_argument(
-        "--quick", action="store_true",
-        help="compact pacing for tests: the same schedule, holds x0.4, gaps of 0.3-0.8 s",
-    )  # fmt: skip
-    chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
-
-    bench = commands.add_parser(
-        "bench",
-        help="stock django-cqrs vs this project's pipeline, side by side",
-        description="Replicate the same N products through stock django-cqrs, this project's "
-        "pipeline (outbox, relay, batching consumer) and the Celery-task pipeline, each with "
-        "fresh databases and queues, several runs each, beside the broker's own ceiling; report "
-        "end-to-end msgs/s (median and spread) and lag p50/p99.",
-    )
-    bench.add_argument("-n", type=int, default=20000, help="products per pipeline (20000)")
-    bench.add_argument("--runs", type=int, default=3, help="runs of each pipeline (3)")
-    bench.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    bench.add_argument("--json", action="store_true", help="last line: one JSON object")
-    bench.add_argument(
-        "--rate", type=float, help="writes per second (default: as fast as the writer can)"
-    )
-    bench.add_argument(
-        "--batch", type=int, default=100, help="creates per master transaction in run 1 (100)"
-    )
-    bench.add_argument(
-        "--steady-rate", type=float, default=200.0,
-        help="writes/s of the steady-load run (200; 0 skips it)",
-    )  # fmt: skip
-    bench.add_argument(
-        "--burst", type=int, default=1200, help="REST creates of the burst run (1200; 0 skips it)"
-    )
-    bench.add_argument(
-        "--consumers", type=int, default=1, help="workers of the project's cqrs_consume (1)"
-    )
-    bench.add_argument(
-        "--queue-type", choices=["quorum", "classic"],
-        help="the project's queues (default: quorum where the broker supports it)",
-    )  # fmt: skip
-    bench.add_argument(
-        "--pipelines", default="stock,project,celery",
-        help="which pipelines, comma-separated (stock,project,celery)",
-    )  # fmt: skip
-    bench.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
+    # The lab's subcommands: each module owns its flags and its run (apis_lab).
+    for name, command in LAB_COMMANDS.items():
+        command.add_arguments(
+            commands.add_parser(name, help=command.HELP, description=command.DESCRIPTION)
+        )
     return parser
 
 
@@ -150,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "reconcile":
         import subprocess
 
-        from apis_lab.services import PRODUTOS
+        from apis_lab.catalogue import PRODUTOS
 
         command = ["cqrs_reconcile"]
         if args.replica_url:
@@ -164,45 +84,11 @@ def main(argv: list[str] | None = None) -> None:
             PRODUTOS.manage(*command), cwd=PRODUTOS.directory, env=PRODUTOS.env()
         )
         sys.exit(result.returncode)
-    if args.command == "chaos":
-        from apis_lab.chaos.cli import main as chaos_main
-
-        sys.exit(chaos_main(args, build_parser()))
-    if args.command == "bench":
-        from apis_lab.bench import PIPELINE_NAMES, BenchOptions
-        from apis_lab.bench import main as bench_main
-
-        chosen = tuple(name.strip() for name in args.pipelines.split(",") if name.strip())
-        if not chosen or set(chosen) - set(PIPELINE_NAMES):
-            build_parser().error(f"--pipelines: choose from {', '.join(PIPELINE_NAMES)}")
-        if (
-            min(args.n, args.batch, args.runs, args.consumers) < 1
-            or min(args.burst, args.steady_rate) < 0
-        ):
-            build_parser().error(
-                "-n, --batch, --runs and --consumers must be at least 1, --burst/--steady-rate >= 0"
-            )
-        sys.exit(
-            bench_main(
-                BenchOptions(
-                    n=args.n,
-                    runs=args.runs,
-                    database=args.database,
-                    as_json=args.json,
-                    rate=args.rate,
-                    batch=args.batch,
-                    steady_rate=args.steady_rate,
-                    burst=args.burst,
-                    consumers=args.consumers,
-                    queue_type=args.queue_type,
-                    pipelines=chosen,
-                    keep=args.keep,
-                )
-            )
-        )
+    if args.command in LAB_COMMANDS:
+        sys.exit(LAB_COMMANDS[args.command].run(args, build_parser()))
     if args.command == "up":
         from apis.up import up
-        from apis_lab.services import EcosystemOptions
+        from apis_lab.catalogue import EcosystemOptions
 
         sys.exit(
             up(

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from honcho.manager import Manager
 
-from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, Service, processes
+from apis_lab.catalogue import FEED, PRODUTOS, SERVICES, EcosystemOptions, Service, processes
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import (
     DEFAULT_RABBITMQ_URL,

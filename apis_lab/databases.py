@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from apis_lab.net import free_port
-from apis_lab.processes import children_of
+from apis_lab.supervision import children_of
 
 #: Seconds a connection of the lab's own SQL waits for a server (a paused one never answers).
 CONNECT_TIMEOUT = 10

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from apis_lab.broker import free_port
+from apis_lab.net import free_port
 
 
 class RedisUnavailable(Exception):

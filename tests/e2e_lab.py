@@ -13,10 +13,11 @@ from pathlib import Path
 import pika
 import pytest
 
-from apis_lab import databases, lab
-from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab import databases, lab_run
+from apis_lab.broker_objects import delete_broker_objects, replica_queues
+from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases
-from apis_lab.lab import (
+from apis_lab.lab_run import (
     APIS,
     Lab,
     LabError,
@@ -24,8 +25,7 @@ from apis_lab.lab import (
     service_environment,
 )
 from apis_lab.net import free_port  # noqa: F401 - re-exported for the tests
-from apis_lab.processes import ManageProcess
-from apis_lab.services import FEED, PRODUTOS
+from apis_lab.supervision import ManageProcess
 from django_tools.replica.policy import RetryPolicy
 from django_tools.testing import wait_until  # noqa: F401 - re-exported for the tests
 
@@ -159,7 +159,7 @@ def start_lab(
     tmp: Path, rabbitmq_url: str, databases: Databases, *extra_args: str, **extra_env: str
 ) -> Lab:
     try:
-        return lab.start_lab(
+        return lab_run.start_lab(
             tmp, rabbitmq_url, databases, *extra_args, api_key=API_KEY, extra_env=extra_env
         )
     except LabError as exc:

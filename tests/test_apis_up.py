@@ -102,7 +102,7 @@ def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):
 def test_the_apis_bind_loopback_unless_told_otherwise():
     """`apis up` bound 0.0.0.0: anyone on the network reached the lab's open write API."""
     from apis.cli import build_parser
-    from apis_lab.services import EcosystemOptions
+    from apis_lab.catalogue import EcosystemOptions
 
     assert build_parser().parse_args(["up"]).host == "127.0.0.1"
     assert build_parser().parse_args(["up", "--host", "0.0.0.0"]).host == "0.0.0.0"

@@ -18,10 +18,10 @@ from compose_file import compose, interpolate
 from e2e_lab import Databases, produto_data, stock_payload, wait_until
 from pika.exceptions import ChannelClosedByBroker
 
-from apis_lab.broker import RabbitNode
-from apis_lab.ecosystem import API_KEY, Ecosystem
+from apis_lab.catalogue import FEED, PRODUTOS
+from apis_lab.rabbit_nodes import RabbitNode
 from apis_lab.redis_server import RedisServer
-from apis_lab.services import FEED, PRODUTOS
+from apis_lab.supervised_ecosystem import API_KEY, Ecosystem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.any_database]
 

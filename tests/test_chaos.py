@@ -17,9 +17,9 @@ import threading
 import pytest
 from e2e_lab import APIS, run_apis
 
+from apis_lab.catalogue import FEED
 from apis_lab.chaos import crash_hook
 from apis_lab.proxy import TcpProxy
-from apis_lab.services import FEED
 
 pytestmark = pytest.mark.e2e
 

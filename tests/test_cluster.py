@@ -1,10 +1,10 @@
-"""A real 3-node RabbitMQ cluster on this machine (apis_lab.broker.RabbitCluster: own node names,
-ports, data folders and cookie, `cluster_partition_handling = pause_minority`; the machine's own
-node untouched), quorum queues, scaled-out workers (two cqrs_consume processes of two workers
-each, two relays), a steady REST workload and the fault suite's schedule with node loss (the node
-leading the replica's queue halted, then back) and a partition (that node cut off from the others
-while it keeps running, then reconnected). Run by CI in a step of its own (`-m cluster`, on
-PostgreSQL, where both relays take turns on an advisory lock)."""
+"""A real 3-node RabbitMQ cluster on this machine (apis_lab.rabbit_nodes.RabbitCluster: own node
+names, ports, data folders and cookie, `cluster_partition_handling = pause_minority`; the
+machine's own node untouched), quorum queues, scaled-out workers (two cqrs_consume processes of
+two workers each, two relays), a steady REST workload and the fault suite's schedule with node
+loss (the node leading the replica's queue halted, then back) and a partition (that node cut off
+from the others while it keeps running, then reconnected). Run by CI in a step of its own
+(`-m cluster`, on PostgreSQL, where both relays take turns on an advisory lock)."""
 
 import json
 import os

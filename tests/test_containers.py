@@ -4,7 +4,7 @@
   tests/data/compose-spec.json (see tests/data/README.md for its source);
 - plain `docker compose up -d` still starts RabbitMQ and Redis only; the `ecosystem` profile
   brings up everything, each service waiting for what it needs, with health checks;
-- every container runs the command `apis up` runs for that process (apis_lab/services.py), in
+- every container runs the command `apis up` runs for that process (apis_lab/catalogue.py), in
   its service's folder, with its service's settings;
 - the image as the Dockerfile builds it: the build context its .dockerignore leaves, installed
   the Dockerfile's way (`uv sync --frozen --no-dev`) into a folder here, where every command and
@@ -31,7 +31,7 @@ import yaml
 from compose_file import COMPOSE_FILE, compose, interpolate, variables
 from e2e_lab import REPO_ROOT
 
-from apis_lab.services import FEED, PRODUTOS, SERVICES, EcosystemOptions, processes
+from apis_lab.catalogue import FEED, PRODUTOS, SERVICES, EcosystemOptions, processes
 
 pytestmark = pytest.mark.any_database
 
@@ -605,7 +605,7 @@ def test_the_dockerignore_matcher_reads_patterns_as_docker_does():
 
 def test_the_build_context_has_what_the_image_needs_and_nothing_private():
     context = set(build_context())
-    needed = {"pyproject.toml", "uv.lock", "README.md", "apis/cli.py", "apis_lab/services.py"}
+    needed = {"pyproject.toml", "uv.lock", "README.md", "apis/cli.py", "apis_lab/catalogue.py"}
     for service in SERVICES:
         folder = service.directory.name
         needed |= {

@@ -20,7 +20,7 @@ from e2e_lab import (
     wait_until,
 )
 
-from apis_lab import processes
+from apis_lab import supervision
 from django_tools.heartbeat import pid_alive as alive
 from django_tools.replica.policy import RetryPolicy
 
@@ -145,7 +145,7 @@ def test_consumers_killed_again_and_again_still_converge(feed):
 def children_of(pid: int) -> list[int]:
     """Live consumer workers of `cqrs_consume` process `pid` (not its multiprocessing resource
     tracker)."""
-    return processes.children_of(pid, b"spawn_main")
+    return supervision.children_of(pid, b"spawn_main")
 
 
 def test_a_consumer_worker_killed_is_replaced_and_consumption_goes_on(feed):

@@ -26,9 +26,9 @@ from e2e_lab import (
     wait_until,
 )
 
-from apis_lab import processes
-from apis_lab.broker import RabbitNode
+from apis_lab import supervision
 from apis_lab.chaos import crash_hook
+from apis_lab.rabbit_nodes import RabbitNode
 from django_tools.replica.policy import RetryPolicy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.any_database]  # broker behaviour: SQLite pass only
@@ -75,7 +75,7 @@ def dead_letters(url: str, queue: str) -> list[tuple[dict, dict]]:
 
 
 def workers_of(pid: int) -> list[int]:
-    return processes.children_of(pid, b"spawn_main")
+    return supervision.children_of(pid, b"spawn_main")
 
 
 def crash_loop_round(env: dict, db: ServiceDatabase, url: str, log) -> list[tuple[dict, dict]]:

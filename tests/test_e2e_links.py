@@ -294,7 +294,7 @@ def test_a_paused_broker_is_seen_and_the_stall_ends_when_it_resumes(tmp_path, re
     still succeed (they go to the outbox), health says the broker does not answer and the relay
     is stalled; once the broker resumes, what was written reaches the feed and the pipeline
     goes on."""
-    from apis_lab.broker import RabbitNode
+    from apis_lab.rabbit_nodes import RabbitNode
 
     node = RabbitNode().start()
     databases = Databases(tmp_path)

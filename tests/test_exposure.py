@@ -27,8 +27,8 @@ from e2e_lab import (
     wait_until,
 )
 
-from apis_lab import lab as lab_module
-from apis_lab.services import FEED, PRODUTOS
+from apis_lab import lab_run as lab_module
+from apis_lab.catalogue import FEED, PRODUTOS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.any_database]
 
@@ -223,7 +223,7 @@ def test_check_deploy_is_clean_for_the_documented_production_configuration(tmp_p
 
 
 def test_gunicorn_bound_off_loopback_refuses_public_defaults(tmp_path):
-    from apis_lab.services import gunicorn
+    from apis_lab.catalogue import gunicorn
 
     command = gunicorn(FEED, "0.0.0.0", free_port(), 1)
     env = clean_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'feed.sqlite3'}")

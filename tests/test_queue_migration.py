@@ -17,7 +17,7 @@ import pika
 import pytest
 from e2e_lab import wait_until
 
-from apis_lab.services import FEED
+from apis_lab.catalogue import FEED
 from django_tools.replica.policy import RetryPolicy
 from django_tools.replica.queue_migration import queue_state
 from django_tools.replica.topology import Topology

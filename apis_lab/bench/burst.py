@@ -11,9 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from apis_lab.bench.report import BurstResult
-from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.broker_objects import delete_broker_objects, replica_queues
 from apis_lab.databases import Databases
-from apis_lab.lab import start_lab
+from apis_lab.lab_run import start_lab
 
 API_KEY = "bench-key"
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apis_lab.bench.report import PipelineRun
-from apis_lab.broker import delete_broker_objects, replica_queues
+from apis_lab.broker_objects import delete_broker_objects, replica_queues
+from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases, ServiceDatabase
-from apis_lab.lab import service_environment
-from apis_lab.processes import ManageProcess
-from apis_lab.services import FEED, PRODUTOS
+from apis_lab.lab_run import service_environment
+from apis_lab.supervision import ManageProcess
 from django_tools.connectivity import amqp_channel
 
 WORKERS = "apis_lab.bench.workers"

@@ -1,4 +1,5 @@
-"""`apis chaos`: options in, report out."""
+"""`apis chaos`: its flags (`add_arguments`), their validation and the run (`run`): options in,
+report out; wired into the `apis` CLI by apis/cli.py."""
 
 from __future__ import annotations
 
@@ -7,25 +8,87 @@ import json
 import signal
 import sys
 
-from apis_lab.broker import BrokerUnavailable
-from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
-from apis_lab.chaos.pipelines import PIPELINES
-from apis_lab.chaos.runner import ChaosOptions, plan, run
-from apis_lab.databases import DatabaseUnavailable
-from apis_lab.ecosystem import EcosystemError
-from apis_lab.redis_server import RedisUnavailable
+from apis_lab.chaos import kinds
+
+HELP = "the seeded fault suite against the real processes"
+DESCRIPTION = (
+    "Start a RabbitMQ node (behind proxies of its own), a Redis server and "
+    "databases of its own (on PostgreSQL: a server of its own), run the whole ecosystem on "
+    "them under a REST workload, and inject a seeded schedule of faults (broker restart, "
+    "connections closed or silently black-holed, kill -9 and SIGSTOP of each process, "
+    "broker and database paused or restarted, disk alarm, queue deleted, Redis down, "
+    "poison and crash-looping messages, a locked replica table, a queue migration killed "
+    "halfway). After every heal it checks that the replica converges to the master, "
+    "nothing acknowledged is lost, the dead-letter queue holds only the injected messages "
+    "and every process is alive, and measures the longest stall. Kinds that mean nothing "
+    "for a run are skipped and listed. Exits 1 when an invariant broke."
+)
+
+
+def add_arguments(chaos: argparse.ArgumentParser) -> None:
+    chaos.add_argument("--duration", type=float, default=120.0, help="seconds of faults (120)")
+    chaos.add_argument("--seed", type=int, help="the schedule's seed (default: a random one)")
+    chaos.add_argument("--json", action="store_true", help="last line: one JSON object")
+    chaos.add_argument("--rounds", type=int, help="stop after this many rounds of every fault kind")
+    chaos.add_argument(
+        "--faults", help=f"comma-separated fault kinds (default all: {kinds.listed()})"
+    )
+    chaos.add_argument(
+        "--database", choices=["sqlite", "postgres"], default="sqlite",
+        help="SQLite files, or a PostgreSQL server of the suite's own (sqlite)",
+    )  # fmt: skip
+    chaos.add_argument(
+        "--pipeline", default="project",
+        help="the replication pipeline under test (project; stock and celery: not yet)",
+    )  # fmt: skip
+    chaos.add_argument("--rate", type=float, default=30.0, help="REST writes per second (30)")
+    chaos.add_argument(
+        "--converge-timeout", type=float, default=90.0,
+        help="seconds the replica has to converge after each heal (90)",
+    )  # fmt: skip
+    chaos.add_argument(
+        "--cluster", type=int, default=1,
+        help="RabbitMQ nodes (1); 3 makes a cluster (quorum queues, pause_minority) and adds "
+        "node-loss and partition",
+    )  # fmt: skip
+    chaos.add_argument(
+        "--consumers", type=int, default=1, help="workers of each cqrs_consume process (1)"
+    )
+    chaos.add_argument(
+        "--consumer-processes", type=int, default=1, help="cqrs_consume processes on the queue (1)"
+    )
+    chaos.add_argument(
+        "--relays", type=int, default=1, help="outbox relays: one publishes, the others stand by"
+    )
+    chaos.add_argument(
+        "--quick", action="store_true",
+        help="compact pacing for tests: the same schedule, holds x0.4, gaps of 0.3-0.8 s",
+    )  # fmt: skip
+    chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    kinds = tuple(FAULTS)
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Validate the options (an error exits 2 through `parser`), run the suite; its exit code."""
+    # The suite (pika, psycopg, the processes) is imported when it runs: `apis --help` and every
+    # other subcommand build this parser too and need none of it.
+    from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
+    from apis_lab.chaos.pipelines import PIPELINES
+    from apis_lab.chaos.runner import ChaosOptions, plan
+    from apis_lab.chaos.runner import run as run_suite
+    from apis_lab.databases import DatabaseUnavailable
+    from apis_lab.rabbit_nodes import BrokerUnavailable
+    from apis_lab.redis_server import RedisUnavailable
+    from apis_lab.supervised_ecosystem import EcosystemError
+
+    chosen = tuple(FAULTS)
     if args.faults:
-        kinds = tuple(name.strip() for name in args.faults.split(",") if name.strip())
-        unknown = [name for name in kinds if name not in FAULTS and name not in SELF_TEST_FAULTS]
-        if unknown or not kinds:
+        chosen = tuple(name.strip() for name in args.faults.split(",") if name.strip())
+        unknown = [name for name in chosen if name not in FAULTS and name not in SELF_TEST_FAULTS]
+        if unknown or not chosen:
             parser.error(f"unknown fault kinds {unknown}: choose from {', '.join(FAULTS)}")
     if min(args.duration, args.rate, args.converge_timeout) <= 0 or (args.rounds or 1) < 1:
         parser.error("--duration, --rate and --converge-timeout must be positive, --rounds >= 1")
@@ -40,7 +103,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         duration=args.duration,
         seed=args.seed,
         rounds=args.rounds,
-        faults=kinds,
+        faults=chosen,
         pipeline=args.pipeline,
         database=args.database,
         rate=args.rate,
@@ -63,7 +126,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # clean-up, which stops the broker nodes, Redis and every process it started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = run(options, say=lambda line: print(line, file=progress, flush=True))
+        report = run_suite(options, say=lambda line: print(line, file=progress, flush=True))
     except (BrokerUnavailable, RedisUnavailable, DatabaseUnavailable, EcosystemError) as exc:
         print(f"apis chaos: {exc}", file=sys.stderr, flush=True)
         return 2

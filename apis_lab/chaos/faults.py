@@ -16,17 +16,15 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import orjson
 import pika
 
+from apis_lab.chaos.chaos_lab import ChaosLab
 from apis_lab.chaos.crash_hook import MARKER
 from apis_lab.chaos.kinds import FAULT_KINDS
-from apis_lab.processes import wait_for
-
-if TYPE_CHECKING:
-    from apis_lab.chaos.runner import ChaosLab
+from apis_lab.supervision import wait_for
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from apis_lab.chaos import crash_hook
 from apis_lab.databases import Databases
-from apis_lab.ecosystem import Ecosystem
+from apis_lab.supervised_ecosystem import Ecosystem
 
 
 @dataclass

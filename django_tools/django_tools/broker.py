@@ -101,7 +101,8 @@ def connection_parameters(
     `CQRS_AMQP_HEARTBEAT`; 0 turns it off), the per-node connect timeout (default
     `CQRS_AMQP_CONNECT_TIMEOUT`) and `tcp_options`; `name` is what the broker's management
     shows for the connection (with this process's pid); `options` set on every one
-    (`blocked_connection_timeout`, …)."""
+    (`blocked_connection_timeout`, …). The one place the project builds them: both
+    `blocking_connection` and the probes of `connectivity` take theirs from here."""
     heartbeat = heartbeat_seconds() if heartbeat is None else int(heartbeat)
     timeout = connect_timeout_seconds() if connect_timeout is None else float(connect_timeout)
     parameters = []

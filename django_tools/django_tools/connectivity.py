@@ -34,8 +34,8 @@ from pika.exceptions import AMQPError
 
 from django_tools.broker import (
     blocking_connection,
-    broker_urls,
     connect_timeout_seconds,
+    connection_parameters,
     node_of,
     set_deadline,
 )
@@ -72,14 +72,13 @@ def probe_rabbitmq(url: str, timeout: float = 2.0) -> None:
 
 def _probe_node(url: str, timeout: float) -> None:
     try:
-        params = pika.URLParameters(url)
+        # The parameters every broker connection gets (django_tools.broker), bounded by
+        # `timeout`: one attempt, connect and handshake within it.
+        (params,) = connection_parameters(
+            url, connect_timeout=timeout, blocked_connection_timeout=timeout
+        )
     except Exception as exc:  # pika raises several types for a malformed URL
         raise Unreachable(f"invalid RABBITMQ_URL {redact_url(url)}: {exc}") from exc
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    params.connection_attempts = 1
-    params.retry_delay = 0
     try:
         connection = pika.BlockingConnection(params)
     except AMQPError as exc:
@@ -288,9 +287,7 @@ class BrokerLink:
 
     def _connect(self, url: str, budget: float) -> None:
         try:
-            nodes = broker_urls(url)
-            for node in nodes:
-                pika.URLParameters(node)  # a malformed URL: say so, not a traceback
+            nodes = connection_parameters(url)  # a malformed URL: say so, not a traceback
         except Exception as exc:  # pika raises several types for a malformed URL
             raise Unreachable(f"invalid RABBITMQ_URL {redact_url(url)}: {exc}") from exc
         per_node = max(0.2, min(connect_timeout_seconds(), budget / len(nodes)))

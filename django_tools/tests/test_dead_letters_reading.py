@@ -45,7 +45,7 @@ def rabbitmq4_node():
     """A node of the test's own with RabbitMQ 4's default for quorum queues set as a policy
     (the machine's node is never given policies). `--apply-to queues`: 3.10 has no
     `quorum_queues` yet, and `delivery-limit` only means something to quorum queues anyway."""
-    from apis_lab.broker import RabbitNode  # the lab's private nodes (the workspace's)
+    from apis_lab.rabbit_nodes import RabbitNode  # the lab's private nodes (the workspace's)
 
     node = RabbitNode().start()
     try:

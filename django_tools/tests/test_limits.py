@@ -136,29 +136,18 @@ def test_the_replica_transport_starts_its_consumer_within_the_budget(settings):
 def test_the_relay_sends_large_rows_in_batches_within_the_budget(
     settings, rabbitmq_url, cqrs_exchange, listening_queue
 ):
-    from django.db import connections
-
     from django_tools.outbox.relays.amqp import AmqpRelay
-    from django_tools.testing import wait_until
+    from django_tools.testing import RunningRelay, wait_until
 
     queue = listening_queue.bind("book")
     settings.OUTBOX_BATCH_BYTES = 250 * 1024
     sent = outbox_rows(*[100 * 1024] * 10)
     relay = AmqpRelay(rabbitmq_url, cqrs_exchange)
-
-    def run():
-        try:
-            relay.run()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    running = RunningRelay(relay)
     try:
         received = [int(queue.get()[0].message_id) for _ in sent]
         wait_until(lambda: relay.stats.published == len(sent), what="every row marked published")
     finally:
-        relay.request_stop()
-        thread.join(15)
+        running.stop()
     assert received == sent  # in id order
     assert relay.stats.batches >= 5  # two rows of 100 KB per 250 KB batch

@@ -11,7 +11,7 @@ from django_tools.connectivity import amqp_channel
 from django_tools.replica import dead_letters
 from django_tools.replica.failures import UNAUTHENTICATED, SetAside, classify
 from django_tools.replica.tasks import apply_event
-from django_tools.testing import queue_depth, wait_until
+from django_tools.testing import RunningRelay, queue_depth, wait_until
 
 KEY, OLD, OTHER = "k-new-0123456789abcdef", "k-old-0123456789abcdef", "k-not-ours-0123456789"
 
@@ -90,27 +90,16 @@ def test_the_celery_apply_task_checks_the_signature_too(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_relay_signs_what_it_publishes(settings, rabbitmq_url, cqrs_exchange, listening_queue):
-    import threading
     from decimal import Decimal
 
     from dj_master.models import Book
-    from django.db import connections
 
     from django_tools.outbox.relays.amqp import AmqpRelay
 
     settings.CQRS_SIGNING_KEYS = (KEY, OLD)
     queue = listening_queue.bind("book")
     Book.objects.create(isbn="S-1", title="Signed", price=Decimal("1.00"))
-    relay = AmqpRelay(rabbitmq_url, cqrs_exchange)
-
-    def run() -> None:
-        try:
-            relay.run()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    running = RunningRelay(AmqpRelay(rabbitmq_url, cqrs_exchange))
 
     def received():
         method, properties, body = queue.channel.basic_get(queue.name, auto_ack=True)
@@ -119,8 +108,7 @@ def test_the_relay_signs_what_it_publishes(settings, rabbitmq_url, cqrs_exchange
     try:
         properties, body = wait_until(received, 10, what="the relay's event")
     finally:
-        relay.request_stop()
-        thread.join(timeout=15)
+        running.stop()
     assert properties.headers[signing.HEADER] == signing.signature(body, KEY.encode())
     signing.verify(body, properties.headers)
 

@@ -1,4 +1,6 @@
-"""RabbitMQ nodes of the lab's own, started from the installed rabbitmq-server.
+"""Private RabbitMQ nodes and clusters (`RabbitNode`, `RabbitCluster`) started from the installed
+rabbitmq-server; used by the fault suite, the cluster and broker tests (and any test needing
+policies or faults on a broker).
 
 A fault suite stops, restarts and cuts its broker; doing that to the machine's (or a
 developer's) shared RabbitMQ would break everything else using it. A `RabbitNode` has its own
@@ -20,12 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pika
-
 from apis_lab.net import free_port
 from django_tools.heartbeat import pid_alive
-from django_tools.replica.policy import RetryPolicy
-from django_tools.replica.topology import Topology
 
 #: Where the server's own scripts are (Debian/Ubuntu package first, then PATH).
 SBIN_CANDIDATES = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
@@ -318,21 +316,3 @@ class RabbitCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
-
-
-def replica_queues(queue: str, policy: RetryPolicy | None = None) -> list[str]:
-    """A replica's queue, dead-letter queue and retry queues (to delete them afterwards), as its
-    topology names them."""
-    return Topology.named(queue, policy or RetryPolicy()).queues()
-
-
-def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -> None:
-    """The queues, the exchange, and the exchange Celery declares beside each of its queues
-    (named like the queue; deleting one that does not exist is fine)."""
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    channel = connection.channel()
-    for queue in queues:
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
-    channel.exchange_delete(exchange)
-    connection.close()

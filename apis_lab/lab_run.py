@@ -1,6 +1,6 @@
-"""The lab as the end-to-end tests and the benchmark run it: the real `apis up` on free ports
-with databases, exchange and queues of its own (`start_lab`), or single services' `manage.py`
-processes on a migrated database (`service_environment`, `run_manage`)."""
+"""The real `apis up` run as a subprocess on free ports with databases, exchange and queues of its
+own (`start_lab`), and single services' `manage.py` on a migrated database (`service_environment`,
+`run_manage`); used by the end-to-end tests and the bench."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apis_lab.broker import replica_queues
+from apis_lab.broker_objects import replica_queues
+from apis_lab.catalogue import FEED, PRODUTOS, REPO_ROOT
 from apis_lab.databases import Databases
 from apis_lab.net import free_port
-from apis_lab.services import FEED, PRODUTOS, REPO_ROOT
 
 #: The `apis` command of the running environment (the venv's script beside its python).
 APIS = str(Path(sys.executable).with_name("apis"))

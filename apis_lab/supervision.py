@@ -1,6 +1,9 @@
-"""Processes of the ecosystem run by the lab itself instead of honcho: each in a session of its
-own with its log in a file, killable one at a time (`kill -9` of a fault) and restarted the way an
-orchestrator would, while honcho (`apis up`) stops everything when one process dies."""
+"""Processes the lab supervises itself (`Supervised`, `ManageProcess`) and /proc look-ups on them;
+used by the supervised ecosystem, the fault suite, the bench and the end-to-end tests.
+
+Unlike honcho (`apis up`), which stops everything when one process dies, each process here runs in
+a session of its own with its log in a file, is killable one at a time (`kill -9` of a fault) and
+is restarted the way an orchestrator would."""
 
 from __future__ import annotations
 

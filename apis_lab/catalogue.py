@@ -1,5 +1,6 @@
-"""The ecosystem's services and processes: where each service lives, and the command of every
-process `apis up` runs (the fault suite and the benchmark run the same commands)."""
+"""The catalogue of the ecosystem: each service (folder, env file) and the command of every process
+`apis up` runs; used by `apis up`, `apis reconcile`, the supervised ecosystem (`apis chaos`), the
+bench and the tests (the containers run the same commands)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""The whole ecosystem as `apis up` runs it — both APIs under gunicorn, the relay, the consumer,
-each service's Celery worker and beat — but each process supervised by the lab, on a broker,
-Redis and databases the lab owns.
+"""`Ecosystem`: every process `apis up` runs, each supervised by the lab (`supervision`) on a
+broker, Redis and databases the lab owns; used by the fault suite (`apis chaos`) and the broker
+permission tests.
 
-`rabbitmq_url` is what the processes connect to (the fault suite gives them its proxies, so
-that it can black-hole their links); `lab_url`, what the lab's own checks use (the broker
-itself, which no fault of the links touches)."""
+The processes are both APIs under gunicorn, the relay, the consumer, each service's Celery worker
+and beat. `rabbitmq_url` is what they connect to (the fault suite gives them its proxies, so that
+it can black-hole their links); `lab_url`, what the lab's own checks use (the broker itself, which
+no fault of the links touches)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apis_lab.catalogue import FEED, PRODUTOS, EcosystemOptions, processes
 from apis_lab.databases import Databases, ServiceDatabase
 from apis_lab.net import free_port
-from apis_lab.processes import Supervised
-from apis_lab.services import FEED, PRODUTOS, EcosystemOptions, processes
+from apis_lab.supervision import Supervised
 from django_tools.broker import blocking_connection
 
 API_KEY = "lab-key"

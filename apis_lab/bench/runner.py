@@ -1,0 +1,189 @@
+"""The bench's run: `BenchOptions` in, the pipelines measured round after round beside the broker's
+ceiling, the report out (`main`); used by `apis bench` (apis_lab/bench/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pika.exceptions import AMQPError
+
+from apis_lab.bench import ceiling, pipelines
+from apis_lab.bench.burst import run_burst
+from apis_lab.bench.pipelines import BenchError, CeleryTasks, Pipeline, Project, Stock, Workload
+from apis_lab.bench.report import BenchReport, PipelineResult
+from apis_lab.catalogue import FEED, PRODUTOS
+from apis_lab.databases import Databases
+from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
+from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
+from django_tools.replica.topology import CLASSIC, QUORUM, supports_quorum
+
+DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
+#: The pipelines, in the order the report shows them.
+PIPELINE_NAMES = ("stock", "project", "celery")
+
+__all__ = ["BenchError", "BenchOptions", "main", "run"]
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    n: int = 20000
+    runs: int = 3
+    database: str = "sqlite"
+    as_json: bool = False
+    rate: float | None = None
+    batch: int = 100
+    steady_rate: float = 200.0
+    steady_n: int = 1000
+    burst: int = 1200
+    burst_clients: int = 8
+    consumers: int = 1
+    queue_type: str | None = None  # None: quorum where the broker supports it
+    pipelines: tuple[str, ...] = PIPELINE_NAMES
+    keep: bool = False
+
+
+class Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+
+    def done(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\033[K{text}\n")
+            sys.stderr.flush()
+
+
+def _pipeline(name: str, options: BenchOptions) -> Pipeline:
+    if name == "stock":
+        return Stock()
+    if name == "project":
+        return Project(consumers=options.consumers)
+    return CeleryTasks()
+
+
+def run(options: BenchOptions) -> BenchReport:
+    rabbitmq_url = _broker_url()
+    try:
+        probe_rabbitmq(rabbitmq_url, timeout=3)
+    except Unreachable as exc:
+        raise BenchError(
+            f"RabbitMQ is not reachable at {redact_url(rabbitmq_url)} ({exc}): start the "
+            "infrastructure with `docker compose up -d`"
+        ) from exc
+    queue_type = options.queue_type or _default_queue_type(rabbitmq_url)
+    extra_env = {"CQRS_QUEUE_TYPE": queue_type}
+    server = _postgres_url() if options.database == "postgres" else ""
+    workdir = Path(tempfile.mkdtemp(prefix="apis-bench-"))
+    databases = Databases(workdir, server_url=server, prefix=f"bench{uuid.uuid4().hex[:4]}")
+    progress = Progress(enabled=True)
+    report = BenchReport(
+        n=options.n, database=options.database, queue_type=queue_type, consumers=options.consumers
+    )
+    try:
+        report.ceiling_n = _ceiling_n(options.n)
+        throughput = Workload(n=options.n, batch=options.batch, rate=options.rate)
+        results = {name: report.pipelines.setdefault(name, PipelineResult(name))
+                   for name in options.pipelines}  # fmt: skip
+        # Rounds, not one pipeline after the other: whatever drifts on a shared machine (the
+        # broker compacting what the last run left, another process) weighs on every pipeline
+        # and on the ceiling alike, so that their ratios can be trusted.
+        for number in range(options.runs):
+            round_ = f"{number + 1}/{options.runs}"
+            progress.show(f"broker ceiling ({round_})…")
+            try:
+                measured = ceiling.measure(rabbitmq_url, report.ceiling_n, queue_type)
+            except (RuntimeError, AMQPError, OSError) as exc:
+                raise BenchError(f"measuring the broker's ceiling failed: {exc}") from exc
+            report.ceiling.append(measured.end_to_end_per_s)
+            for name in options.pipelines:
+                progress.show(f"{name} ({round_})…")
+                results[name].runs.append(
+                    pipelines.run(
+                        _pipeline(name, options), throughput, rabbitmq_url, databases, workdir,
+                        progress, extra_env,
+                    )
+                )  # fmt: skip
+            rates = ", ".join(
+                f"{name} {results[name].runs[-1].msgs_per_s:,.0f}" for name in options.pipelines
+            )
+            progress.done(
+                f"round {round_}: broker ceiling {measured.end_to_end_per_s:,.0f}, {rates} msgs/s"
+            )
+        progress.done(f"broker ceiling: {report.ceiling_spread} msgs/s end to end")
+        for name, result in results.items():
+            progress.done(
+                f"{name}: {result.msgs_per_s} msgs/s end to end, lag p50 {result.lag(50):,.1f} "
+                f"ms, p99 {result.lag(99):,.1f} ms"
+            )
+        if options.steady_rate:
+            report.steady_n, report.steady_rate = options.steady_n, options.steady_rate
+            steady = Workload(n=options.steady_n, batch=1, rate=options.steady_rate)
+            for name in options.pipelines:
+                report.steady[name] = PipelineResult(
+                    name,
+                    [pipelines.run(_pipeline(name, options), steady, rabbitmq_url, databases,
+                                   workdir, progress, extra_env)],
+                )  # fmt: skip
+        if options.burst:
+            report.burst = run_burst(
+                rabbitmq_url, databases, workdir, progress, options.burst,
+                options.burst_clients, extra_env,
+            )  # fmt: skip
+    finally:
+        databases.drop_all()
+        if not options.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _default_queue_type(rabbitmq_url: str) -> str:
+    """What a new deployment of the project gets on this broker."""
+    try:
+        with amqp_channel(rabbitmq_url) as channel:
+            return QUORUM if supports_quorum(channel) else CLASSIC
+    except (AMQPError, OSError):
+        return CLASSIC
+
+
+def _ceiling_n(n: int) -> int:
+    """Enough messages for a stable rate, few enough to take a few seconds."""
+    return min(max(2 * n, 2000), 40000)
+
+
+def _broker_url() -> str:
+    env = PRODUTOS.env()
+    return env.get("RABBITMQ_URL") or FEED.env().get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
+
+
+def _postgres_url() -> str:
+    import os
+
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres://", "postgresql://")) else DEFAULT_POSTGRES
+
+
+def main(options: BenchOptions) -> int:
+    try:
+        report = run(options)
+    except BenchError as exc:
+        print(f"apis bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    table = report.render(options.rate, options.batch)
+    if options.as_json:
+        print(table, file=sys.stderr)
+        print(json.dumps(report.as_json()))
+    else:
+        print(table)
+    return 0
