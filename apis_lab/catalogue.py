@@ -54,7 +54,7 @@ def gunicorn(service: Service, host: str, port: int, workers: int) -> list[str]:
             sys.executable, "-m", "gunicorn", f"{service.project}.wsgi:application",
             "--chdir", str(service.directory),
             # Bound off loopback, it refuses to start with public defaults (one line).
-            "--config", "python:django_tools.gunicorn_conf",
+            "--config", "python:django_tools.chassis.gunicorn_conf",
             "--bind", f"{host}:{port}",
             "--workers", str(workers),
             "--graceful-timeout", "5",

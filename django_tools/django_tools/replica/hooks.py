@@ -16,7 +16,6 @@ import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from dj_cqrs.mixins import RawReplicaMixin, ReplicaMixin
 from django.db import models
 
 
@@ -42,6 +41,7 @@ def hooks_of(model: type[models.Model]) -> tuple[str, ...]:
     found = _HOOKS.get(model)
     if found is None:
         hooks = []
+        ReplicaMixin = _stock_mixins().ReplicaMixin
         if getattr(model, "CQRS_MAPPING", None) is not None:
             hooks.append("CQRS_MAPPING")
         if getattr(model, "CQRS_CUSTOM_SERIALIZATION", False):
@@ -58,6 +58,15 @@ def hooks_of(model: type[models.Model]) -> tuple[str, ...]:
         ]
         found = _HOOKS[model] = tuple(hooks)
     return found
+
+
+def _stock_mixins():
+    # dj_cqrs.mixins reads Django's settings when it is imported (its transport): looked up at
+    # the first model seen, so that the failure classification importing this module needs no
+    # settings (the broker-permission check imports the replica's names without a project).
+    from dj_cqrs import mixins
+
+    return mixins
 
 
 def forget_hooks() -> None:
@@ -102,7 +111,7 @@ def _overridden(model: type[models.Model], name: str) -> Callable | None:
     # Static methods in django-cqrs: the class attribute is the very function unless a model
     # defines its own (a static method, a class method, anything callable on the class).
     hook = getattr(model, name, None)
-    if hook is None or hook is getattr(RawReplicaMixin, name):
+    if hook is None or hook is getattr(_stock_mixins().RawReplicaMixin, name):
         return None
     return hook
 
