@@ -1,5 +1,6 @@
 """`uv run apis …`: the CLI's own subcommands (`up`, `reconcile`) and the wiring of the lab's
-(`chaos`, `bench`), whose flags, validation and run are their modules' (apis_lab/*/cli.py)."""
+(`chaos`, `bench`, `lab`), whose flags, validation and run are their modules'
+(apis_lab/*/cli.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import sys
 
 from apis_lab.bench import cli as bench_cli
 from apis_lab.chaos import cli as chaos_cli
+from apis_lab.report import cli as lab_cli
 
 #: The lab's subcommands, in the order `apis --help` lists them: each module has `HELP`,
 #: `DESCRIPTION`, `add_arguments(parser)` and `run(args, parser)` → exit code.
-LAB_COMMANDS = {"chaos": chaos_cli, "bench": bench_cli}
+LAB_COMMANDS = {"chaos": chaos_cli, "bench": bench_cli, "lab": lab_cli}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,11 @@ class Ecosystem:
     #: role → variables only that role's processes get (`consumer`: also `consumer-2`, …).
     role_env: dict[str, dict[str, str]] = field(default_factory=dict)
     lab_url: str = ""  # default: rabbitmq_url
+    #: `processes()`'s replication mode: `cqrs` (a django-cqrs consumer) or `celery`.
+    mode: str = "cqrs"
+    #: Process name → the command it runs instead of `apis up`'s, or None: not run at all (the
+    #: fault suite's other pipelines).
+    replace: dict[str, list[str] | None] = field(default_factory=dict)
     produtos_port: int = field(default_factory=free_port)
     feed_port: int = field(default_factory=free_port)
     exchange: str = field(default_factory=lambda: f"lab_cqrs_{uuid.uuid4().hex[:8]}")
@@ -149,7 +154,12 @@ class Ecosystem:
             web_workers=self.web_workers,
             consumers=self.consumers,
         )
-        commands = processes(options, state_dir, "cqrs", envs=self.envs)
+        commands = processes(options, state_dir, self.mode, envs=self.envs)
+        for name, command in self.replace.items():
+            if command is None:
+                commands.pop(name, None)
+            else:
+                commands[name] = (command, commands[name][1])
         for role, count in (("consumer", self.consumer_processes), ("relay", self.relays)):
             for number in range(2, count + 1):
                 commands[f"{role}-{number}"] = commands[role]

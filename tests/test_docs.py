@@ -18,6 +18,7 @@ INTERNAL = {
     "HOME",
     "APIS_LAB_CRASH_MARKER",  # the fault suite → its consumer's crash-loop hook
     "PYTHONPATH",  # the fault suite puts that hook first on its consumer's path
+    "APIS_LAB_STOCK_MASTER",  # the fault suite → its stock master's publish-on-commit hook
 }
 READS = re.compile(
     r"""(?:env_(?:str|int|float|bool|list)\(\s*|environ(?:\.get)?[(\[]\s*|env\(\)\.get\(\s*)

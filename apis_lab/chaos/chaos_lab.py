@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from apis_lab.chaos import crash_hook
+from apis_lab.chaos.pipelines import Pipeline, ProjectPipeline
 from apis_lab.databases import PostgresServer
 from apis_lab.proxy import BrokerProxies
 from apis_lab.rabbit_nodes import RabbitCluster, RabbitNode
@@ -31,6 +32,8 @@ class ChaosLab:
     poison_sent: int = 0
     crashes_sent: int = 0
     dead_letters: list[str] = field(default_factory=list)  # message ids the DLQ must hold
+    #: The pattern under test: which checks apply to it (its queue, workers, dead letters).
+    pipeline: Pipeline = field(default_factory=ProjectPipeline)
     _queue_type: str | None = None
 
     @property

@@ -53,7 +53,11 @@ from pathlib import Path
 
 from apis_lab.chaos.chaos_lab import ChaosLab
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Healed, Injected
-from apis_lab.chaos.pipelines import PIPELINES, Setup
+from apis_lab.chaos.pipelines import (
+    PIPELINES,
+    REPLICA_STATE_COUNTER,
+    Setup,
+)
 from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Ledger, Workload
 from apis_lab.databases import Databases, PostgresServer
 from apis_lab.proxy import BrokerProxies
@@ -75,6 +79,8 @@ LAB_ENV = {
 }
 #: `--quick`: each hold this fraction of its draw.
 QUICK_HOLDS = 0.4
+#: Seconds between two samples of the report's timeline.
+TIMELINE_EVERY = 0.5
 COLUMNS = "id, cqrs_revision, sku, nome, descricao, preco, estoque, ativo"
 CENT = Decimal("0.01")
 
@@ -118,6 +124,13 @@ class FaultResult:
     stall_after_heal: float | None = None
     evidence: dict = field(default_factory=dict)
     settled_at: float = 0.0  # monotonic: converged, or the wait for it ended
+    injected_at: float = 0.0  # monotonic
+    healed_at: float = 0.0  # monotonic
+    #: Rows on the replica ≠ the master's when the wait for convergence ended that no lost
+    #: acknowledged write explains (applied wrongly: out of order, a stale revision won).
+    wrong: int = 0
+    #: Not converged by the deadline (rows written off: later waits leave them out).
+    stuck: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -132,6 +145,8 @@ class FaultResult:
             "replication_gap_s": _round(self.replication_gap),
             "stall_s": _round(self.stall),
             "stall_after_heal_s": _round(self.stall_after_heal),
+            "wrong": self.wrong,
+            "stuck": self.stuck,
             "evidence": self.evidence,
             "violations": self.violations,
         }
@@ -161,6 +176,12 @@ class ChaosReport:
     write_max_ms: float = 0.0
     outage_write_max_ms: float = 0.0
     violations: list[str] = field(default_factory=list)  # outside any fault (start, the end)
+    #: Whether a lost write breaks the run (the project's pipeline) or is a measured result.
+    must_not_lose: bool = True
+    started_at: float = 0.0  # monotonic: the timeline's zero
+    #: (s since the start, writes acknowledged so far, writes waiting for the replica, the
+    #: oldest one's wait in s): sampled every `TIMELINE_EVERY` s.
+    samples: list[tuple[float, int, int, float]] = field(default_factory=list)
 
     @property
     def faults(self) -> list[FaultResult]:
@@ -182,6 +203,48 @@ class ChaosReport:
         for kind in self.missing_since.values():
             counts[kind] = counts.get(kind, 0) + 1
         return counts
+
+    def by_fault(self) -> dict[str, dict]:
+        """Per fault kind: how often, writes acknowledged while it held, lost (acknowledged,
+        never on the replica), applied wrongly, stuck (not converged by the deadline), the
+        longest stall and the longest time to converge."""
+        lost = self.lost_by_fault()
+        kinds: dict[str, dict] = {}
+        for result in self.faults:
+            kind = kinds.setdefault(result.name, {
+                "count": 0, "writes": 0, "lost": lost.get(result.name, 0), "wrong": 0,
+                "stuck": 0, "max_stall_s": 0.0, "converge_max_s": None,
+            })  # fmt: skip
+            kind["count"] += 1
+            kind["writes"] += result.writes_during
+            kind["wrong"] += result.wrong
+            kind["stuck"] += int(result.stuck)
+            kind["max_stall_s"] = round(max(kind["max_stall_s"], result.stall or 0.0), 3)
+            if result.converge_seconds is not None:
+                kind["converge_max_s"] = round(
+                    max(kind["converge_max_s"] or 0.0, result.converge_seconds), 3
+                )
+        return kinds
+
+    def timeline(self) -> dict:
+        """Each fault's window and the periodic samples, in seconds since the start."""
+
+        def at(moment: float) -> float | None:
+            return round(moment - self.started_at, 2) if moment else None
+
+        return {
+            "faults": [
+                {
+                    "fault": r.name,
+                    "start_s": at(r.injected_at),
+                    "heal_s": at(r.healed_at),
+                    "settled_s": at(r.settled_at),
+                }
+                for r in self.results
+            ],
+            "samples": [list(sample) for sample in self.samples],
+            "columns": ["t_s", "acknowledged", "waiting", "lag_s"],
+        }
 
     def converge_stats(self) -> tuple[float | None, float | None]:
         times = [r.converge_seconds for r in self.faults if r.converge_seconds is not None]
@@ -207,6 +270,7 @@ class ChaosReport:
             "lost_by_fault": self.lost_by_fault(),
             "lost_sample": self.lost_sample,
             "max_stall_s": self.max_stall(),
+            "by_fault": self.by_fault(),
             "invariants_held": self.invariants_held,
             "converge_p50_s": None if p50 is None else round(p50, 3),
             "converge_max_s": None if worst is None else round(worst, 3),
@@ -217,6 +281,7 @@ class ChaosReport:
             "violations": self.violations
             + [f"#{r.number} {r.name}: {v}" for r in self.results for v in r.violations],
             "schedule": [r.as_dict() for r in self.results],
+            "timeline": self.timeline(),
         }
 
     def summary(self) -> str:
@@ -242,8 +307,22 @@ class ChaosReport:
                 if self.lost
                 else ""
             ),
+            "per fault kind (acknowledged while held / lost / applied wrongly / stuck / longest "
+            "stall / longest convergence):",
+            *(
+                f"  {kind}: {row['writes']} / {row['lost']} / {row['wrong']} / {row['stuck']} / "
+                f"{row['max_stall_s']:.1f}s / "
+                + ("-" if row["converge_max_s"] is None else f"{row['converge_max_s']:.1f}s")
+                for kind, row in self.by_fault().items()
+            ),
             "invariants: " + ("all held" if self.invariants_held else "BROKEN"),
         ]
+        if not self.must_not_lose:
+            lines[-1] = (
+                f"{self.pipeline} promises nothing here: lost {self.lost} acknowledged writes "
+                f"(a measured result; exit 0); checks that did not hold: "
+                + ("none" if self.invariants_held else "see below")
+            )
         lines += [f"  - {v}" for v in self.as_dict()["violations"]]
         return "\n".join(lines)
 
@@ -273,11 +352,14 @@ class Schedule:
         return (FAULTS.get(name) or SELF_TEST_FAULTS[name])()
 
 
-def plan(options: ChaosOptions, roles: frozenset[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The kinds that apply to this run, and those skipped with why."""
+def plan(
+    options: ChaosOptions, roles: frozenset[str], skips: dict[str, str] | None = None
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The kinds that apply to this run, and those skipped with why (`skips`: kinds that mean
+    nothing for the pipeline although it has the roles they act on)."""
     kinds, skipped = [], {}
     for kind in options.faults:
-        reason = _fault(kind).skip_reason(
+        reason = (skips or {}).get(kind) or _fault(kind).skip_reason(
             cluster=options.cluster > 1, postgres=options.database == "postgres", roles=roles
         )
         if reason is None:
@@ -298,10 +380,13 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
     pipeline = PIPELINES[options.pipeline]()
-    report = ChaosReport(seed=seed, database=options.database, pipeline=pipeline.name)
-    kinds, report.skipped = plan(options, pipeline.roles)
-    work = Path(tempfile.mkdtemp(prefix="apis-chaos-"))
     started = time.monotonic()
+    report = ChaosReport(
+        seed=seed, database=options.database, pipeline=pipeline.name,
+        must_not_lose=pipeline.must_not_lose, started_at=started,
+    )  # fmt: skip
+    kinds, report.skipped = plan(options, pipeline.roles, pipeline.skips)
+    work = Path(tempfile.mkdtemp(prefix="apis-chaos-"))
     plain_say = say
 
     def say(line: str) -> None:
@@ -335,14 +420,17 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
                 relays=options.relays,
             )
         )  # fmt: skip
-        lab = ChaosLab(broker, redis, eco, proxies=proxies, postgres=postgres)
+        lab = ChaosLab(broker, redis, eco, proxies=proxies, postgres=postgres, pipeline=pipeline)
         # Up means consuming too (the APIs answer first): a fault right away acts on every
         # connection of the pipeline.
-        wait_for(lambda: (eco.queue_state() or (0, 0))[1] >= eco.queue_consumers, 60)
+        queue = pipeline.replica_queue(eco)
+        wait_for(lambda: (eco.queue_state(queue) or (0, 0))[1] >= eco.queue_consumers, 60)
         workload = Workload(
             eco.produtos_url, API_KEY, rate=options.rate, clients=options.clients, seed=seed
         )
-        sampler = ReplicationSampler(eco, workload.ledger).start()
+        sampler = ReplicationSampler(
+            eco, workload.ledger, counter=pipeline.applied_counter, report=report
+        ).start()
         workload.start()
         checker = Checker(lab, workload, options, report, sampler)
         say(f"chaos: ecosystem up; workload {options.rate:g} writes/s from {options.clients} "
@@ -441,8 +529,18 @@ class ReplicationSampler:
     tell how long replication stood still during a fault; and every acknowledged write of the
     workload until the replica holds its state, to tell how long each one waited."""
 
-    def __init__(self, eco: Ecosystem, ledger: Ledger | None = None, every: float = 0.05) -> None:
+    def __init__(
+        self,
+        eco: Ecosystem,
+        ledger: Ledger | None = None,
+        every: float = 0.05,
+        counter: str = REPLICA_STATE_COUNTER,
+        report: ChaosReport | None = None,
+    ) -> None:
         self.db, self.ledger, self.every = eco.database("feed"), ledger, every
+        self.counter, self.report = counter, report
+        self.acknowledged = 0  # writes of the ledger acknowledged so far
+        self._next_sample = 0.0
         self.changes: list[float] = []  # when the counter was seen to move
         #: pk → when its oldest write not yet on the replica was acknowledged.
         self.pending: dict[int, float] = {}
@@ -461,9 +559,7 @@ class ReplicationSampler:
         last = None
         while not self._stop.wait(self.every):
             try:
-                value = self.db.scalar(
-                    "SELECT COALESCE(SUM(version), 0) FROM cqrs_replica_replicastate"
-                )
+                value = self.db.scalar(self.counter)
                 if value != last:
                     self.changes.append(time.monotonic())
                     last = value
@@ -472,6 +568,28 @@ class ReplicationSampler:
             if self.ledger is not None:
                 with contextlib.suppress(Exception):  # locked or restarting: next time
                     self._follow_writes()
+            self._sample()
+
+    def _sample(self) -> None:
+        """A point of the report's timeline, every `TIMELINE_EVERY` s."""
+        now = time.monotonic()
+        if self.report is None or now < self._next_sample:
+            return
+        self._next_sample = now + TIMELINE_EVERY
+        with self._lock:
+            waiting = len(self.pending)
+            oldest = min(self.pending.values(), default=now)
+        self.report.samples.append(
+            (round(now - self.report.started_at, 2), self.acknowledged, waiting,
+             round(now - oldest, 3))
+        )  # fmt: skip
+
+    def forget(self, pks) -> None:
+        """Stop following these writes (written off: not on the replica when the wait for
+        convergence ended): they would count as a stall in every fault after."""
+        with self._lock:
+            for pk in pks:
+                self.pending.pop(pk, None)
 
     def _follow_writes(self) -> None:
         ledger = self.ledger
@@ -481,6 +599,8 @@ class ReplicationSampler:
             uncertain = set(ledger.uncertain)
         with self._lock:
             for write in new:
+                if write.outcome == OK:
+                    self.acknowledged += 1
                 if write.outcome == OK and write.pk is not None:
                     self.pending.setdefault(write.pk, write.started + write.seconds)
             for pk in uncertain & self.pending.keys():
@@ -549,6 +669,9 @@ class Checker:
     ) -> None:
         self.lab, self.workload, self.options, self.report = lab, workload, options, report
         self.sampler = sampler
+        #: Rows that had not converged when a wait ended (a pipeline that loses writes): left
+        #: out of the next waits, or every fault after would wait its whole timeout.
+        self.written_off: set[int] = set()
 
     def inject_and_heal(self, number: int, fault: Fault, rng: random.Random) -> FaultResult:
         injected_at = time.monotonic()
@@ -559,6 +682,7 @@ class Checker:
         healed: Healed = fault.heal(self.lab) or Healed()
         healed_at = time.monotonic()
         result = self.settle(number, fault.name, injected.detail, healed_at - injected_at, fault)
+        result.injected_at, result.healed_at = injected_at, healed_at
         result.evidence = {**injected.evidence, **healed.evidence, **fault.settled(self.lab)}
         result.violations = healed.problems + result.violations
         result.writes_during = len(self.workload.ledger.during(injected_at, healed_at))
@@ -588,6 +712,7 @@ class Checker:
         healed_at = time.monotonic()
         self.workload.pause()
         result = FaultResult(number, name, detail, held, None, 0)
+        result.injected_at = result.healed_at = healed_at
         try:
             if fault is not None and fault.needs_reconcile:
                 self._reconcile(result)
@@ -599,6 +724,8 @@ class Checker:
                 result.violations.append(self._divergence())
             blamed = name if fault is not None else self._last_fault_kind()
             result.violations += self._lost(blamed)
+            if not converged:
+                self._write_off(result)
             result.violations += self._dead_letters()
             result.violations += self._alive()
         finally:
@@ -622,16 +749,35 @@ class Checker:
             "SELECT COUNT(*) FROM cqrs_outbox_outboxevent WHERE published_at IS NULL"
         )
 
+    def _differing(self) -> list[int]:
+        """Keys whose row differs between master and replica, but those written off."""
+        master, replica = self.master_rows(), self.replica_rows()
+        return sorted(
+            pk for pk in master.keys() | replica.keys()
+            if master.get(pk) != replica.get(pk) and pk not in self.written_off
+        )  # fmt: skip
+
     def _converged(self) -> bool:
         try:
-            return self.backlog() == 0 and self.master_rows() == self.replica_rows()
+            return self.backlog() == 0 and not self._differing()
         except Exception:  # a database locked or restarting: not yet
             return False
 
+    def _write_off(self, result: FaultResult) -> None:
+        """Not converged by the deadline: stuck. What differs and no lost acknowledged write
+        explains was applied wrongly. A pipeline that may lose writes goes on without those
+        rows (each is counted once, here)."""
+        result.stuck = True
+        with contextlib.suppress(Exception):
+            differ = set(self._differing())
+            result.wrong = len(differ - self.report.missing_since.keys())
+            if not self.lab.pipeline.must_not_lose:
+                self.written_off |= differ
+                if self.sampler is not None:
+                    self.sampler.forget(differ)
+
     def _divergence(self) -> str:
-        master, replica = self.master_rows(), self.replica_rows()
-        differ = sorted(pk for pk in master.keys() | replica.keys()
-                        if master.get(pk) != replica.get(pk))  # fmt: skip
+        differ = self._differing()
         return (
             f"not converged after {self.options.converge_timeout:g}s: backlog {self.backlog()}, "
             f"{len(differ)} rows differ (e.g. {differ[:5]})"
@@ -717,6 +863,8 @@ class Checker:
         moving a queue (`cqrs_queues migrate`) is at least once, and a migration killed between
         a copy's confirm and the original's ack leaves both; retrying a letter twice is as
         harmless as any duplicate."""
+        if not self.lab.pipeline.checks_dead_letters:
+            return []  # another pipeline's dead letters: its own policy, no promise
         expected = sorted(set(self.lab.dead_letters))
 
         def held() -> list[str] | str:
@@ -742,7 +890,7 @@ class Checker:
             for p in eco.processes.values()
             if not p.alive()
         ]
-        for consumer in eco.named("consumer"):
+        for consumer in eco.named("consumer") if self.lab.pipeline.consumer_workers else ():
             workers = wait_for(
                 lambda c=consumer: len(c.children(b"spawn_main")) == eco.consumers, 15
             )
@@ -752,10 +900,11 @@ class Checker:
                     f"expected {eco.consumers}"
                 )
         expected = eco.queue_consumers
-        state = wait_for(lambda: (eco.queue_state() or (0, -1))[1] == expected, 15)
+        queue = self.lab.pipeline.replica_queue(eco)
+        state = wait_for(lambda: (eco.queue_state(queue) or (0, -1))[1] == expected, 15)
         if not state:
             problems.append(
-                f"queue {eco.queue} has {(eco.queue_state() or (0, None))[1]} consumers, "
+                f"queue {queue} has {(eco.queue_state(queue) or (0, None))[1]} consumers, "
                 f"expected {expected}"
             )
         for api in ("produtos", "feed"):

@@ -1,0 +1,133 @@
+"""The report's HTML page: one file, every figure embedded as a base64 PNG (it opens offline,
+from a mail attachment or a CI artefact), the numbers behind them in tables, and how the run was
+made (command, commit, date, seed)."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+from apis_lab.report.figures import LABELS, PATTERNS
+
+CAPTIONS = {
+    "throughput": "Vazão de ponta a ponta de cada padrão ao lado do teto do broker (RabbitMQ "
+    "sozinho, mesma máquina, mesma execução).",
+    "lag": "Distribuição do atraso (linha na réplica − commit no mestre), função de distribuição "
+    "acumulada; a linha pontilhada marca o p99.",
+    "timeline": "Linha do tempo de cada padrão sob falhas: escritas confirmadas por segundo "
+    "(cinza) e atraso da réplica (a escrita confirmada mais antiga ainda ausente), cada falha "
+    "sombreada da injeção à cura.",
+    "matrix": "Padrão × falha: o que aconteceu com as escritas confirmadas.",
+}
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222;
+       padding: 0 1em; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+.lost { color: #b30000; font-weight: bold; }
+"""
+
+
+def build(data: dict, figures: dict[str, Path], out: Path) -> Path:
+    """`out/index.html` from the run's data and the figures' PNG files."""
+    meta = data.get("meta") or {}
+    parts = [
+        "<!doctype html>",
+        '<html lang="pt-BR"><head><meta charset="utf-8">',
+        "<title>apis lab: padrões de replicação medidos</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>apis lab: padrões de replicação, medidos lado a lado</h1>",
+        "<p>Gerado por <code>"
+        + escape(meta.get("command", "apis lab"))
+        + "</code> em "
+        + escape(meta.get("created", "?"))
+        + ", commit <code>"
+        + escape(meta.get("commit", "?"))
+        + "</code>, semente "
+        + escape(str(meta.get("seed", "?")))
+        + ", banco "
+        + escape(meta.get("database", "sqlite"))
+        + ".</p>",
+        _chaos_summary(data.get("chaos") or {}),
+    ]
+    for name in ("throughput", "lag", "timeline", "matrix"):
+        if name in figures:
+            parts.append(_figure(name, figures[name]))
+        if name == "lag":
+            parts.append(_bench_table(data.get("bench") or {}))
+        if name == "matrix":
+            parts.append(_chaos_tables(data.get("chaos") or {}))
+    parts.append("</body></html>")
+    page = out / "index.html"
+    page.write_text("\n".join(parts), encoding="utf-8")
+    return page
+
+
+def _figure(name: str, png: Path) -> str:
+    encoded = base64.b64encode(png.read_bytes()).decode()
+    return (
+        f'<figure id="{name}"><img alt="{escape(CAPTIONS[name])}" '
+        f'src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{escape(CAPTIONS[name])} Também em "
+        f'<a href="{name}.svg">SVG</a> e <a href="{name}.png">PNG</a>.</figcaption></figure>'
+    )
+
+
+def _chaos_summary(chaos: dict) -> str:
+    if not chaos:
+        return ""
+    items = []
+    for name in [n for n in PATTERNS if n in chaos]:
+        run = chaos[name]
+        lost = {k: n for k, n in (run.get("lost_by_fault") or {}).items() if n}
+        what = ", ".join(f"{n} em {k}" for k, n in lost.items()) or "nada"
+        css = ' class="lost"' if run.get("lost") else ""
+        items.append(
+            f"<li><b>{escape(LABELS[name])}</b>: {run.get('writes', 0)} escritas confirmadas, "
+            f"<span{css}>perdeu {run.get('lost', 0)}</span> ({escape(what)})</li>"
+        )
+    return "<h2>Resumo sob falhas</h2><ul>" + "".join(items) + "</ul>"
+
+
+def _bench_table(bench: dict) -> str:
+    names = [n for n in PATTERNS if n in bench]
+    if not names:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(LABELS[n])}</td><td>{bench[n]['msgs_per_s']:,.0f}</td>"
+        f"<td>{bench[n]['lag_p50_ms']:,.1f}</td><td>{bench[n]['lag_p99_ms']:,.1f}</td></tr>"
+        for n in names
+    )
+    ceiling = (bench.get("ceiling") or {}).get("msgs_per_s", 0)
+    return (
+        "<table><tr><th>padrão</th><th>msgs/s</th><th>atraso p50 (ms)</th>"
+        f"<th>atraso p99 (ms)</th></tr>{rows}<tr><td>broker sozinho</td><td>{ceiling:,.0f}</td>"
+        "<td></td><td></td></tr></table>"
+    )
+
+
+def _chaos_tables(chaos: dict) -> str:
+    parts = []
+    for name in [n for n in PATTERNS if n in chaos]:
+        run = chaos[name]
+        rows = "".join(
+            f"<tr><td>{escape(kind)}</td><td>{row['count']}</td><td>{row['writes']}</td>"
+            f"<td>{row['lost']}</td><td>{row['wrong']}</td><td>{row['stuck']}</td>"
+            f"<td>{row['max_stall_s']:.1f}</td><td>"
+            + ("-" if row["converge_max_s"] is None else f"{row['converge_max_s']:.1f}")
+            + "</td></tr>"
+            for kind, row in (run.get("by_fault") or {}).items()
+        )
+        skipped = ", ".join(f"{k} ({why})" for k, why in (run.get("skipped") or {}).items())
+        parts.append(
+            f"<h3>{escape(LABELS[name])}</h3><table><tr><th>falha</th><th>vezes</th>"
+            "<th>escritas confirmadas durante</th><th>perdidas</th><th>aplicadas errado</th>"
+            "<th>presas</th><th>maior parada (s)</th><th>convergiu em até (s)</th></tr>"
+            f"{rows}</table><p>Puladas: {escape(skipped or 'nenhuma')}.</p>"
+        )
+    return "".join(parts)
