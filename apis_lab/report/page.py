@@ -8,6 +8,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from apis_lab.bench.report import percentile
 from apis_lab.report.figures import LABELS, PATTERNS
 
 CAPTIONS = {
@@ -16,8 +17,9 @@ CAPTIONS = {
     "lag": "Distribuição do atraso (linha na réplica − commit no mestre), função de distribuição "
     "acumulada; a linha pontilhada marca o p99.",
     "timeline": "Linha do tempo de cada padrão sob falhas: escritas confirmadas por segundo "
-    "(cinza) e atraso da réplica (a escrita confirmada mais antiga ainda ausente), cada falha "
-    "sombreada da injeção à cura.",
+    "(cinza) e atraso da réplica (a espera da escrita confirmada mais antiga ainda ausente), cada "
+    "falha sombreada da injeção à cura. Depois de cada cura as escritas param até a réplica "
+    "convergir (ou até o prazo): um atraso que sobe sem parar é uma escrita que nunca chegou.",
     "matrix": "Padrão × falha: o que aconteceu com as escritas confirmadas.",
 }
 STYLE = """
@@ -98,16 +100,27 @@ def _bench_table(bench: dict) -> str:
     names = [n for n in PATTERNS if n in bench]
     if not names:
         return ""
+    lags = bench.get("lags_ms") or {}
+
+    def distribution(name: str) -> str:
+        values = lags.get(name) or []
+        if not values:
+            return "<td></td><td></td>"
+        return f"<td>{percentile(values, 50):,.1f}</td><td>{percentile(values, 99):,.1f}</td>"
+
     rows = "".join(
         f"<tr><td>{escape(LABELS[n])}</td><td>{bench[n]['msgs_per_s']:,.0f}</td>"
-        f"<td>{bench[n]['lag_p50_ms']:,.1f}</td><td>{bench[n]['lag_p99_ms']:,.1f}</td></tr>"
+        f"<td>{bench[n]['lag_p50_ms']:,.1f}</td><td>{bench[n]['lag_p99_ms']:,.1f}</td>"
+        f"{distribution(n)}</tr>"
         for n in names
     )
     ceiling = (bench.get("ceiling") or {}).get("msgs_per_s", 0)
+    where = escape(bench.get("lags_from", "a figura"))
     return (
-        "<table><tr><th>padrão</th><th>msgs/s</th><th>atraso p50 (ms)</th>"
-        f"<th>atraso p99 (ms)</th></tr>{rows}<tr><td>broker sozinho</td><td>{ceiling:,.0f}</td>"
-        "<td></td><td></td></tr></table>"
+        "<table><tr><th>padrão</th><th>msgs/s (vazão)</th><th>atraso p50 na vazão (ms)</th>"
+        f"<th>atraso p99 na vazão (ms)</th><th>atraso p50, {where} (ms)</th>"
+        f"<th>atraso p99, {where} (ms)</th></tr>{rows}<tr><td>broker sozinho</td>"
+        f"<td>{ceiling:,.0f}</td><td></td><td></td><td></td><td></td></tr></table>"
     )
 
 
