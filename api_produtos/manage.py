@@ -9,7 +9,11 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "api_produtos.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from django_tools.env import exit_on_bad_setting
+
+    # A bad setting (DEBUG=talvez, a DATABASE_URL that cannot be read): one line, exit 2.
+    with exit_on_bad_setting("api_produtos"):
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,17 @@ from apis_lab.report import cli as lab_cli
 LAB_COMMANDS = {"chaos": chaos_cli, "bench": bench_cli, "lab": lab_cli}
 
 
+def port(value: str) -> int:
+    """A TCP port (1-65535), for argparse: anything else is its one-line usage error."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (use 1-65535)")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apis", description="APIs Ecosystem: run and measure the lab."
@@ -33,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1",
         help="interface the APIs bind (127.0.0.1: this machine only; 0.0.0.0 opens them)",
     )  # fmt: skip
-    up.add_argument("--produtos-port", type=int, default=8001, help="api_produtos port (8001)")
-    up.add_argument("--feed-port", type=int, default=8000, help="api_feed port (8000)")
+    up.add_argument("--produtos-port", type=port, default=8001, help="api_produtos port (8001)")
+    up.add_argument("--feed-port", type=port, default=8000, help="api_feed port (8000)")
     up.add_argument("--web-workers", type=int, default=4, help="gunicorn workers per API (4)")
     up.add_argument(
         "--consumers", type=int, default=1,
@@ -44,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--create-admin", action="store_true",
         help="create (or update) a superuser in both services' databases from APIS_ADMIN_USER / "
         "APIS_ADMIN_PASSWORD (default admin/admin, only on a loopback --host)",
+    )  # fmt: skip
+    up.add_argument(
+        "--no-infra", action="store_true",
+        help="never start RabbitMQ or Redis: exit at once when RABBITMQ_URL or REDIS_URL does "
+        "not answer (default: on loopback, start private ones from the installed "
+        "rabbitmq-server / redis-server, or with docker compose where Docker runs)",
     )  # fmt: skip
 
     reconcile = commands.add_parser(
@@ -102,5 +119,6 @@ def main(argv: list[str] | None = None) -> None:
                     consumers=args.consumers,
                 ),
                 create_admin_user=args.create_admin,
+                start_infra=not args.no_infra,
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,16 +24,17 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from honcho.manager import Manager
+from honcho.printer import Printer
 
+from apis.infra import RABBITMQ, REDIS, InfraProblem, Infrastructure
 from apis_lab.catalogue import FEED, PRODUTOS, SERVICES, EcosystemOptions, Service, processes
-from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import (
+    BAD_SETTING_EXIT,
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
     URL_VARIABLES,
     ImproperlyConfiguredEnv,
     parse_replication_mode,
-    redact_url,
     scrub,
 )
 from django_tools.exposure import (
@@ -43,8 +45,11 @@ from django_tools.exposure import (
     refusal,
 )
 
-START_HINT = "start the infrastructure with `docker compose up -d`"
 READY_TIMEOUT = 60.0
+#: The banner waits, once both APIs answer, for the other processes' start-up output to stop
+#: (this long without a line), so that it is not buried; never longer than QUIET_MAX.
+QUIET_FOR = 1.0
+QUIET_MAX = 15.0
 #: Where each service's admin lives, and the replica's dead-letter page in it.
 ADMIN_PATH = "/admin/"
 DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
@@ -52,6 +57,14 @@ DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
 
 class Abort(Exception):
     """A start-up problem, explained in one line."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Stopped(Exception):
+    """SIGTERM before the processes run (during migrations or while the infra starts)."""
 
 
 def check_exposure(host: str, create_admin_user: bool) -> None:
@@ -100,24 +113,45 @@ def check_admin_accounts(host: str) -> None:
         raise Abort(refusal(problems, f"--host {host}"))
 
 
-def check_infrastructure(services: tuple[Service, ...] = SERVICES) -> None:
-    """RabbitMQ and Redis as each service would reach them (its env file included)."""
-    checked: set[tuple[str, str]] = set()
+def check_settings() -> None:
+    """Both services' settings load (each as it runs: its env file included); a bad one is
+    the service's own line (variable, value, what is accepted) and exit 2."""
+    checks = {}
+    for service in SERVICES:
+        checks[service] = subprocess.Popen(
+            [sys.executable, "-m", "django_tools.chassis.settings.check",
+             f"{service.project}.settings", service.directory.name],
+            cwd=service.directory, env=service.env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    said = []
+    for service, process in checks.items():
+        _, stderr = process.communicate(timeout=60)
+        if process.returncode != 0:
+            line = (stderr.strip().splitlines() or ["its settings do not load"])[-1]
+            bad_setting = process.returncode == BAD_SETTING_EXIT
+            said.append(line if bad_setting else f"{service.directory.name}: {line}")
+    if said:
+        # The same variable, bad for both services, is said once.
+        first = said[0].partition(": ")[2]
+        if all(line.partition(": ")[2] == first for line in said):
+            said = [f"{first} ({', '.join(s.directory.name for s in SERVICES)})"]
+        raise Abort("; ".join(said), status=BAD_SETTING_EXIT)
+
+
+def infrastructure_urls(services: tuple[Service, ...] = SERVICES) -> list[tuple[str, str]]:
+    """RabbitMQ and Redis as each service would reach them (its env file included), each URL
+    once."""
+    urls: list[tuple[str, str]] = []
     for service in services:
         env = service.env()
-        for label, url, probe in (
-            ("RabbitMQ", env.get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL, probe_rabbitmq),
-            ("Redis", env.get("REDIS_URL") or DEFAULT_REDIS_URL, probe_redis),
+        for label, url in (
+            (RABBITMQ, env.get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL),
+            (REDIS, env.get("REDIS_URL") or DEFAULT_REDIS_URL),
         ):
-            if (label, url) in checked:
-                continue
-            checked.add((label, url))
-            try:
-                probe(url, timeout=3)
-            except Unreachable as exc:
-                raise Abort(
-                    f"{label} is not reachable at {redact_url(url)} ({exc}): {START_HINT}"
-                ) from exc
+            if (label, url) not in urls:
+                urls.append((label, url))
+    return urls
 
 
 def check_ports_free(host: str, ports: list[int]) -> None:
@@ -258,8 +292,32 @@ def _healthy(url: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
+class QuietPrinter(Printer):
+    """honcho's printer, noting when the processes last said something: the banner waits for
+    their start-up output to settle instead of being buried in it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_line = time.monotonic()
+
+    def write(self, message) -> None:
+        super().write(message)
+        self.last_line = time.monotonic()
+
+    def wait_quiet(self, stop: threading.Event) -> None:
+        deadline = time.monotonic() + QUIET_MAX
+        while not stop.is_set() and time.monotonic() < deadline:
+            if time.monotonic() - self.last_line >= QUIET_FOR:
+                return
+            stop.wait(0.1)
+
+
 def announce_when_ready(
-    options: EcosystemOptions, stop: threading.Event, admin: AdminAccount | None = None
+    options: EcosystemOptions,
+    stop: threading.Event,
+    admin: AdminAccount | None = None,
+    printer: QuietPrinter | None = None,
+    infra: Infrastructure | None = None,
 ) -> None:
     # Health is polled (and URLs printed) on loopback whatever interface the APIs bind.
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "127.0.0.1") else options.host  # nosec B104 # compared, not bound
@@ -287,7 +345,19 @@ def announce_when_ready(
             flush=True,
         )
         return
-    lines = ["apis up: ready"]
+    if printer is not None:
+        printer.wait_quiet(stop)
+        if stop.is_set():
+            return
+    print(banner(urls, admin, infra), flush=True)
+
+
+def banner(
+    urls: dict[str, str], admin: AdminAccount | None, infra: Infrastructure | None = None
+) -> str:
+    """What is where, between two rules: the processes' start-up output is above it."""
+    rule = "=" * 78
+    lines = ["", rule, "apis up: ready"]
     for name, base in urls.items():
         lines.append(f"  {name:<13} {base}/api/  docs {base}/api/docs  health {base}/health")
     lines.append(
@@ -307,9 +377,17 @@ def announce_when_ready(
             "`cd api_produtos && uv run manage.py createsuperuser` (same in api_feed)"
         )
     rabbitmq_url = PRODUTOS.env().get("RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
-    lines.append(f"  RabbitMQ UI   {rabbitmq_ui(rabbitmq_url)}")
+    private_ui = infra.management_url() if infra is not None else None
+    if private_ui:
+        user = infra.rabbit_nodes[0].user
+        lines.append(f"  RabbitMQ UI   {private_ui} (user {user}, the private node)")
+    else:
+        lines.append(f"  RabbitMQ UI   {rabbitmq_ui(rabbitmq_url)}")
+    if infra is not None and infra.started:
+        lines.append(f"  infra         private, started by apis up: data in {infra.data_dir}")
     lines.append("  Ctrl-C stops everything.")
-    print("\n".join(lines), flush=True)
+    lines.append(rule)
+    return "\n".join(lines)
 
 
 def _urls() -> list[str]:
@@ -322,15 +400,52 @@ def _urls() -> list[str]:
     ]
 
 
-def up(options: EcosystemOptions, *, create_admin_user: bool = False) -> int:
+def _stopped_by_sigterm(signum, frame) -> None:
+    raise Stopped()
+
+
+def up(
+    options: EcosystemOptions, *, create_admin_user: bool = False, start_infra: bool = True
+) -> int:
+    """Everything in the foreground; the private infrastructure it started (if any) stops on
+    every way out: Ctrl-C, SIGTERM, a child that died, an error."""
+    infra = Infrastructure()
+    # Until honcho takes the signals over: SIGTERM unwinds like Ctrl-C, through `finally`.
+    previous = signal.signal(signal.SIGTERM, _stopped_by_sigterm)
+    try:
+        return _up(options, create_admin_user, start_infra, infra)
+    except (KeyboardInterrupt, Stopped):
+        return 130
+    finally:
+        # A second Ctrl-C or SIGTERM must not leave a private server half-stopped (each stop
+        # is bounded in time: SIGKILL at the end).
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            infra.stop()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _up(
+    options: EcosystemOptions,
+    create_admin_user: bool,
+    start_infra: bool,
+    infra: Infrastructure,
+) -> int:
     admin = None
     try:
         check_exposure(options.host, create_admin_user)
         mode = replication_mode()
         if create_admin_user:
             admin = AdminAccount.from_env(options.host)
-        check_infrastructure()
+        check_settings()
         check_ports_free(options.host, [options.produtos_port, options.feed_port])
+        try:
+            infra.ensure(infrastructure_urls(), no_infra=not start_infra)
+        except InfraProblem as exc:
+            raise Abort(str(exc)) from None
         for service in SERVICES:
             migrate(service)
             if admin is not None:
@@ -340,9 +455,7 @@ def up(options: EcosystemOptions, *, create_admin_user: bool = False) -> int:
     except Abort as exc:
         # One line, whatever a URL or a child's error said: no password in it.
         print(f"apis up: {scrub(str(exc), _urls())}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return exc.status
 
     # Every process of a service (its gunicorn workers, relay or consumer) writes its Prometheus
     # samples into the service's folder, and /metrics adds them up.
@@ -351,7 +464,8 @@ def up(options: EcosystemOptions, *, create_admin_user: bool = False) -> int:
         for service in SERVICES
     }
     state_dir = tempfile.mkdtemp(prefix="apis-state-")  # Celery beat's schedule files
-    manager = Manager()
+    printer = QuietPrinter(sys.stdout)
+    manager = Manager(printer=printer)
     print(f"apis up: replication mode {mode}", flush=True)
     for name, (command, service) in processes(options, state_dir, mode).items():
         env = service.env(PROMETHEUS_MULTIPROC_DIR=metrics_dirs[service.name])
@@ -362,7 +476,9 @@ def up(options: EcosystemOptions, *, create_admin_user: bool = False) -> int:
             name, f"exec {shlex.join(command)}", env=env, cwd=str(service.directory)
         )
     stop = threading.Event()
-    watcher = threading.Thread(target=announce_when_ready, args=(options, stop, admin), daemon=True)
+    watcher = threading.Thread(
+        target=announce_when_ready, args=(options, stop, admin, printer, infra), daemon=True
+    )
     watcher.start()
     try:
         manager.loop()

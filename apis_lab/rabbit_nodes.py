@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -21,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from apis_lab.net import free_port
 from django_tools.heartbeat import pid_alive
@@ -28,6 +30,8 @@ from django_tools.heartbeat import pid_alive
 #: Where the server's own scripts are (Debian/Ubuntu package first, then PATH).
 SBIN_CANDIDATES = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
 START_TIMEOUT = 90.0
+#: What rabbitmq.conf takes as a plain value (a user, password or vhost for the first boot).
+_CONF_SAFE = re.compile(r"[A-Za-z0-9_.~/-]+")
 
 
 class BrokerUnavailable(Exception):
@@ -64,6 +68,13 @@ class RabbitNode:
     partition_handling: str | None = None
     #: The free disk space below which the node blocks publishers (see `set_disk_alarm`).
     disk_free_limit: int = 1_000_000
+    #: The vhost `user` gets (created by `ensure_user`, and on the node's first boot).
+    vhost: str = "/"
+    #: The management plugin's HTTP port (UI and API on 127.0.0.1); None: plugin off.
+    management_port: int | None = None
+    #: `stop()` keeps `base` (mnesia, logs, cookie): the next `start()` of a node of the same
+    #: name finds its users, queues and messages again (`apis up`'s private broker).
+    keep_data: bool = False
 
     @property
     def node(self) -> str:
@@ -71,7 +82,9 @@ class RabbitNode:
 
     @property
     def url(self) -> str:
-        return f"amqp://{self.user}:{self.password}@127.0.0.1:{self.port}/"
+        user, password = quote(self.user, safe=""), quote(self.password, safe="")
+        vhost = "" if self.vhost == "/" else quote(self.vhost, safe="")
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/{vhost}"
 
     @property
     def log_file(self) -> Path:
@@ -94,27 +107,61 @@ class RabbitNode:
         )
         return env
 
+    @property
+    def management_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.management_port}" if self.management_port else None
+
+    def _config(self) -> str:
+        lines = [
+            f"listeners.tcp.default = 127.0.0.1:{self.port}",
+            # A node of tests: disk alarms must not block publishers on a busy CI disk (the
+            # fault suite raises one on purpose: `set_disk_alarm`).
+            f"disk_free_limit.absolute = {self.disk_free_limit}",
+        ]
+        if self.partition_handling:
+            lines.append(f"cluster_partition_handling = {self.partition_handling}")
+        if self.management_port:
+            lines += [
+                "management.tcp.ip = 127.0.0.1",
+                f"management.tcp.port = {self.management_port}",
+            ]
+        # The first boot creates `user` instead of guest when the values are plain enough for
+        # rabbitmq.conf; otherwise (or when the data predates them) `ensure_user` does it.
+        if (self.user, self.password, self.vhost) != ("guest", "guest", "/") and all(
+            _CONF_SAFE.fullmatch(value) for value in (self.user, self.password, self.vhost)
+        ):
+            lines += [
+                f"default_user = {self.user}",
+                f"default_pass = {self.password}",
+                f"default_vhost = {self.vhost}",
+                "default_user_tags.administrator = true",
+            ]
+        return "\n".join(lines) + "\n"
+
     def start(self, timeout: float = START_TIMEOUT) -> RabbitNode:
         for folder in ("mnesia", "log"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
-        (self.base / "enabled_plugins").write_text("[].\n")
-        (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            # A node of tests: disk alarms must not block publishers on a busy CI disk (the
-            # fault suite raises one on purpose: `set_disk_alarm`).
-            f"disk_free_limit.absolute = {self.disk_free_limit}\n"
-            + (
-                f"cluster_partition_handling = {self.partition_handling}\n"
-                if self.partition_handling
-                else ""
-            )
-        )
+        plugins = "rabbitmq_management" if self.management_port else ""
+        (self.base / "enabled_plugins").write_text(f"[{plugins}].\n")
+        (self.base / "rabbitmq.conf").write_text(self._config())
         subprocess.run(
             [_sbin("rabbitmq-server"), "-detached"],
             env=self._env(), cwd=self.base, capture_output=True, timeout=60, check=False,
+            # Out of the caller's session: a Ctrl-C in its terminal is the caller's to handle
+            # (it stops the node in order), not the Erlang VM's.
+            start_new_session=True,
         )  # fmt: skip
         self.await_startup(timeout)
         return self
+
+    def ensure_user(self) -> None:
+        """`user` with `password`, the administrator tag and every permission on `vhost`
+        (created or updated: a node kept from an earlier run may have another password)."""
+        if self.ctl("add_user", self.user, self.password, check=False).returncode != 0:
+            self.ctl("change_password", self.user, self.password)
+        self.ctl("set_user_tags", self.user, "administrator")
+        self.ctl("add_vhost", self.vhost, check=False)  # exists already: fine
+        self.ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
 
     def await_startup(self, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -230,14 +277,15 @@ class RabbitNode:
     # --- the end -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop the node and delete its folders."""
+        """Stop the node and delete its folders (unless `keep_data`)."""
         self.resume()  # a paused VM cannot stop
         if getattr(self, "_own_cookie", None):
             with contextlib.suppress(Exception):
                 self.ctl("eval", f"erlang:set_cookie(node(), '{self._own_cookie}').", timeout=20)
             self.cookie = self._own_cookie
         self.halt()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not self.keep_data:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -24,10 +25,30 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="apis-redis-")))
     process: subprocess.Popen | None = None
+    #: `requirepass` (and, with `username`, an ACL user of its own); None: no password.
+    password: str | None = None
+    username: str | None = None
+    #: Snapshots to `base/dump.rdb` (and one at shutdown), loaded again at the next start:
+    #: `apis up`'s private Redis keeps its data across runs. Off: nothing is written.
+    persistent: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        user, password = quote(self.username or "", safe=""), quote(self.password or "", safe="")
+        auth = f"{user}:{password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _arguments(self) -> list[str]:
+        arguments = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.base),
+                     "--logfile", str(self.base / "redis.log"), "--appendonly", "no",
+                     "--pidfile", str(self.base / "redis.pid"),
+                     "--save", "300 1 60 1000" if self.persistent else ""]  # fmt: skip
+        if self.password and self.username and self.username != "default":
+            # An ACL user of its own; the default user keeps the same password.
+            arguments += ["--user", self.username, "on", f">{self.password}", "~*", "&*", "+@all"]
+        if self.password:
+            arguments += ["--requirepass", self.password]
+        return arguments
 
     def start(self, timeout: float = 15) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -36,13 +57,17 @@ class RedisServer:
                 "`redis-server` is not installed: the fault suite starts a Redis of its own "
                 "(apt-get install redis-server)"
             )
+        self.base.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.base), "--logfile",
-             str(self.base / "redis.log")],
+            [binary, *self._arguments()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            socket_connect_timeout=0.5,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -1,20 +1,26 @@
 """`apis up` as a user meets it: refusing to start without its infrastructure, and leaving
 nothing behind when stopped."""
 
+import contextlib
 import os
 import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from e2e_lab import (
+    API_KEY,
     APIS,
     REPO_ROOT,
     Databases,
     delete_broker_objects,
+    free_port,
     start_lab,
     wait_until,
 )
+
+from django_tools.heartbeat import pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.any_database]
 
@@ -33,10 +39,10 @@ def live_processes_in_groups(groups: list[int]) -> list[int]:
     return live
 
 
-def run_up(**env_overrides: str) -> subprocess.CompletedProcess:
+def run_up(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **env_overrides}
     return subprocess.run(
-        [APIS, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30
+        [APIS, "up", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30
     )
 
 
@@ -47,13 +53,16 @@ def run_up(**env_overrides: str) -> subprocess.CompletedProcess:
         ("REDIS_URL", "redis://127.0.0.1:1/0", "Redis"),
     ],
 )
-def test_exits_at_once_with_one_clear_line_when_infrastructure_is_missing(variable, url, label):
-    result = run_up(**{variable: url})
+def test_no_infra_exits_at_once_with_one_clear_line_when_infrastructure_is_missing(
+    variable, url, label
+):
+    result = run_up("--no-infra", **{variable: url})
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert label in lines[0] and "127.0.0.1:1" in lines[0]
-    assert "docker compose up -d" in lines[0]
+    # Both ways: compose, or the installed binaries `apis up` starts itself.
+    assert "docker compose up -d" in lines[0] and "apt-get install" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -80,6 +89,62 @@ def test_a_password_a_parser_cannot_read_never_shows_in_its_line(variable, url):
     output = result.stdout + result.stderr
     assert SECRET not in output and "'ab'" not in output and "'a'" not in output, output
     assert "Traceback" not in output
+
+
+def pid_in(path: Path) -> int:
+    return int(path.read_text().strip())
+
+
+def test_up_starts_a_private_broker_and_redis_where_nothing_answers_and_ctrl_c_stops_them(
+    tmp_path,
+):
+    """No Docker, the machine's RabbitMQ and Redis left alone: URLs on unused loopback ports,
+    and `apis up` brings its own (management plugin, the URL's user), replicates a write,
+    and Ctrl-C stops everything, the private servers included."""
+    rabbit_port, redis_port = free_port(), free_port()
+    infra_dir = tmp_path / "infra"
+    databases = Databases(tmp_path)
+    lab = start_lab(
+        tmp_path,
+        f"amqp://lab:lab-pass@127.0.0.1:{rabbit_port}/",
+        databases,
+        "--web-workers", "1",
+        REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        APIS_INFRA_DIR=str(infra_dir),
+    )  # fmt: skip
+    pids: list[int] = []
+    try:
+        said = lab.output()
+        assert f"private RabbitMQ node from rabbitmq-server on 127.0.0.1:{rabbit_port}" in said
+        assert f"private Redis from redis-server on 127.0.0.1:{redis_port}" in said
+        assert "lab-pass" not in said
+        pids = [
+            pid_in(infra_dir / "rabbitmq" / "pid"),
+            pid_in(infra_dir / "redis" / str(redis_port) / "redis.pid"),
+        ]
+        assert all(pid_alive(pid) for pid in pids)
+        with httpx.Client(timeout=10) as client:
+            created = client.post(
+                f"{lab.produtos_url}/api/produtos/",
+                json={"sku": "PRIVATE-1", "nome": "Infra própria", "preco": "9.90"},
+                headers={"X-API-Key": API_KEY},
+            )
+            assert created.status_code == 201, created.text
+            item = f"{lab.feed_url}/api/feed/{created.json()['id']}"
+            wait_until(lambda: client.get(item).status_code == 200, 20, what="the replica")
+        children = lab.child_pids()
+        lab.process.send_signal(signal.SIGINT)  # Ctrl-C
+        lab.process.wait(timeout=60)
+        wait_until(lambda: not live_processes_in_groups(children), 10, what="children to exit")
+        # `apis up` has exited: what it started must be gone already (no waiting here).
+        assert not [pid for pid in pids if pid_alive(pid)], "a private server outlived apis up"
+        assert "stopping the private infrastructure" in lab.output()
+    finally:
+        lab.stop()
+        for pid in pids:  # only if the test failed half-way
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        databases.drop_all()
 
 
 def test_sigterm_stops_every_child(tmp_path, rabbitmq_url, redis_url):

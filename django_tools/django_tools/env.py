@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -24,7 +26,43 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 class ImproperlyConfiguredEnv(ValueError):
-    """An environment variable holds a value that cannot be used."""
+    """An environment variable holds a value that cannot be used. Its message is one line
+    naming the variable, the value (a URL's password hidden) and what is accepted."""
+
+
+#: The exit status of every entry point (manage.py, gunicorn, celery, `apis up`) refusing a
+#: bad setting, as for a usage error.
+BAD_SETTING_EXIT = 2
+
+
+@contextmanager
+def exit_on_bad_setting(program: str) -> Iterator[None]:
+    """Around an entry point: a bad setting is one line on stderr (`program: VARIABLE='value'
+    …, use …`) and exit status 2, instead of a traceback through the settings modules."""
+    try:
+        yield
+    except ImproperlyConfiguredEnv as exc:
+        print(f"{program}: {scrub(str(exc))}", file=sys.stderr, flush=True)
+        raise SystemExit(BAD_SETTING_EXIT) from None
+
+
+def parse_database_url(url: str, **options) -> dict:
+    """dj-database-url's DATABASES entry for DATABASE_URL, or ImproperlyConfiguredEnv saying
+    what is wrong in one line (the URL's password hidden)."""
+    import dj_database_url
+
+    try:
+        return dj_database_url.parse(url, **options)
+    except dj_database_url.UnknownSchemeError:
+        scheme = url.partition("://")[0] if "://" in url else ""
+        why = f"the scheme {scheme!r} is not supported" if scheme else "it has no scheme"
+    except Exception:  # dj-database-url's ParseError, or ValueError from urllib
+        why = "its host, port or password cannot be read (a port is a number up to 65535)"
+    raise ImproperlyConfiguredEnv(
+        f"DATABASE_URL={redact_url(url)!r}: {why}; use sqlite:///path/to/file.sqlite3 or "
+        "postgres://user:password@host:5432/name (a `/`, `?`, `#` or `@` of a password "
+        "percent-encoded)"
+    )
 
 
 def env_file_path(service: str, repo_root: Path) -> Path:
@@ -102,7 +140,9 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ImproperlyConfiguredEnv(f"{name}={raw!r} is not an integer") from None
+        raise ImproperlyConfiguredEnv(
+            f"{name}={raw!r} is not an integer (use a whole number, e.g. {default})"
+        ) from None
 
 
 def env_float(name: str, default: float) -> float:
@@ -112,7 +152,9 @@ def env_float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ImproperlyConfiguredEnv(f"{name}={raw!r} is not a number") from None
+        raise ImproperlyConfiguredEnv(
+            f"{name}={raw!r} is not a number (use one such as {default})"
+        ) from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

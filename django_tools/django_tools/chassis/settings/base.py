@@ -7,8 +7,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-import dj_database_url
-
 from django_tools.env import (
     DEFAULT_RABBITMQ_URL,
     DEFAULT_REDIS_URL,
@@ -17,6 +15,7 @@ from django_tools.env import (
     env_int,
     env_list,
     env_str,
+    parse_database_url,
     parse_replication_mode,
 )
 
@@ -89,7 +88,7 @@ def _new_secret_key(path: Path) -> str:
 def database_settings(service: str, repo_root: Path) -> dict:
     """`DATABASES` of a service: DATABASE_URL, else `<repo>/var/<service>.sqlite3`."""
     url = DATABASE_URL or f"sqlite:///{repo_root / 'var' / f'{service}.sqlite3'}"
-    db = dj_database_url.parse(url, conn_max_age=DB_CONN_MAX_AGE)
+    db = parse_database_url(url, conn_max_age=DB_CONN_MAX_AGE)
     db["CONN_HEALTH_CHECKS"] = True
     if db["ENGINE"] == "django.db.backends.sqlite3":
         # Django's backend, with writers that queue promptly (django_tools.db.sqlite).
