@@ -221,10 +221,11 @@ class Infrastructure:
             self._start_redis(point)
 
     def _start_rabbitmq(self, point: Endpoint) -> None:
-        base = self.root / "rabbitmq"
+        # A folder and a node name per port (its data is mnesia/<node>): the next run on the
+        # same URL finds its users, queues and messages again, and two runs on two ports
+        # share no configuration or pid file.
+        base = self.root / "rabbitmq" / str(point.port)
         base.mkdir(parents=True, exist_ok=True)
-        # The node's name, and with it its data (mnesia/<node>), follows the port: the next
-        # run on the same URL finds its users, queues and messages again.
         node = RabbitNode(
             name=f"apis{point.port}",
             port=point.port,

@@ -119,7 +119,7 @@ def test_up_starts_a_private_broker_and_redis_where_nothing_answers_and_ctrl_c_s
         assert f"private Redis from redis-server on 127.0.0.1:{redis_port}" in said
         assert "lab-pass" not in said
         pids = [
-            pid_in(infra_dir / "rabbitmq" / "pid"),
+            pid_in(infra_dir / "rabbitmq" / str(rabbit_port) / "pid"),
             pid_in(infra_dir / "redis" / str(redis_port) / "redis.pid"),
         ]
         assert all(pid_alive(pid) for pid in pids)
