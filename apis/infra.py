@@ -26,7 +26,7 @@ from redis.connection import parse_url
 
 from apis_lab.catalogue import REPO_ROOT
 from apis_lab.net import free_port
-from apis_lab.rabbit_nodes import BrokerUnavailable, RabbitNode
+from apis_lab.rabbit_nodes import BrokerUnavailable, RabbitNode, server_installed
 from apis_lab.redis_server import RedisServer, RedisUnavailable
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 from django_tools.env import redact_url
@@ -215,6 +215,18 @@ class Infrastructure:
         return self.rabbit_nodes[0].management_url if self.rabbit_nodes else None
 
     def _start(self, point: Endpoint) -> None:
+        # Nothing said about starting what is not installed: one line saying what to install.
+        try:
+            if point.label == RABBITMQ:
+                server_installed()
+            elif shutil.which("redis-server") is None:
+                raise RedisUnavailable("`redis-server` is not installed")
+        except (BrokerUnavailable, RedisUnavailable):
+            raise InfraProblem(
+                f"{point.label} is not reachable at {redact_url(point.url)} and "
+                f"`{PACKAGES[point.label]}` is not installed: apt-get install rabbitmq-server "
+                "redis-server (then `apis up` starts its own), or `docker compose up -d`"
+            ) from None
         if point.label == RABBITMQ:
             self._start_rabbitmq(point)
         else:

@@ -52,6 +52,12 @@ def _sbin(name: str) -> str:
     return found
 
 
+def server_installed() -> str:
+    """The installed rabbitmq-server script; BrokerUnavailable (saying what to install) when
+    there is none."""
+    return _sbin("rabbitmq-server")
+
+
 @dataclass
 class RabbitNode:
     """One RabbitMQ node of the lab's own on 127.0.0.1."""

@@ -10,6 +10,7 @@ from apis.infra import (
     REDIS,
     USE,
     InfraProblem,
+    Infrastructure,
     decide,
     endpoint,
 )
@@ -79,3 +80,14 @@ def test_no_infra_names_the_url_and_both_ways_to_start_it():
     assert "Redis is not reachable at redis://:***@127.0.0.1:6380/0" in line
     assert "docker compose up -d" in line and "apt-get install" in line and "--no-infra" in line
     assert "s3cret" not in line and "\n" not in line
+
+
+def test_a_server_that_is_not_installed_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
+    import apis.infra
+
+    monkeypatch.setattr(apis.infra.shutil, "which", lambda name: None)
+    said = []
+    infra = Infrastructure(root=tmp_path, say=said.append)
+    with pytest.raises(InfraProblem, match="`redis-server` is not installed: apt-get install"):
+        infra._start(endpoint(REDIS, "redis://127.0.0.1:6380/0"))
+    assert not said and not infra.started  # nothing announced, nothing to stop
