@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
+from django_tools.outbox import wake
 from django_tools.outbox.models import OutboxEvent
 
 PRUNE_CHUNK = 5000
@@ -30,7 +31,8 @@ def republish(ids: Iterable[int]) -> list[int]:
     would silently undo the operator's republish — the event then went out before the click,
     not after. A new row has an id no relay has read yet, so it is always sent after the
     republish. Replicas ignore what they already have (by revision)."""
-    with transaction.atomic(using=router.db_for_write(OutboxEvent)):
+    alias = router.db_for_write(OutboxEvent)
+    with transaction.atomic(using=alias):
         now = timezone.now()
         copies = [
             OutboxEvent(
@@ -41,7 +43,10 @@ def republish(ids: Iterable[int]) -> list[int]:
             )
             for row in OutboxEvent.objects.filter(id__in=list(ids)).order_by("id")
         ]  # fmt: skip
-        return [copy.id for copy in OutboxEvent.objects.bulk_create(copies)]
+        created = [copy.id for copy in OutboxEvent.objects.bulk_create(copies)]
+        if created:
+            wake.after_write(connections[alias])
+        return created
 
 
 def prune_published(*, older_than: timedelta, chunk: int = PRUNE_CHUNK) -> int:

@@ -87,6 +87,7 @@ class AmqpRelay(Relay):
         self._read_past = 0  # batches read past the ones in flight since the last sweep
         self._next_tag = 0
         self._blocked = False  # the broker said it blocks our publishes (a resource alarm)
+        self._timer = None  # the pending call of `_tick`, if any (at most one)
 
     def run(self) -> None:
         # A batch is hundreds of messages: one send() for it, not three per message. Installed
@@ -117,6 +118,9 @@ class AmqpRelay(Relay):
         self._connection.on_tick = self._every_second
         self._connection.add_on_connection_blocked_callback(self._on_blocked)
         self._connection.add_on_connection_unblocked_callback(self._on_unblocked)
+        self._timer = None
+        if self._watched is not None:  # a commit wakes the relay in this ioloop too
+            self.watch_wakeups(None, self._watched)
         try:
             self._connection.ioloop.start()
         finally:
@@ -148,6 +152,21 @@ class AmqpRelay(Relay):
 
     def state(self) -> str:
         return "blocked" if self._blocked else "publishing"
+
+    def watch_wakeups(self, old: int | None, new: int | None) -> None:
+        if self._connection is None:
+            return  # `serve` watches it in the next session's ioloop
+        ioloop = self._connection.ioloop
+        if old is not None:
+            with contextlib.suppress(Exception):  # already closed: the poller forgot it
+                ioloop.remove_handler(old)
+        if new is not None:
+            ioloop.add_handler(new, self._on_wakeup, ioloop.READ)
+
+    def _on_wakeup(self, _fd: int, _events: int) -> None:
+        # Idle: cut the pause short. Busy (batches in flight): the last confirm reads anyway.
+        if self.woken() and self._timer is not None:
+            self._schedule(0)
 
     # --- the connection -----------------------------------------------------------------------
 
@@ -197,13 +216,16 @@ class AmqpRelay(Relay):
             connection.ioloop.stop()
 
     def _tick(self) -> None:
+        self._timer = None
         pause = self.step()
         if pause is not None:
             self._schedule(pause)
 
     def _schedule(self, delay: float) -> None:
         if self._connection is not None:
-            self._connection.ioloop.call_later(delay, self._tick)
+            if self._timer is not None:  # one pending turn at most: this one replaces it
+                self._connection.ioloop.remove_timeout(self._timer)
+            self._timer = self._connection.ioloop.call_later(delay, self._tick)
 
     def _every_second(self) -> None:
         ready = self._channel is not None and self._channel.is_open

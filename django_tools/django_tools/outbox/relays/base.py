@@ -14,7 +14,12 @@ transports, the base class `Relay` owns the algorithm and the transports fill in
 - `step` is one turn of the relay: stop → drain and close; heartbeat; the lock still held
   (asked every third of OUTBOX_LOCK_TIMEOUT, which keeps its PostgreSQL session busy; lost → the
   session ends and the relay stands by); read a batch (a database error: retry in a second);
-  `send` it; nothing to read → poll again after a pause doubling from `poll_min` to `poll_max`;
+  `send` it; nothing to read → poll again after a pause doubling from `poll_min` to `poll_max`,
+  or at once when a commit wakes the relay (`woken`);
+- wake-ups (`django_tools.outbox.wake`): the session listens (`Waker.listen`, PostgreSQL
+  LISTEN/NOTIFY or a local socket) before its first read, so a commit after that read wakes it;
+  an idle relay woken reads at once, a busy one was going to read anyway; the poll stays as the
+  fallback of a lost wake-up;
 - `confirmed` is the publish bookkeeping: mark published, count (`OUTBOX_PUBLISHED`, `stats`).
 
 The transports:
@@ -43,6 +48,7 @@ from django_tools.outbox.metrics import OUTBOX_PUBLISHED
 from django_tools.outbox.relays.lock import RelayLock
 from django_tools.outbox.selectors import unpublished_rows
 from django_tools.outbox.services import mark_published
+from django_tools.outbox.wake import Waker, waker_for
 from django_tools.reconnect import keep_running
 
 logger = logging.getLogger("django_tools.outbox")
@@ -93,8 +99,8 @@ class Relay(ABC):
     """The lifecycle of every relay (see the module): lock, sessions, turns, bookkeeping.
 
     Subclasses implement `describe`, `serve` and `send`, and override the other hooks
-    (`ready_to_read`, `read_after`, `awaiting_confirms`, `end`, `wake`, `state`) when their
-    transport has something to say there."""
+    (`ready_to_read`, `read_after`, `awaiting_confirms`, `end`, `wake`, `state`,
+    `watch_wakeups`) when their transport has something to say there."""
 
     #: What a session raises when its connection is lost (retried after the backoff).
     lost: tuple[type[BaseException], ...] = (ConnectionLost,)
@@ -112,6 +118,7 @@ class Relay(ABC):
         heartbeat: Heartbeat | None = None,
         lock_timeout: float | None = None,
         lock: RelayLock | None = None,
+        waker: Waker | None = None,
     ) -> None:
         self.batch_size = batch_size
         self.poll_min = poll_min
@@ -122,6 +129,9 @@ class Relay(ABC):
         self.heartbeat = heartbeat or Heartbeat.disabled()
         self.lock_timeout = lock_timeout  # None: OUTBOX_LOCK_TIMEOUT
         self.lock = lock  # None: a RelayLock of its own, made by `run`
+        self.waker = waker  # None: the database's kind (`wake.waker_for`), made by `run`
+        self._idle = False  # the pause `step` returned is an idle one (a wake-up cuts it)
+        self._watched: int | None = None  # the waker's descriptor the transport watches
         self._closed_by: str | None = None  # why the current session ended
         self._connected: Callable[[], None] = lambda: None
         self._idle_pause = poll_min
@@ -133,6 +143,8 @@ class Relay(ABC):
         """Relay until `stop` is set: wait for the lock, then publish, reconnecting as needed."""
         if self.lock is None:
             self.lock = RelayLock(idle_timeout=self.lock_timeout)
+        if self.waker is None:
+            self.waker = waker_for(self.lock_timeout)
         try:
             if not wait_for_lock(self.lock, self.stop, self.heartbeat):
                 return
@@ -146,7 +158,9 @@ class Relay(ABC):
                 beat=lambda: self.heartbeat.beat("disconnected", self.stats),
             )
         finally:
+            self._stop_listening()  # before the lock: the next holder listens
             self.lock.release()
+            self.waker.dispose()
             connections.close_all()  # this thread's, on the way out
 
     def request_stop(self) -> None:
@@ -162,6 +176,7 @@ class Relay(ABC):
         """One connection, publishing until it ends; raises ConnectionLost unless stopped."""
         if not self.lock.still_held():
             logger.warning("lost the relay lock; waiting to take it again")
+            self._stop_listening()
             self.lock.release()
             if not wait_for_lock(self.lock, self.stop, self.heartbeat):
                 return
@@ -169,6 +184,8 @@ class Relay(ABC):
         self._closed_by = None
         self._idle_pause = self.poll_min
         self._lock_checked = time.monotonic()
+        self._idle = False
+        self._listen()  # before the first read: a commit after it wakes the relay
         self.serve()
         if not self.stop.is_set():
             raise ConnectionLost(self._closed_by or "connection closed")
@@ -176,6 +193,7 @@ class Relay(ABC):
     def step(self) -> float | None:
         """One turn: the pause before the next one, or None when the transport must not schedule
         it (the session ends, or a confirm will call `step` again)."""
+        self._idle = False
         if self.stop.is_set():
             self.end(drain=True)
             return None
@@ -198,6 +216,7 @@ class Relay(ABC):
         self._connected()
         pause = self._idle_pause
         self._idle_pause = min(self.poll_max, pause * 2)
+        self._idle = True
         return pause
 
     def check_lock(self) -> bool:
@@ -209,9 +228,41 @@ class Relay(ABC):
             return True
         self._lock_checked = time.monotonic()
         if self.lock.still_held():
+            self.waker.keepalive()  # a session of its own on PostgreSQL, as idle as the lock's
+            self._listen()
             return True
         self.lose("relay lock lost")
         return False
+
+    @property
+    def idle(self) -> bool:
+        """Whether the relay is in an idle pause (nothing to read at its last turn)."""
+        return self._idle
+
+    def woken(self) -> bool:
+        """The waker's descriptor is readable: take the wake-ups; whether the transport must
+        cut its idle pause and call `step` now (a busy relay reads anyway)."""
+        woken = self.waker.consume()
+        self._watch()  # a broken channel: its descriptor is not watched any more
+        return woken and self._idle
+
+    def _listen(self) -> None:
+        """Listen for wake-ups, and have the transport watch the descriptor that says so."""
+        self.waker.listen()
+        self._watch()
+
+    def _watch(self) -> None:
+        fd = self.waker.fileno()
+        if fd != self._watched:
+            self.watch_wakeups(self._watched, fd)
+            self._watched = fd
+
+    def _stop_listening(self) -> None:
+        if self._watched is not None:
+            self.watch_wakeups(self._watched, None)
+            self._watched = None
+        if self.waker is not None:
+            self.waker.close()
 
     def lose(self, reason: str) -> None:
         """End the session at once, for `reason` (the first reason given is the one logged)."""
@@ -275,3 +326,8 @@ class Relay(ABC):
     def state(self) -> str:
         """The heartbeat's state while publishing."""
         return "publishing"
+
+    def watch_wakeups(self, old: int | None, new: int | None) -> None:
+        """Stop watching descriptor `old`, watch `new` (None: none) and call `woken` when it is
+        readable. A loop transport that waits with `Waker.wait` watches nothing here."""
+        return None

@@ -48,13 +48,17 @@ class CeleryRelay(Relay):
             connection.ensure_connection(max_retries=len(connection.alt), interval_start=0)
             self._producer = self.app.amqp.Producer(connection)
             while (pause := self.step()) is not None:
-                self.stop.wait(pause)
+                self.waker.wait(pause)  # a commit or `request_stop` ends it early
         except BaseException:
             connection.collect()  # no closing handshake: the link may be dead
             raise
         finally:
             self._producer = None
         connection.release()
+
+    def wake(self) -> None:
+        if self.waker is not None:
+            self.waker.interrupt()
 
     def send(self, rows: list[Row]) -> None:
         confirmed = []

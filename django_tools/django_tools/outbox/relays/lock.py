@@ -20,6 +20,23 @@ LOCK_NAME = "django_tools.outbox.relay"
 IDLE_SESSION_TIMEOUT_SINCE = 140000
 
 
+def limit_idle(connection: psycopg.Connection, idle_timeout: float) -> None:
+    """Have the server end this session after `idle_timeout` seconds without a command
+    (`idle_session_timeout`): the session of a paused relay does not outlive the pause."""
+    if idle_timeout <= 0:
+        return
+    if connection.info.server_version < IDLE_SESSION_TIMEOUT_SINCE:
+        logger.warning(
+            "PostgreSQL %s has no idle_session_timeout: a paused relay keeps the relay lock "
+            "until it resumes or dies",
+            connection.info.server_version,
+        )
+        return
+    connection.execute(
+        "SELECT set_config('idle_session_timeout', %s, false)", [f"{int(idle_timeout * 1000)}ms"]
+    )
+
+
 class RelayLock:
     """Held by the active relay. PostgreSQL: a session advisory lock on a connection of its
     own (released by the server if the relay dies). SQLite: an exclusive `flock` on a file
@@ -50,7 +67,7 @@ class RelayLock:
                 params.pop("cursor_factory", None)
                 params.pop("context", None)
                 self._pg = psycopg.connect(**params, autocommit=True)
-                self._limit_idle(self._pg)
+                limit_idle(self._pg, self.idle_timeout)
             row = self._pg.execute(
                 "SELECT pg_try_advisory_lock(%s)", [advisory_key(LOCK_NAME)]
             ).fetchone()
@@ -64,21 +81,6 @@ class RelayLock:
             self._file = None
             return False
         return True
-
-    def _limit_idle(self, connection: psycopg.Connection) -> None:
-        if self.idle_timeout <= 0:
-            return
-        if connection.info.server_version < IDLE_SESSION_TIMEOUT_SINCE:
-            logger.warning(
-                "PostgreSQL %s has no idle_session_timeout: a paused relay keeps the relay lock "
-                "until it resumes or dies",
-                connection.info.server_version,
-            )
-            return
-        connection.execute(
-            "SELECT set_config('idle_session_timeout', %s, false)",
-            [f"{int(self.idle_timeout * 1000)}ms"],
-        )
 
     def still_held(self) -> bool:
         if self.vendor != "postgresql":

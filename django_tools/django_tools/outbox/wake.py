@@ -1,0 +1,300 @@
+"""Waking the relay when a transaction that wrote outbox events commits, instead of letting the
+event wait for the relay's next poll.
+
+Two ends, one per process, chosen by the database's vendor:
+
+- the writer's (`after_write`, called by `writer.enqueue` and `services.republish` each time
+  they wrote rows): at most one wake-up per transaction, and only if it commits;
+  - PostgreSQL: `NOTIFY` on `CHANNEL` inside the transaction; the server delivers it at commit
+    and drops it on rollback (of the transaction, or of the savepoint that issued it). One
+    statement per transaction, not per event: a transaction that already notified (its mark is
+    in Django's `on_commit` list, which a rolled-back savepoint loses together with its
+    `NOTIFY`) does not notify again. Not `pg_notify` after the commit: a NOTIFY needs a
+    transaction id, so on its own it would be a second commit, with its own WAL flush;
+  - SQLite: after the commit (`on_commit`), one empty datagram to the relay's UNIX socket
+    beside the database (`var/produtos.relay.wake`, beside `var/produtos.relay.lock`).
+    Non-blocking and best effort: no relay bound there, a stale socket file, a full queue
+    (the relay is busy and has not read its wake-ups yet) — the write does not care;
+- the relay's (`Waker`, made by `waker_for`): a file descriptor that becomes readable when a
+  commit woke it. `base.Relay` owns what happens then (an idle relay reads at once; a busy one
+  reads anyway); the transports only wait on the descriptor (`AmqpRelay`: pika's ioloop;
+  `CeleryRelay`: `Waker.wait`). PostgreSQL: `LISTEN` on a connection of its own (with the
+  relay lock's `idle_session_timeout`, kept alive when the lock is checked: a paused relay's
+  session ends and cannot hold the server's notification queue back); SQLite: the socket,
+  bound only by the relay holding the relay lock.
+
+Polling stays: a lost wake-up (the listening connection dropped, a writer on another
+database alias, a datagram the kernel refused) costs at most the poll interval
+(`OUTBOX_POLL_MAX`), never an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.db import connections, router, transaction
+
+logger = logging.getLogger("django_tools.outbox")
+
+#: The PostgreSQL channel of the wake-ups.
+CHANNEL = "django_tools_outbox"
+#: Longest path a UNIX socket address takes (sun_path, with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+# --- the writer's end ---------------------------------------------------------------------
+
+
+class _Wake:
+    """The `on_commit` callback of a transaction that wrote events, and the mark that it did."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address  # None: PostgreSQL, whose NOTIFY is already in the transaction
+
+    def __call__(self) -> None:
+        if self.address is not None:
+            poke(self.address)
+
+
+def after_write(connection) -> None:
+    """`connection`'s transaction wrote outbox rows: wake the relay when it commits (once per
+    transaction). Never fails the write because of the relay."""
+    in_transaction = connection.in_atomic_block
+    if in_transaction and any(isinstance(entry[1], _Wake) for entry in connection.run_on_commit):
+        return  # this transaction already wakes the relay
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {CHANNEL}")
+        if in_transaction:
+            transaction.on_commit(_Wake(None), using=connection.alias)
+        return
+    address = local_address(connection)
+    if address is not None:
+        # Outside a transaction (autocommit) Django runs it at once: the rows are committed.
+        transaction.on_commit(_Wake(address), using=connection.alias)
+
+
+def local_address(connection) -> str | None:
+    """The relay's socket for a SQLite database: beside its file (None: an in-memory database,
+    or a path too long for a socket address — then the relay only polls)."""
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict["NAME"])
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    address = str(Path(name).with_suffix(".relay.wake"))
+    return address if len(os.fsencode(address)) <= _MAX_SOCKET_PATH else None
+
+
+_sender: socket.socket | None = None
+
+
+def poke(address: str) -> None:
+    """One datagram to the relay's socket; whatever goes wrong is the poll's to make up."""
+    global _sender
+    try:
+        if _sender is None:
+            sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sender.setblocking(False)
+            _sender = sender
+        _sender.sendto(b"", address)
+    except OSError:
+        # ENOENT/ECONNREFUSED: no relay listens; EAGAIN: its queue is full, so it has
+        # wake-ups to read already.
+        pass
+
+
+# --- the relay's end ----------------------------------------------------------------------
+
+
+class Waker:
+    """The relay's end of the wake-ups: `fileno()` is readable when a commit woke the relay.
+
+    This base class never wakes (a database without wake-ups: the relay only polls); `wait` and
+    `interrupt` work for every kind."""
+
+    def __init__(self) -> None:
+        self._interrupt_r, self._interrupt_w = socket.socketpair()
+        self._interrupt_r.setblocking(False)
+        self._interrupt_w.setblocking(False)
+
+    def listen(self) -> None:
+        """Start receiving wake-ups, if not already (the relay holds its lock now). A failure
+        is logged: the relay polls meanwhile."""
+
+    def fileno(self) -> int | None:
+        """Readable when woken; None while not listening."""
+        return None
+
+    def consume(self) -> bool:
+        """Take the pending wake-ups: whether there was one. Stops listening if the channel
+        broke (`fileno()` then says None, or another descriptor after `keepalive`)."""
+        return False
+
+    def keepalive(self) -> None:
+        """Called every third of the relay lock's timeout: keep the channel's session alive,
+        listen again if it was lost."""
+
+    def close(self) -> None:
+        """Stop listening (before the relay lock is released: the next holder listens)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken, interrupted, or `timeout`; whether a commit woke it."""
+        fd = self.fileno()
+        watched = [self._interrupt_r] if fd is None else [self._interrupt_r, fd]
+        try:
+            ready, _, _ = select.select(watched, [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if self._interrupt_r in ready:
+            with contextlib.suppress(OSError):
+                while self._interrupt_r.recv(64):
+                    pass
+        return fd is not None and fd in ready and self.consume()
+
+    def interrupt(self) -> None:
+        """End a `wait` now (from another thread or a signal handler: the relay stops)."""
+        with contextlib.suppress(OSError):
+            self._interrupt_w.send(b"\0")
+
+    def dispose(self) -> None:
+        """Close everything, for good."""
+        self.close()
+        self._interrupt_r.close()
+        self._interrupt_w.close()
+
+
+class LocalWaker(Waker):
+    """SQLite: a UNIX datagram socket beside the database, which the writers poke."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+        self._socket: socket.socket | None = None
+        self._inode: int | None = None
+
+    def listen(self) -> None:
+        if self._socket is not None:
+            return
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            # Left by a relay that died: only the relay holding the lock gets here.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.address)
+            receiver.bind(self.address)
+            receiver.setblocking(False)
+            self._inode = os.stat(self.address).st_ino
+        except OSError as exc:
+            receiver.close()
+            logger.warning("cannot listen for wake-ups at %s (%r); polling only", self.address, exc)
+            return
+        self._socket = receiver
+
+    def fileno(self) -> int | None:
+        return self._socket.fileno() if self._socket is not None else None
+
+    def consume(self) -> bool:
+        woken = False
+        if self._socket is None:
+            return woken
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while True:
+                self._socket.recv(1)
+                woken = True
+        return woken
+
+    def close(self) -> None:
+        if self._socket is None:
+            return
+        self._socket.close()
+        self._socket = None
+        # Unlinked only if it is still ours (the next relay binds a new one there).
+        with contextlib.suppress(OSError):
+            if os.stat(self.address).st_ino == self._inode:
+                os.unlink(self.address)
+
+
+class PgWaker(Waker):
+    """PostgreSQL: `LISTEN` on a connection of its own."""
+
+    def __init__(self, alias: str, idle_timeout: float) -> None:
+        super().__init__()
+        self.alias = alias
+        self.idle_timeout = idle_timeout
+        self._pg: psycopg.Connection | None = None
+        self._broken = False  # closed by `keepalive`, after the transport stopped watching it
+
+    def listen(self) -> None:
+        if self._pg is not None and not self._pg.closed and not self._broken:
+            return
+        self.close()
+        from django_tools.outbox.relays.lock import limit_idle
+
+        params = connections[self.alias].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        try:
+            self._pg = psycopg.connect(**params, autocommit=True)
+            limit_idle(self._pg, self.idle_timeout)
+            self._pg.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            logger.warning("cannot LISTEN for wake-ups (%r); polling only", exc)
+            self.close()
+
+    def fileno(self) -> int | None:
+        if self._pg is None or self._pg.closed or self._broken:
+            return None
+        return self._pg.fileno()
+
+    def consume(self) -> bool:
+        if self.fileno() is None:
+            return False
+        woken = False
+        try:
+            for _notify in self._pg.notifies(timeout=0):
+                woken = True
+        except psycopg.Error as exc:
+            logger.warning("the wake-up connection broke (%r); polling until it is back", exc)
+            self._broken = True
+            return True  # read now: a wake-up may have been lost with it
+        return woken
+
+    def keepalive(self) -> None:
+        if self.fileno() is not None:
+            try:
+                self._pg.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                self._broken = True
+                return  # listens again next time, once the transport stopped watching it
+        self.listen()
+
+    def close(self) -> None:
+        if self._pg is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._pg.close()
+            self._pg = None
+        self._broken = False
+
+
+def waker_for(idle_timeout: float | None = None) -> Waker:
+    """The relay's end for the outbox's database; `idle_timeout`: the relay lock's
+    (None: OUTBOX_LOCK_TIMEOUT)."""
+    from django_tools.outbox.models import OutboxEvent
+
+    if idle_timeout is None:
+        idle_timeout = float(getattr(settings, "OUTBOX_LOCK_TIMEOUT", 15.0))
+    connection = connections[router.db_for_write(OutboxEvent)]
+    if connection.vendor == "postgresql":
+        return PgWaker(connection.alias, idle_timeout)
+    address = local_address(connection)
+    return LocalWaker(address) if address is not None else Waker()

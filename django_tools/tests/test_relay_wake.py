@@ -1,0 +1,205 @@
+"""Waking the relay at commit (`django_tools.outbox.wake`): the local waker on its own, the
+writer's one wake-up per committed transaction, and a relay with a long poll publishing a
+commit well before that poll, against the real broker, on the suite's database (SQLite, or
+PostgreSQL with DATABASE_URL)."""
+
+import socket
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+from dj_master.models import Book
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from django_tools.outbox import wake
+from django_tools.outbox.models import OutboxEvent
+from django_tools.outbox.wake import LocalWaker, Waker, local_address, poke, waker_for
+from django_tools.testing import RunningRelay, wait_until
+
+#: The relays here poll this rarely: whatever they publish sooner was woken.
+LONG_POLL = 5.0
+
+
+def make(isbn: str) -> Book:
+    return Book.objects.create(isbn=isbn, title="Dune", price=Decimal("7.5"))
+
+
+# --- the local waker, on its own ------------------------------------------------------------
+
+
+def test_a_poke_wakes_the_local_waker_and_pokes_coalesce(tmp_path):
+    address = str(tmp_path / "db.relay.wake")
+    waker = LocalWaker(address)
+    try:
+        waker.listen()
+        assert not waker.wait(0.05)  # nothing yet
+        for _ in range(3):
+            poke(address)
+        started = time.monotonic()
+        assert waker.wait(5)
+        assert time.monotonic() - started < 1
+        assert not waker.consume()  # the three were taken at once
+    finally:
+        waker.dispose()
+    assert not (tmp_path / "db.relay.wake").exists()
+
+
+def test_an_interrupt_ends_a_wait_without_a_wake_up(tmp_path):
+    waker = LocalWaker(str(tmp_path / "db.relay.wake"))
+    try:
+        waker.listen()
+        waker.interrupt()
+        started = time.monotonic()
+        assert not waker.wait(5)
+        assert time.monotonic() - started < 1
+    finally:
+        waker.dispose()
+
+
+def test_poking_nobody_a_stale_socket_or_a_full_queue_never_raises(tmp_path):
+    address = str(tmp_path / "db.relay.wake")
+    poke(address)  # no socket there
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stale.bind(address)
+    stale.close()  # a relay killed without unlinking it
+    poke(address)
+    waker = LocalWaker(address)
+    try:
+        waker.listen()  # takes the stale address over
+        for _ in range(1000):  # far more than the kernel queues: EAGAIN, swallowed
+            poke(address)
+        assert waker.wait(1)
+    finally:
+        waker.dispose()
+
+
+def test_a_closing_relay_leaves_the_next_ones_socket_alone(tmp_path):
+    address = str(tmp_path / "db.relay.wake")
+    first, second = LocalWaker(address), LocalWaker(address)
+    try:
+        first.listen()
+        second.listen()  # the next lock holder, before the first closed
+        first.close()
+        poke(address)
+        assert second.wait(1)
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+# --- the writer's end -----------------------------------------------------------------------
+
+
+def _wakes(conn) -> int:
+    return sum(isinstance(entry[1], wake._Wake) for entry in conn.run_on_commit)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_wake_up_per_transaction_and_none_for_a_rolled_back_savepoint():
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        make("W-1")
+        make("W-2")
+        assert _wakes(connection) == 1
+        with pytest.raises(RuntimeError), transaction.atomic():
+            make("W-3")
+            raise RuntimeError("savepoint rolled back")
+        with transaction.atomic():
+            make("W-4")
+        assert _wakes(connection) == 1
+    notifies = [q for q in queries.captured_queries if q["sql"].startswith("NOTIFY")]
+    assert len(notifies) == (1 if connection.vendor == "postgresql" else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_wakes_the_relays_end_and_a_rollback_does_not():
+    waker = waker_for()
+    try:
+        waker.listen()
+        assert waker.fileno() is not None, "the suite's database should have wake-ups"
+        with pytest.raises(RuntimeError), transaction.atomic():
+            make("GONE")
+            raise RuntimeError("abort")
+        assert not waker.wait(0.3)
+        make("KEPT")
+        assert waker.wait(2)
+    finally:
+        waker.dispose()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_succeeds_when_no_relay_listens():
+    address = local_address(connection)
+    if address is not None:  # SQLite: a stale socket file where the relay was
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        stale.bind(address)
+        stale.close()
+    try:
+        with transaction.atomic():
+            make("ALONE-1")
+        make("ALONE-2")  # autocommit around the save: its own transaction
+    finally:
+        if address is not None:
+            import os
+
+            os.unlink(address)
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 2
+
+
+# --- a relay, woken -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["amqp", "celery"])
+def start_relay(request, rabbitmq_url, cqrs_exchange):
+    running: list[RunningRelay] = []
+    queues: list[str] = []
+
+    def start(**options) -> RunningRelay:
+        if request.param == "amqp":
+            from django_tools.outbox.relays.amqp import AmqpRelay
+
+            relay = AmqpRelay(rabbitmq_url, cqrs_exchange, **options)
+        else:
+            from celery import current_app
+
+            from django_tools.outbox.relays.celery import CeleryRelay
+
+            queue = f"test_celery_{uuid.uuid4().hex[:8]}"
+            queues.append(queue)
+            relay = CeleryRelay(current_app, queue, **options)
+        running.append(RunningRelay(relay))
+        return running[-1]
+
+    yield start
+    for relay in running:
+        relay.stop()
+    if queues:
+        from django_tools.connectivity import amqp_channel
+
+        with amqp_channel(rabbitmq_url) as channel:
+            for queue in queues:
+                channel.queue_delete(queue)
+                channel.exchange_delete(queue)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_relay_publishes_a_commit_long_before_its_next_poll(start_relay):
+    running = start_relay(poll_min=LONG_POLL, poll_max=LONG_POLL)
+    relay = running.relay
+    make("FIRST")
+    wait_until(lambda: relay.stats.published == 1, what="the first event published")
+    wait_until(lambda: relay.idle, what="the relay idle, its next poll 5 s away")
+    started = time.monotonic()
+    make("SECOND")
+    wait_until(lambda: relay.stats.published == 2, timeout=LONG_POLL, what="the second event")
+    assert time.monotonic() - started < 1.0
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_wake_up_costs_only_the_poll(start_relay):
+    """A relay that is never woken (its waker never says so) still publishes, at its poll."""
+    running = start_relay(poll_min=0.3, poll_max=0.3, waker=Waker())
+    make("POLLED")
+    wait_until(lambda: running.relay.stats.published == 1, timeout=5, what="the polled event")
