@@ -203,3 +203,31 @@ def test_a_lost_wake_up_costs_only_the_poll(start_relay):
     running = start_relay(poll_min=0.3, poll_max=0.3, waker=Waker())
     make("POLLED")
     wait_until(lambda: running.relay.stats.published == 1, timeout=5, what="the polled event")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_whose_listening_session_is_killed_listens_again(start_relay):
+    """PostgreSQL: the server ends the LISTEN session; the relay polls meanwhile, listens again
+    at its next lock check, and is woken again."""
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    running = start_relay(poll_min=LONG_POLL, poll_max=LONG_POLL, lock_timeout=1.5)
+    relay = running.relay
+    wait_until(lambda: relay.idle and _listening(relay.waker), what="an idle relay")
+    killed = _listening(relay.waker)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [killed])
+    wait_until(lambda: _listening(relay.waker) not in (None, killed), what="a new LISTEN session")
+    wait_until(lambda: relay.idle, what="the relay idle again")
+    started = time.monotonic()
+    make("AFTER-KILL")
+    wait_until(lambda: relay.stats.published == 1, timeout=LONG_POLL, what="the event")
+    assert time.monotonic() - started < 1.0
+
+
+def _listening(waker) -> int | None:
+    """The backend pid of a PostgreSQL waker's LISTEN session (None: not listening)."""
+    pg = waker._pg  # read once: the relay's thread replaces it
+    if pg is None or pg.closed or waker.fileno() is None:
+        return None
+    return pg.info.backend_pid

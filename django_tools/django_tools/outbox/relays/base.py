@@ -229,6 +229,7 @@ class Relay(ABC):
         self._lock_checked = time.monotonic()
         if self.lock.still_held():
             self.waker.keepalive()  # a session of its own on PostgreSQL, as idle as the lock's
+            self._watch()  # a broken one is unwatched before `listen` replaces it
             self._listen()
             return True
         self.lose("relay lock lost")
