@@ -242,6 +242,9 @@ class PgWaker(Waker):
         params = connections[self.alias].get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
+        # A database that accepts the connection and never answers (paused) must not hold the
+        # relay's loop for longer than this: it polls meanwhile.
+        params.setdefault("connect_timeout", 5)
         try:
             self._pg = psycopg.connect(**params, autocommit=True)
             limit_idle(self._pg, self.idle_timeout)
