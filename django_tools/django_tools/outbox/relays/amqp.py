@@ -164,8 +164,9 @@ class AmqpRelay(Relay):
             ioloop.add_handler(new, self._on_wakeup, ioloop.READ)
 
     def _on_wakeup(self, _fd: int, _events: int) -> None:
-        # Idle: cut the pause short. Busy (batches in flight): the last confirm reads anyway.
-        if self.woken() and self._timer is not None:
+        # Idle: the pause is cut short. Waiting for confirms with room for another batch: the
+        # new rows go out now, pipelined, instead of after those confirms.
+        if self.woken():
             self._schedule(0)
 
     # --- the connection -----------------------------------------------------------------------

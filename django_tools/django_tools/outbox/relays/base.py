@@ -18,8 +18,9 @@ transports, the base class `Relay` owns the algorithm and the transports fill in
   or at once when a commit wakes the relay (`woken`);
 - wake-ups (`django_tools.outbox.wake`): the session listens (`Waker.listen`, PostgreSQL
   LISTEN/NOTIFY or a local socket) before its first read, so a commit after that read wakes it;
-  an idle relay woken reads at once, a busy one was going to read anyway; the poll stays as the
-  fallback of a lost wake-up;
+  an idle relay woken reads at once, and so does one whose batches wait for their confirms if it
+  may send another; otherwise it was going to read anyway; the poll stays as the fallback of a
+  lost wake-up;
 - `confirmed` is the publish bookkeeping: mark published, count (`OUTBOX_PUBLISHED`, `stats`).
 
 The transports:
@@ -242,10 +243,14 @@ class Relay(ABC):
 
     def woken(self) -> bool:
         """The waker's descriptor is readable: take the wake-ups; whether the transport must
-        cut its idle pause and call `step` now (a busy relay reads anyway)."""
+        call `step` now: the relay was idle (cut the pause short), or its batches wait for
+        their confirms and it may send another one (a pipelining transport: the new rows go
+        out now, not after those confirms). Otherwise the relay reads anyway when it can."""
         woken = self.waker.consume()
         self._watch()  # a broken channel: its descriptor is not watched any more
-        return woken and self._idle
+        if not woken:
+            return False
+        return self._idle or (self.awaiting_confirms() and self.ready_to_read())
 
     def _listen(self) -> None:
         """Listen for wake-ups, and have the transport watch the descriptor that says so."""
