@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from django_tools.outbox import wake
 from django_tools.outbox.models import OutboxEvent
+from django_tools.outbox.relays.base import Relay
 from django_tools.outbox.wake import LocalWaker, Waker, local_address, poke, waker_for
 from django_tools.testing import RunningRelay, wait_until
 
@@ -231,3 +232,50 @@ def _listening(waker) -> int | None:
     if pg is None or pg.closed or waker.fileno() is None:
         return None
     return pg.info.backend_pid
+
+
+class _Transport(Relay):
+    """Only what `Relay.woken` asks of a transport: whether batches wait for confirms and
+    whether another one fits."""
+
+    in_flight = 0
+    max_in_flight = 2
+
+    def describe(self) -> str:
+        return "nowhere"
+
+    def serve(self) -> None:
+        return None
+
+    def send(self, rows) -> None:
+        return None
+
+    def awaiting_confirms(self) -> bool:
+        return self.in_flight > 0
+
+    def ready_to_read(self) -> bool:
+        return self.in_flight < self.max_in_flight
+
+
+@pytest.mark.parametrize(
+    ("idle", "in_flight", "steps"),
+    [
+        (True, 0, True),  # idle: the pause is cut short
+        (False, 1, True),  # a batch waits for its confirms, another fits: send now
+        (False, 2, False),  # as many in flight as allowed: the next confirm reads
+    ],
+)
+def test_a_wake_up_calls_a_turn_when_the_relay_is_idle_or_has_room_in_flight(
+    tmp_path, idle, in_flight, steps
+):
+    address = str(tmp_path / "db.relay.wake")
+    waker = LocalWaker(address)
+    relay = _Transport(waker=waker)
+    try:
+        waker.listen()
+        relay._idle, relay.in_flight = idle, in_flight
+        assert not relay.woken()  # nothing came
+        poke(address)  # queued on the socket by the time sendto returns
+        assert relay.woken() is steps
+    finally:
+        waker.dispose()
