@@ -55,7 +55,6 @@ from django_tools.heartbeat import Heartbeat
 from django_tools.reconnect import keep_running
 from django_tools.replica import metrics
 from django_tools.replica.apply import APPLIED, Change, apply_changes, prepare, transaction_for
-from django_tools.replica.correlation import log_traced
 from django_tools.replica.failures import (
     CrashLooping,
     FailedCopy,
@@ -69,6 +68,7 @@ from django_tools.replica.failures import (
 from django_tools.replica.messages import decode
 from django_tools.replica.probation import Probation, Trial, suspect
 from django_tools.replica.topology import Topology
+from django_tools.replica.traced_changes import log_traced
 
 logger = logging.getLogger("django_tools.replica")
 

@@ -46,9 +46,9 @@ def apply_event(self, body: str) -> str:
     backoff; what cannot be applied goes to the same dead-letter queue, with the same headers,
     as in cqrs mode."""
     from django_tools.replica.apply import apply_changes, prepare, transaction_for
-    from django_tools.replica.correlation import log_traced
     from django_tools.replica.failures import SetAside, classify
     from django_tools.replica.messages import decode
+    from django_tools.replica.traced_changes import log_traced
 
     metrics.EVENTS_CONSUMED.inc()
     # The relay sends the body as a string; anything else on this queue is kept as it came.
