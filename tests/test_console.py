@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ADMIN_USER, ADMIN_PASSWORD = "operador", "console-e2e-senha"
-DEAD_LETTERS = "/admin/cqrs_replica/replicastate/dead-letters/"
+DEAD_LETTERS = "/admin/cqrs_replica/deadletter/"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "console-dead-letters.png"
 #: Every wait of the browser, in milliseconds.
 TIMEOUT_MS = 20_000
