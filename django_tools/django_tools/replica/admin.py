@@ -50,7 +50,7 @@ PAGE_LIMIT = 100
 #: Seconds the page waits for the broker before saying it is unreachable.
 BROKER_TIMEOUT = 3.0
 #: Characters of a body shown in its folded line.
-PREVIEW_CHARS = 60
+PREVIEW_CHARS = 40
 #: Each reason: (what the column and the filter say, what it means).
 REASONS = {
     PERMANENT: ("permanente", "não pode ser aplicada como está"),
