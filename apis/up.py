@@ -52,7 +52,7 @@ QUIET_FOR = 1.0
 QUIET_MAX = 15.0
 #: Where each service's admin lives, and the replica's dead-letter page in it.
 ADMIN_PATH = "/admin/"
-DEAD_LETTERS_PATH = "/admin/cqrs_replica/replicastate/dead-letters/"
+DEAD_LETTERS_PATH = "/admin/cqrs_replica/deadletter/"
 
 
 class Abort(Exception):

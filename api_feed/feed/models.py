@@ -26,23 +26,30 @@ class ProdutoMirror(ReplicaMixin):
     objects = models.Manager()
     cqrs = ConvergentReplicaManager()
 
-    id = models.BigIntegerField(primary_key=True)
+    id = models.BigIntegerField(primary_key=True, verbose_name="ID")
     # Not unique here: the master owns that rule, and a swap of two SKUs may arrive in any
     # order across products.
-    sku = models.CharField(max_length=64, db_index=True)
+    sku = models.CharField(max_length=64, db_index=True, verbose_name="SKU")
     nome = models.CharField(max_length=200)
     descricao = models.TextField(
         blank=True,
         default="",
         validators=[MaxLengthValidator(DESCRICAO_MAX_LENGTH)],
+        verbose_name="descrição",
     )
     preco = models.DecimalField(
-        max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+        max_digits=12,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0"))],
+        verbose_name="preço",
     )
     estoque = models.PositiveIntegerField(default=0)
     ativo = models.BooleanField(default=True)
-    criado_em = models.DateTimeField()
-    atualizado_em = models.DateTimeField()
+    criado_em = models.DateTimeField(verbose_name="criado em")
+    atualizado_em = models.DateTimeField(verbose_name="atualizado em")
+    # django-cqrs's own fields (ReplicaMixin), as they are, with the console's labels.
+    cqrs_revision = models.IntegerField(verbose_name="revisão CQRS")
+    cqrs_updated = models.DateTimeField(verbose_name="atualizado no master (CQRS)")
 
     class Meta:
         verbose_name = "produto (réplica)"

@@ -16,7 +16,7 @@ from feed.models import ProdutoMirror
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PAGE = "/admin/cqrs_replica/replicastate/dead-letters/"
+PAGE = "/admin/cqrs_replica/deadletter/"
 
 
 def dead_letter(url, topology, body: dict | bytes, reason: str, error: str, **headers) -> None:
@@ -88,13 +88,15 @@ def test_the_page_lists_every_letter_with_its_story_and_changes_nothing(
     text = response.text
     assert len(shown_ids(response)) == 3
     needed = (
-        "OperationalError",
-        "InvalidData",
-        "UnknownCqrsId",
-        "retries-exhausted",
-        "permanent",
+        "erro do banco",  # OperationalError, in the operator's words
+        "dados inválidos",  # InvalidData
+        "CQRS_ID desconhecido",  # UnknownCqrsId
+        '<td class="reason" title="retries-exhausted: falha transitória que não passou">'
+        "tentativas esgotadas</td>",
+        '<td class="reason" title="permanent: não pode ser aplicada como está">permanente</td>',
         "2026-01-01 00:00:07",
-        "&quot;estoque&quot;:-1",
+        "&quot;estoque&quot;: -1",  # the body pretty-printed, folded
+        '<details class="json-body">',
         "pedido",
     )
     for part in needed:
@@ -127,6 +129,9 @@ def test_retry_and_purge_act_only_on_the_selected_letters_after_a_confirmation(
     response = admin_client.post(PAGE, {"action": "retry", "_selected_letter": [transient]})
     assert response.status_code == 200
     assert "Tem certeza?" in response.text
+    # Retrying destroys nothing: Django's non-destructive buttons, not the red delete one.
+    assert "delete-confirmation" not in response.text
+    assert 'class="default" value="Sim, reenviar"' in response.text
     assert shown_ids(response) == [transient]
     depth_is(rabbitmq_url, letters.dead_letter_queue, 3)
 
@@ -139,6 +144,8 @@ def test_retry_and_purge_act_only_on_the_selected_letters_after_a_confirmation(
     depth_is(rabbitmq_url, letters.dead_letter_queue, 2)
     assert shown_ids(response) == [invalid, other]
 
+    response = admin_client.post(PAGE, {"action": "purge", "_selected_letter": [other]})
+    assert "delete-confirmation" in response.text  # discarding deletes: the red button
     response = admin_client.post(
         PAGE, {"action": "purge", "_selected_letter": [other], "confirm": "yes"}, follow=True
     )
@@ -178,8 +185,8 @@ def test_staff_may_look_only_superusers_may_act_and_others_are_sent_to_log_in(
     assert client.get(PAGE).status_code == 302  # anonymous: the admin's login page
     staff = User.objects.create_user("op", password="x", is_staff=True)
     client.force_login(staff)
-    assert client.get(PAGE).status_code == 403  # staff, but may not view the replica's state
-    staff.user_permissions.add(Permission.objects.get(codename="view_replicastate"))
+    assert client.get(PAGE).status_code == 403  # staff, but may not view the dead letters
+    staff.user_permissions.add(Permission.objects.get(codename="view_deadletter"))
     response = client.get(PAGE)
     assert response.status_code == 200
     ids = shown_ids(response)
@@ -198,6 +205,7 @@ def test_a_broker_that_is_down_is_one_line_not_a_500(admin_client, settings, top
     assert response.status_code == 200
     errors = re.findall(r'<p class="errornote" id="broker-error">([^<]*)</p>', response.text)
     assert len(errors) == 1 and "RabbitMQ inacessível em amqp://admin:***@127.0.0.1:1/" in errors[0]
+    assert errors[0].endswith(": conexão recusada (nada escuta nesse endereço?)")  # Portuguese
     assert "s3cret" not in response.text
     response = admin_client.post(
         PAGE, {"action": "retry", "_selected_letter": ["a" * 16]}
@@ -241,6 +249,54 @@ def test_the_replica_pages_are_read_only(admin_client, mirror):
     assert ProdutoMirror.objects.get(pk=5).nome == "Produto 5"
     replica_state = admin_client.get("/admin/cqrs_replica/replicastate/").text
     assert PAGE in replica_state  # the way to the dead letters
+
+
+def test_the_dead_letters_are_in_the_index_and_the_sidebar_under_the_services_header(
+    admin_client, client, topology
+):
+    index = admin_client.get("/admin/").text
+    assert "Console — api_feed (réplica)" in index
+    assert f'<a href="{PAGE}">Mensagens mortas</a>' in index
+    page = admin_client.get(PAGE).text
+    assert '<nav class="sticky" id="nav-sidebar"' in page
+    assert f'<a href="{PAGE}" aria-current="page">Mensagens mortas</a>' in page  # the sidebar
+    # The first address still leads there (a POST stays a POST).
+    old = admin_client.get("/admin/cqrs_replica/replicastate/dead-letters/?reason=permanent")
+    assert old.status_code == 307 and old["Location"] == f"{PAGE}?reason=permanent"
+    # A staff user who may view the replica's state (the permission it needed before) too.
+    staff = User.objects.create_user("op2", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_replicastate"))
+    client.force_login(staff)
+    assert f'<a href="{PAGE}">Mensagens mortas</a>' in client.get("/admin/").text
+    assert client.get(PAGE).status_code == 200
+
+
+def visible_text(html: str) -> str:
+    """What a reader sees of a page (no tags, scripts, styles, nor the icons' sprites)."""
+    html = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", html, flags=re.DOTALL)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_the_replica_pages_speak_portuguese(admin_client, mirror):
+    mirror(5)
+    english = re.compile(
+        r"\b(Replica states?|Tombstones?|Dead letters?|Signal type|Cqrs id|Cqrs revision|"
+        r"Cqrs updated|Instance pk|Applied at|Deleted at|Correlation id|Master updated at)\b",
+        re.IGNORECASE,
+    )
+    for url in (
+        "/admin/",
+        "/admin/cqrs_replica/",
+        "/admin/feed/produtomirror/",
+        "/admin/feed/produtomirror/5/change/",
+        "/admin/cqrs_replica/tombstone/",
+        "/admin/cqrs_replica/replicastate/",
+    ):
+        text = visible_text(admin_client.get(url).text)
+        assert not english.search(text), (url, english.search(text))
+    change = admin_client.get("/admin/feed/produtomirror/5/change/").text
+    for label in ("Descrição", "Preço", "SKU", "Revisão CQRS"):
+        assert f">{label}:</label>" in change or f">{label}</label>" in change, label
 
 
 def test_an_action_confirmed_while_another_admin_views_acts_on_what_was_seen(

@@ -10,6 +10,8 @@ from django_tools.chassis.celery import task_queues
 from django_tools.env import env_str, load_service_env
 
 SERVICE_NAME = "produtos"
+#: How the operator's console names this service (its header: django_tools.admin).
+SERVICE_LABEL = "api_produtos"
 BASE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BASE_DIR.parent
 load_service_env(SERVICE_NAME, REPO_ROOT)  # .env.produtos, before anything reads the environment

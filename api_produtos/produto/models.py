@@ -24,7 +24,9 @@ class Produto(TransactionalWritesMixin, MasterMixin):
     objects = models.Manager()
     cqrs = OutboxMasterManager()
 
-    sku = models.CharField(max_length=64, unique=True, validators=[MinLengthValidator(1)])
+    sku = models.CharField(
+        max_length=64, unique=True, validators=[MinLengthValidator(1)], verbose_name="SKU"
+    )
     nome = models.CharField(max_length=200, validators=[MinLengthValidator(1)])
     # A validator (full_clean: the services and the admin), not TextField's max_length, which
     # enforces nothing and would rebuild the table on SQLite; no CHECK in the database either:
@@ -34,16 +36,34 @@ class Produto(TransactionalWritesMixin, MasterMixin):
         blank=True,
         default="",
         validators=[MaxLengthValidator(DESCRICAO_MAX_LENGTH)],
+        verbose_name="descrição",
     )
     preco = models.DecimalField(
-        max_digits=12, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+        max_digits=12,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0"))],
+        verbose_name="preço",
     )
     estoque = models.PositiveIntegerField(default=0)
     ativo = models.BooleanField(default=True)
-    criado_em = models.DateTimeField(auto_now_add=True)
-    atualizado_em = models.DateTimeField(auto_now=True)
+    criado_em = models.DateTimeField(auto_now_add=True, verbose_name="criado em")
+    atualizado_em = models.DateTimeField(auto_now=True, verbose_name="atualizado em")
+    # django-cqrs's own fields (MasterMixin), as they are, with the console's labels instead
+    # of their English help text.
+    cqrs_revision = models.IntegerField(
+        default=0,
+        verbose_name="revisão CQRS",
+        help_text="Sobe a cada mudança; as réplicas aplicam só o que a avança.",
+    )
+    cqrs_updated = models.DateTimeField(
+        auto_now=True,
+        verbose_name="atualizado (CQRS)",
+        help_text="Hora da última mudança, enviada com o evento.",
+    )
 
     class Meta:
+        verbose_name = "produto"
+        verbose_name_plural = "produtos"
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=models.Q(preco__gte=0), name="produto_preco_gte_0"),

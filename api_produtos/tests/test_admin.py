@@ -1,6 +1,7 @@
 """The master's admin: products with django-cqrs's resync action (through the outbox), and the
 outbox page (state filter, backlog summary, republish)."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -163,3 +164,44 @@ def test_the_resync_action_writes_a_sync_to_the_outbox(
         ("SYNC", str(produtos[2].pk)),
     ]
     assert all(e.published_at is None for e in syncs)
+
+
+def visible_text(html: str) -> str:
+    """What a reader sees of a page (no tags, scripts, styles, nor the icons' sprites)."""
+    html = re.sub(r"<(script|style|svg)\b.*?</\1>", " ", html, flags=re.DOTALL)
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_the_masters_console_says_where_it_is_and_speaks_portuguese(admin_client, events):
+    first, _, third = events
+    english = re.compile(
+        r"\b(Outbox events?|Signal type|Cqrs id|Cqrs revision|Cqrs updated|Instance pk|"
+        r"Routing key|Correlation id|Trace context|Created at|Published at|Body|Descricao|"
+        r"Preco|Sku|published|pending)\b"
+    )
+    produto = third.instance_pk
+    for url in (
+        "/admin/",
+        OUTBOX,
+        f"{OUTBOX}{first.pk}/change/",
+        f"{OUTBOX}{third.pk}/change/",
+        "/admin/produto/produto/",
+        f"/admin/produto/produto/{produto}/change/",
+    ):
+        text = visible_text(admin_client.get(url).text)
+        assert "Console — api_produtos (mestre)" in text, url
+        assert not english.search(text), (url, english.search(text))
+    index = admin_client.get("/admin/").text
+    assert f'<a href="{OUTBOX}">Eventos do outbox</a>' in index
+    # The row's title: Portuguese, to the second.
+    published = OutboxEvent.objects.get(pk=first.pk)
+    title = str(published)
+    assert title.startswith(f"evento #{first.pk}: SAVE produto ") and "publicado em " in title
+    assert re.search(r"publicado em \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$", title), title
+    assert str(third).endswith("(pendente)")
+    # The body pretty-printed and folded.
+    detail = admin_client.get(f"{OUTBOX}{first.pk}/change/").text
+    assert '<details class="json-body">' in detail and "&quot;signal_type&quot;: " in detail
+    change = admin_client.get(f"/admin/produto/produto/{produto}/change/").text
+    for label in ("Descrição", "Preço", "SKU"):
+        assert f">{label}:</label>" in change, label

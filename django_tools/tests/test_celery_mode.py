@@ -143,3 +143,34 @@ def test_the_models_retry_hooks_are_asked_in_celery_mode_too(
         "get_cqrs_retry_delay",
         "should_retry_cqrs",
     ]
+
+
+def test_a_letter_retried_as_a_task_that_dies_again_keeps_its_identity(
+    rabbitmq_url, topology, settings, event_payload, instance_data
+):
+    """REPLICATION_MODE=celery: the retried letter is a new task; dying again, it is the same
+    letter (identity, first failure, the master's signature), not a new one."""
+    from django_tools import signing
+
+    settings.REPLICATION_MODE = "celery"
+    settings.CQRS_SIGNING_KEYS = ("k" * 32,)
+    poison = body(event_payload, "SAVE", instance_data(5, 0, copies=-1))
+    headers = signing.signed_headers(poison.encode(), {})
+    assert apply_event.apply(args=[poison], headers=headers).get() == "dead_lettered"
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (first,) = list(dead_letters.read(channel, topology))
+    assert first.report.error_class.endswith("InvalidData")
+
+    with mock.patch("celery.current_app.send_task") as send_task:
+        outcome = dead_letters.act_on(topology, dead_letters.RETRY, [first.id])
+    assert outcome.done == [first.id]
+    sent = send_task.call_args.kwargs
+    assert apply_event.apply(args=sent["args"], headers=sent["headers"]).get() == "dead_lettered"
+    wait_until(lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 1)
+    with amqp_channel(rabbitmq_url) as channel:
+        (again,) = list(dead_letters.read(channel, topology))
+    assert again.id == first.id
+    assert again.report.first_failure == first.report.first_failure
+    assert again.report.last_failure > first.report.last_failure
+    assert again.report.error_class.endswith("InvalidData")  # not unsigned: the signature kept

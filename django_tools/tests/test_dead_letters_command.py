@@ -221,3 +221,39 @@ def test_a_letters_identity_is_its_content_not_the_brokers_counters():
         pika.BasicProperties(message_id="7", headers={**headers, "b": "1"}), b"body"
     )
     assert len(letter_id(None, b"")) == 16
+
+
+def test_a_letter_retried_that_dies_again_keeps_its_identity_and_first_failure(
+    three_dead_letters, rabbitmq_url, consumers
+):
+    """A letter retried (from the admin's page or the command) that failed again came back
+    with a new identity and its first failure reset: an id copied earlier no longer matched,
+    and its history was lost. It is the same letter now, however many times it is retried."""
+    from django_tools.replica import dead_letters
+
+    def dump() -> dict[str, dict]:
+        lines = [orjson.loads(line) for line in command("dump", "--detail")[0].splitlines()]
+        letters_back(rabbitmq_url, three_dead_letters, 3)
+        return {line["id"]: line for line in lines}
+
+    before = dump()
+    poison = next(i for i, d in before.items() if d["error_class"].endswith("InvalidData"))
+    dead = consumers.stats("dead_lettered")
+    for n, retry in enumerate(
+        (
+            lambda: dead_letters.act_on(three_dead_letters, dead_letters.RETRY, [poison]),
+            lambda: command("retry", "--id", poison),  # the command, then the page again
+            lambda: dead_letters.act_on(three_dead_letters, dead_letters.RETRY, [poison]),
+        ),
+        start=1,
+    ):
+        retry()
+        wait_until(lambda n=n: consumers.stats("dead_lettered") == dead + n, what="dead again")
+        letters_back(rabbitmq_url, three_dead_letters, 3)
+        after = dump()
+        assert set(after) == set(before)  # every identity as it was
+        assert after[poison]["first_failure"] == before[poison]["first_failure"]
+        assert after[poison]["last_failure"] > before[poison]["last_failure"]
+        assert after[poison]["retries"] == 0 and after[poison]["dead_reason"] == "permanent"
+        others = set(before) - {poison}
+        assert {i: after[i] for i in others} == {i: before[i] for i in others}

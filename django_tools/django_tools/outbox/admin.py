@@ -12,8 +12,9 @@ from dj_cqrs.admin import CQRSAdminMasterSyncMixin
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.utils import timezone
+from django.utils.html import format_html
 
-from django_tools.admin import ReadOnlyModelAdmin, format_age
+from django_tools.admin import ReadOnlyModelAdmin, folded_json, format_age, short_time
 from django_tools.outbox import services
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.selectors import outbox_backlog
@@ -76,10 +77,10 @@ class OutboxEventAdmin(ReadOnlyModelAdmin):
         "revision",
         "routing_key",
         "correlation_id",
-        "trace_context",
+        "contexto",
         "created_at",
         "published_at",
-        "body",
+        "corpo",
     )
     readonly_fields = fields
 
@@ -108,16 +109,30 @@ class OutboxEventAdmin(ReadOnlyModelAdmin):
         return format_age((timezone.now() - event.created_at).total_seconds())
 
     @admin.display(description="criado em", ordering="created_at")
-    def criado_em(self, event: OutboxEvent):
-        return event.created_at
+    def criado_em(self, event: OutboxEvent) -> str:
+        return short_time(event.created_at)
 
     @admin.display(description="publicado em", ordering="published_at")
-    def publicado_em(self, event: OutboxEvent):
-        return event.published_at
+    def publicado_em(self, event: OutboxEvent) -> str:
+        return short_time(event.published_at)
 
-    @admin.display(description="correlation id")
-    def correlacao(self, event: OutboxEvent) -> str:
-        return event.correlation_id
+    @admin.display(description="correlação")
+    def correlacao(self, event: OutboxEvent):
+        # The first characters tell ids apart; the whole id is in the tooltip and the detail.
+        cid = event.correlation_id
+        if len(cid) <= 12:
+            return cid
+        return format_html('<span title="{}">{}…</span>', cid, cid[:12])
+
+    @admin.display(description="corpo (JSON)")
+    def corpo(self, event: OutboxEvent):
+        return folded_json(event.body, f"{len(event.body.encode())} bytes: ver o corpo")
+
+    @admin.display(description="contexto de rastreamento")
+    def contexto(self, event: OutboxEvent):
+        if not event.trace_context:
+            return "—"
+        return folded_json(event.trace_context, "ver o contexto (traceparent)")
 
     @admin.action(
         description="Republicar os eventos selecionados (como novos eventos pendentes)",

@@ -4,7 +4,7 @@ from django.apps import AppConfig
 class OutboxConfig(AppConfig):
     name = "django_tools.outbox"
     label = "cqrs_outbox"
-    verbose_name = "CQRS outbox"
+    verbose_name = "Outbox CQRS"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -1,5 +1,6 @@
 from dj_cqrs.managers import MasterManager
 from django.db import models, router, transaction
+from django.utils.timezone import localtime
 
 
 class OutboxEvent(models.Model):
@@ -9,19 +10,26 @@ class OutboxEvent(models.Model):
     copies bytes and the wire format stays django-cqrs's own.
     """
 
-    cqrs_id = models.CharField(max_length=64)
-    instance_pk = models.CharField(max_length=64)
-    signal_type = models.CharField(max_length=16)
-    revision = models.IntegerField(null=True)
-    routing_key = models.CharField(max_length=255)
-    body = models.TextField()
-    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    # The labels are the console's (Portuguese, like its operators).
+    cqrs_id = models.CharField(max_length=64, verbose_name="CQRS_ID")
+    instance_pk = models.CharField(max_length=64, verbose_name="instância (pk)")
+    signal_type = models.CharField(max_length=16, verbose_name="sinal")
+    revision = models.IntegerField(null=True, verbose_name="revisão")
+    routing_key = models.CharField(max_length=255, verbose_name="chave de roteamento")
+    body = models.TextField(verbose_name="corpo")
+    correlation_id = models.CharField(
+        max_length=128, blank=True, default="", verbose_name="ID de correlação"
+    )
     #: The W3C trace context of the change (JSON of traceparent/tracestate), when tracing is on.
-    trace_context = models.CharField(max_length=512, blank=True, default="")
-    created_at = models.DateTimeField(db_index=True)
-    published_at = models.DateTimeField(null=True, blank=True)
+    trace_context = models.CharField(
+        max_length=512, blank=True, default="", verbose_name="contexto de rastreamento"
+    )
+    created_at = models.DateTimeField(db_index=True, verbose_name="criado em")
+    published_at = models.DateTimeField(null=True, blank=True, verbose_name="publicado em")
 
     class Meta:
+        verbose_name = "evento do outbox"
+        verbose_name_plural = "eventos do outbox"
         indexes = [
             # What the relay scans: only the unpublished rows, in id order.
             models.Index(
@@ -33,8 +41,13 @@ class OutboxEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        state = f"published {self.published_at}" if self.published_at else "pending"
-        return f"#{self.pk} {self.signal_type} {self.cqrs_id} {self.instance_pk} ({state})"
+        """The title of the admin's page of the row: `evento #12: SAVE produto 7 (publicado
+        em 2026-01-01 10:00:02 UTC)` (seconds: the microseconds say nothing to an operator)."""
+        if self.published_at:
+            state = f"publicado em {localtime(self.published_at).strftime('%Y-%m-%d %H:%M:%S %Z')}"
+        else:
+            state = "pendente"
+        return f"evento #{self.pk}: {self.signal_type} {self.cqrs_id} {self.instance_pk} ({state})"
 
 
 class TransactionalWritesMixin:

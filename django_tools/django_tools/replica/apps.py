@@ -7,7 +7,7 @@ from django_tools.replica import stock_retry
 class ReplicaConfig(AppConfig):
     name = "django_tools.replica"
     label = "cqrs_replica"
-    verbose_name = "CQRS replica"
+    verbose_name = "Réplica CQRS"
     default_auto_field = "django.db.models.BigAutoField"
 
     def __init__(self, app_name, app_module) -> None:

@@ -19,7 +19,9 @@ then finds every letter the operator saw.
 
 Each letter has an identity (`letter_id`): a hash of its message id, its headers and its body,
 the same every time the letter is read, so that a letter chosen on one read (a line of the page,
-a line of `dump --detail`) is found again on the next one and acted on alone.
+a line of `dump --detail`) is found again on the next one and acted on alone. A letter retried
+carries that identity along (`x-cqrs-letter-id`, with its first failure): if it dies again it is
+the same letter, under the same id, with its first failure kept.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError, ChannelClosedByBroker, NackError, UnroutableError
 
+from django_tools import signing
 from django_tools.amqp_properties import undecodable
 from django_tools.broker import blocking_connection
 from django_tools.conf import setting
-from django_tools.replica.failures import BROKER_HEADERS, FailureReport, fresh_properties
+from django_tools.replica.failures import (
+    BROKER_HEADERS,
+    FIRST_FAILURE,
+    LETTER_ID,
+    FailureReport,
+    fresh_properties,
+)
 from django_tools.replica.topology import QueueTypeMismatch, Topology
 
 #: What acting on a letter may be.
@@ -86,8 +95,14 @@ class DeadLetter:
 
 
 def letter_id(properties: pika.BasicProperties | None, body: bytes) -> str:
-    """The identity of a dead letter: the same for the same message id, headers and body, on
-    every read (the broker's own counters left out)."""
+    """The identity of a dead letter: the one it had when it was retried (its
+    `x-cqrs-letter-id`), or else the same for the same message id, headers and body, on every
+    read (the broker's own counters left out)."""
+    kept = ((properties.headers if properties else None) or {}).get(LETTER_ID)
+    if isinstance(kept, bytes | bytearray):
+        kept = bytes(kept).decode("utf-8", errors="replace")
+    if isinstance(kept, str) and kept:
+        return kept
     headers = {
         key: value
         for key, value in ((properties.headers if properties else None) or {}).items()
@@ -290,7 +305,7 @@ class Reading:
                     exchange="",
                     routing_key=self.topology.queue,
                     body=letter.body,
-                    properties=fresh_properties(letter.properties),
+                    properties=fresh_properties(letter.properties, letter.id),
                     mandatory=True,
                 )
             except (UnroutableError, NackError) as exc:
@@ -381,15 +396,23 @@ def kept_properties(properties: pika.BasicProperties) -> pika.BasicProperties:
 
 
 def _send_as_task(letter: DeadLetter) -> None:
-    """REPLICATION_MODE=celery: back as a new apply task (retries from zero)."""
+    """REPLICATION_MODE=celery: back as a new apply task (retries from zero), with the
+    letter's signature, first failure and identity as task headers (what the task puts on the
+    letter if it dies again: django_tools.replica.tasks)."""
     from celery import current_app
 
     from django_tools.wire import APPLY_TASK
 
+    headers = fresh_properties(letter.properties, letter.id).headers or {}
     current_app.send_task(
         APPLY_TASK,
         args=[letter.body.decode("utf-8", errors="replace")],
         queue=setting("CELERY_TASK_DEFAULT_QUEUE"),
+        headers={
+            key: value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+            for key, value in headers.items()
+            if key in (signing.HEADER, FIRST_FAILURE, LETTER_ID)
+        },
     )
 
 

@@ -5,7 +5,9 @@ where its copy for a retry queue or the dead-letter queue is made (`failed_copy`
 The body is never touched (it stays django-cqrs's own JSON, readable by stock tools); the
 `x-cqrs-*` headers tell a retry or a dead letter's story: error class and message, retries done,
 first and last failure times, the routing key it was first delivered with and why it was
-dead-lettered.
+dead-lettered. A dead letter sent back for another go (`fresh_properties`) keeps its first failure
+and its identity (`x-cqrs-letter-id`): if it fails again, it comes back as the same letter, with
+its history, not as a new one.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ FIRST_FAILURE = "x-cqrs-first-failure"
 LAST_FAILURE = "x-cqrs-last-failure"
 ORIGINAL_ROUTING_KEY = "x-cqrs-original-routing-key"
 DEAD_REASON = "x-cqrs-dead-reason"
+#: The identity a dead letter had when it was sent back for another go (dead_letters.letter_id):
+#: if it dies again, the page and the command show it under the same id.
+LETTER_ID = "x-cqrs-letter-id"
 #: How many deliveries of a message set aside as `redelivered` ended without it being done.
 DELIVERIES = "x-cqrs-deliveries"
 #: The broker's count of a message's earlier deliveries (quorum queues): its own, never copied.
@@ -54,7 +59,10 @@ OUR_HEADERS = (
     ORIGINAL_ROUTING_KEY,
     DEAD_REASON,
     DELIVERIES,
+    LETTER_ID,
 )
+#: Ours, and kept on a dead letter sent back for another go: its history across retries.
+KEPT_ON_RETRY = frozenset({FIRST_FAILURE, LETTER_ID})
 
 #: Why a message is in the dead-letter queue.
 PERMANENT = "permanent"  # can never be applied as it is
@@ -304,13 +312,18 @@ def failed_properties(
     )
 
 
-def fresh_properties(properties: BasicProperties | None) -> BasicProperties:
+def fresh_properties(
+    properties: BasicProperties | None, letter_id: str | None = None
+) -> BasicProperties:
     """Properties of a dead letter sent back for another go: our headers dropped, so its
-    retries start again from zero."""
+    retries start again from zero, except its first failure and its identity (`letter_id`,
+    the one the operator saw): failing again, it is the same letter, its first failure kept."""
     headers = {
         k: v for k, v in ((properties.headers if properties else None) or {}).items()
-        if k not in OUR_HEADERS and k not in BROKER_HEADERS
+        if (k not in OUR_HEADERS or k in KEPT_ON_RETRY) and k not in BROKER_HEADERS
     }  # fmt: skip
+    if letter_id:
+        headers[LETTER_ID] = letter_id
     return BasicProperties(
         content_type=(properties.content_type if properties else None) or "text/plain",
         delivery_mode=2,

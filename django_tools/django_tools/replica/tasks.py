@@ -71,7 +71,7 @@ def apply_event(self, body: str) -> str:
     except Exception as exc:
         decision = classify(exc, retries, topology.policy, validating=validating, model=model)
         if isinstance(decision, SetAside):
-            _dead_letter(topology, decision, payload, exc, retries, headers.get(signing.HEADER))
+            _dead_letter(topology, decision, payload, exc, retries, headers)
             return "dead_lettered"
         metrics.EVENTS_RETRIED.inc()
         raise self.retry(exc=exc, countdown=decision.delay, max_retries=None) from exc
@@ -86,16 +86,28 @@ def _dead_letter(
     body: bytes,
     exc: BaseException,
     retries: int,
-    signature: str | None = None,
+    task_headers: dict | None = None,
 ):
     from django.conf import settings
     from pika import BasicProperties
 
     from django_tools.connectivity import amqp_channel
-    from django_tools.replica.failures import failed_copy, publish_copy
+    from django_tools.replica.failures import (
+        FIRST_FAILURE,
+        LETTER_ID,
+        failed_copy,
+        publish_copy,
+    )
 
-    # The letter keeps the event's signature: retried from the dead-letter queue, it still passes.
-    properties = BasicProperties(headers={signing.HEADER: signature}) if signature else None
+    # The letter keeps the event's signature (retried from the dead-letter queue, it still
+    # passes) and, for a letter retried from there (dead_letters._send_as_task), its identity
+    # and first failure: dying again, it is the same letter.
+    kept = {
+        key: value
+        for key, value in (task_headers or {}).items()
+        if key in (signing.HEADER, FIRST_FAILURE, LETTER_ID) and value
+    }
+    properties = BasicProperties(headers=kept) if kept else None
     copy = failed_copy(
         decision, exc, topology=topology, properties=properties, routing_key="celery",
         retries=retries,

@@ -67,12 +67,24 @@ DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 class QueueTypeMismatch(Exception):
     """The replica's queue exists with another type than the one configured."""
 
+    def __init__(
+        self, message: str, *, queue: str = "", actual: str = "", queue_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.queue, self.actual, self.queue_type = queue, actual, queue_type
+
 
 class MigrationInProgress(AMQPError):
     """A migration of the replica's queues to another type is in progress or was interrupted:
     nothing may declare or consume them until it has finished. An AMQPError, so that whoever
     retries on a broker that is not ready (the consumer) waits and tries again, and whoever
     shows a broker problem (the dead-letter page) shows this one line."""
+
+    def __init__(
+        self, message: str, *, queue: str = "", queue_type: str | None = None, marker: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.queue, self.queue_type, self.marker = queue, queue_type, marker
 
     def __repr__(self) -> str:  # the one line, in the consumer's retry log too
         return str(self)
@@ -163,7 +175,10 @@ class Topology:
                 f"queue {self.queue} is being migrated to {queue_type} (marker queue "
                 f"{self.migration_marker(queue_type)}): not declared nor consumed until `manage.py "
                 f"cqrs_queues migrate --to {queue_type}` has finished (run it again if it was "
-                "interrupted)"
+                "interrupted)",
+                queue=self.queue,
+                queue_type=queue_type,
+                marker=self.migration_marker(queue_type),
             )
 
     def bindings(self) -> list[tuple[str, str]]:
@@ -346,7 +361,10 @@ class Topology:
                 f"queue {queue} exists as a {other} queue, but CQRS_QUEUE_TYPE={queue_type} "
                 f"(broker: {exc.reply_text}). RabbitMQ cannot change a queue's type in place: "
                 f"stop the consumers and run `manage.py cqrs_queues migrate --to {queue_type}`, "
-                f"or set CQRS_QUEUE_TYPE={other}"
+                f"or set CQRS_QUEUE_TYPE={other}",
+                queue=queue,
+                actual=other,
+                queue_type=queue_type,
             ) from None
         with contextlib.suppress(Exception):
             declaring.close()
