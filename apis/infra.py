@@ -26,6 +26,7 @@ from redis.connection import parse_url
 
 from apis_lab.catalogue import REPO_ROOT
 from apis_lab.net import free_port
+from apis_lab.private_files import write_private
 from apis_lab.rabbit_nodes import BrokerUnavailable, RabbitNode, server_installed
 from apis_lab.redis_server import RedisServer, RedisUnavailable
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
@@ -343,8 +344,7 @@ def _kept_cookie(path: Path) -> str:
         if cookie := path.read_text().strip():
             return cookie
     cookie = secrets.token_hex(16)
-    path.write_text(cookie)
-    path.chmod(0o600)
+    write_private(path, cookie)
     return cookie
 
 

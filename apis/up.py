@@ -125,12 +125,24 @@ def check_settings() -> None:
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
     said = []
-    for service, process in checks.items():
-        _, stderr = process.communicate(timeout=60)
-        if process.returncode != 0:
-            line = (stderr.strip().splitlines() or ["its settings do not load"])[-1]
-            bad_setting = process.returncode == BAD_SETTING_EXIT
-            said.append(line if bad_setting else f"{service.directory.name}: {line}")
+    try:
+        for service, process in checks.items():
+            try:
+                _, stderr = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                raise Abort(
+                    f"{service.directory.name}: its settings did not load within 60 s"
+                ) from None
+            if process.returncode != 0:
+                line = (stderr.strip().splitlines() or ["its settings do not load"])[-1]
+                bad_setting = process.returncode == BAD_SETTING_EXIT
+                said.append(line if bad_setting else f"{service.directory.name}: {line}")
+    finally:
+        # Interrupted or timed out: no check is left running behind `apis up`.
+        for process in checks.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     if said:
         # The same variable, bad for both services, is said once.
         first = said[0].partition(": ")[2]
@@ -404,6 +416,13 @@ def _stopped_by_sigterm(signum, frame) -> None:
     raise Stopped()
 
 
+def _hangup_as_sigterm(signum, frame) -> None:
+    # A closed terminal (SIGHUP) stops everything the way SIGTERM does, whoever handles SIGTERM
+    # at that moment (this module, then honcho): its default would end the process without
+    # `finally`, leaving the private broker and Redis running.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def up(
     options: EcosystemOptions, *, create_admin_user: bool = False, start_infra: bool = True
 ) -> int:
@@ -412,6 +431,7 @@ def up(
     infra = Infrastructure()
     # Until honcho takes the signals over: SIGTERM unwinds like Ctrl-C, through `finally`.
     previous = signal.signal(signal.SIGTERM, _stopped_by_sigterm)
+    hangup = signal.signal(signal.SIGHUP, _hangup_as_sigterm)
     try:
         return _up(options, create_admin_user, start_infra, infra)
     except (KeyboardInterrupt, Stopped):
@@ -421,11 +441,13 @@ def up(
         # is bounded in time: SIGKILL at the end).
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             infra.stop()
         finally:
             signal.signal(signal.SIGINT, interrupt)
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGHUP, hangup)
 
 
 def _up(

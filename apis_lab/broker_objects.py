@@ -18,9 +18,11 @@ def delete_broker_objects(rabbitmq_url: str, exchange: str, queues: list[str]) -
     """The queues, the exchange, and the exchange Celery declares beside each of its queues
     (named like the queue; deleting one that does not exist is fine)."""
     connection = blocking_connection(rabbitmq_url)
-    channel = connection.channel()
-    for queue in queues:
-        channel.queue_delete(queue)
-        channel.exchange_delete(queue)
-    channel.exchange_delete(exchange)
-    connection.close()
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
+            channel.exchange_delete(queue)
+        channel.exchange_delete(exchange)
+    finally:
+        connection.close()

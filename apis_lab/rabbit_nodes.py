@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from apis_lab.net import free_port
+from apis_lab.private_files import write_private
 from django_tools.heartbeat import pid_alive
 
 #: Where the server's own scripts are (Debian/Ubuntu package first, then PATH).
@@ -108,7 +109,11 @@ class RabbitNode:
             RABBITMQ_PID_FILE=str(self.base / "pid"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=f"-setcookie {self.cookie}",
+            # Erlang's distribution and epmd on loopback too: they would otherwise listen on
+            # every interface, and whoever reaches them with the cookie runs code on the node.
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            # The cookie is read from $HOME/.erlang.cookie (written owner-only by `start`), never
+            # passed on a command line, where every local user could read it in /proc.
             HOME=str(self.base),
         )
         return env
@@ -120,6 +125,7 @@ class RabbitNode:
     def _config(self) -> str:
         lines = [
             f"listeners.tcp.default = 127.0.0.1:{self.port}",
+            "distribution.listener.interface = 127.0.0.1",
             # A node of tests: disk alarms must not block publishers on a busy CI disk (the
             # fault suite raises one on purpose: `set_disk_alarm`).
             f"disk_free_limit.absolute = {self.disk_free_limit}",
@@ -145,11 +151,19 @@ class RabbitNode:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = START_TIMEOUT) -> RabbitNode:
+        # The node's folder is its owner's alone: it holds the cookie and, in rabbitmq.conf,
+        # the first user's password.
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o700)
         for folder in ("mnesia", "log"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
         plugins = "rabbitmq_management" if self.management_port else ""
         (self.base / "enabled_plugins").write_text(f"[{plugins}].\n")
-        (self.base / "rabbitmq.conf").write_text(self._config())
+        write_private(self.base / "rabbitmq.conf", self._config())
+        write_private(self.base / ".erlang.cookie", self.cookie, mode=0o400)
+        # A pid file left by an earlier run (kept data) names a process that may be anyone's
+        # now: `halt` must only ever signal this start's node.
+        (self.base / "pid").unlink(missing_ok=True)
         subprocess.run(
             [_sbin("rabbitmq-server"), "-detached"],
             env=self._env(), cwd=self.base, capture_output=True, timeout=60, check=False,
@@ -186,13 +200,20 @@ class RabbitNode:
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess:
         """`rabbitmqctl -n <this node> args`."""
-        result = subprocess.run(
-            [_sbin("rabbitmqctl"), "--erlang-cookie", self.cookie, "-n", self.node, *args],
-            env=self._env(), capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+        try:
+            result = subprocess.run(
+                [_sbin("rabbitmqctl"), "-n", self.node, *args],
+                env=self._env(), capture_output=True, text=True, timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            # Named by its command only: its arguments may hold a password.
+            raise BrokerUnavailable(
+                f"rabbitmqctl {args[0]} on {self.node} did not answer within {timeout:.0f}s "
+                f"(log: {self.log_file})"
+            ) from None
         if check and result.returncode != 0:
             raise BrokerUnavailable(
-                f"rabbitmqctl {' '.join(args)} on {self.node} failed: "
+                f"rabbitmqctl {args[0]} on {self.node} failed: "
                 f"{(result.stdout + result.stderr).strip()[-500:]}"
             )
         return result
@@ -266,7 +287,13 @@ class RabbitNode:
             f"erlang:set_cookie(node(), '{cookie}'), "
             "[erlang:disconnect_node(N) || N <- nodes()], ok.",
         )  # fmt: skip
-        self._own_cookie, self.cookie = self.cookie, cookie
+        self._own_cookie = self.cookie
+        self._use_cookie(cookie)
+
+    def _use_cookie(self, cookie: str) -> None:
+        """The cookie `ctl` presents from now on (the node's own, changed by `isolate`)."""
+        self.cookie = cookie
+        write_private(self.base / ".erlang.cookie", cookie, mode=0o400)
 
     def rejoin(self, others: list[RabbitNode]) -> None:
         """Heal `isolate`: the cluster's cookie back, the others pinged."""
@@ -278,7 +305,8 @@ class RabbitNode:
             "eval",
             f"erlang:set_cookie(node(), '{original}'), [net_adm:ping(N) || N <- [{peers}]], ok.",
         )  # fmt: skip
-        self.cookie, self._own_cookie = original, None
+        self._use_cookie(original)
+        self._own_cookie = None
 
     # --- the end -------------------------------------------------------------------------
 
@@ -288,7 +316,7 @@ class RabbitNode:
         if getattr(self, "_own_cookie", None):
             with contextlib.suppress(Exception):
                 self.ctl("eval", f"erlang:set_cookie(node(), '{self._own_cookie}').", timeout=20)
-            self.cookie = self._own_cookie
+            self._use_cookie(self._own_cookie)
         self.halt()
         if not self.keep_data:
             shutil.rmtree(self.base, ignore_errors=True)

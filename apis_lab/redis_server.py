@@ -14,6 +14,7 @@ from urllib.parse import quote
 import redis
 
 from apis_lab.net import free_port
+from apis_lab.private_files import write_private
 
 
 class RedisUnavailable(Exception):
@@ -43,11 +44,17 @@ class RedisServer:
                      "--logfile", str(self.base / "redis.log"), "--appendonly", "no",
                      "--pidfile", str(self.base / "redis.pid"),
                      "--save", "300 1 60 1000" if self.persistent else ""]  # fmt: skip
-        if self.password and self.username and self.username != "default":
-            # An ACL user of its own; the default user keeps the same password.
-            arguments += ["--user", self.username, "on", f">{self.password}", "~*", "&*", "+@all"]
         if self.password:
-            arguments += ["--requirepass", self.password]
+            # The password in a file of the owner's alone, not on the command line (where every
+            # local user reads it in /proc until the server renames its process).
+            secrets_file = self.base / "secrets.conf"
+            quoted = '"' + self.password.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines = [f"requirepass {quoted}"]
+            if self.username and self.username != "default":
+                # An ACL user of its own; the default user keeps the same password.
+                lines.append(f'user {self.username} on ">{quoted[1:-1]}" ~* &* +@all')
+            write_private(secrets_file, "\n".join(lines) + "\n")
+            arguments = [str(secrets_file), *arguments]
         return arguments
 
     def start(self, timeout: float = 15) -> RedisServer:
@@ -58,6 +65,7 @@ class RedisServer:
                 "(apt-get install redis-server)"
             )
         self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o700)
         self.process = subprocess.Popen(
             [binary, *self._arguments()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -75,6 +83,7 @@ class RedisServer:
                 return self
             except redis.RedisError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()  # a server that did not answer in time is not left running
                     raise RedisUnavailable(
                         f"redis-server on port {self.port} did not start (log: {self.base})"
                     ) from None

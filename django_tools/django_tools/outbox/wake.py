@@ -191,6 +191,8 @@ class LocalWaker(Waker):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.address)
             receiver.bind(self.address)
+            # Only the owner's processes may wake the relay (a wake-up costs it an outbox read).
+            os.chmod(self.address, 0o600)
             receiver.setblocking(False)
             self._inode = os.stat(self.address).st_ino
         except OSError as exc:
