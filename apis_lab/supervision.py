@@ -88,6 +88,16 @@ class Supervised:
                 self.process.wait(timeout=5)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C (a long lab command stops everything it started, through
+    its `finally`s, whichever of the two stopped it)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def children_of(pid: int | None, marker: bytes = b"") -> list[int]:
     """Live (not zombie) children of `pid` whose command line contains `marker`, from /proc."""
     if pid is None:

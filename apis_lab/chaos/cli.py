@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 from apis_lab.chaos import kinds
+from apis_lab.supervision import sigterm_as_interrupt
 
 HELP = "the seeded fault suite against the real processes"
 DESCRIPTION = (
@@ -69,10 +69,6 @@ def add_arguments(chaos: argparse.ArgumentParser) -> None:
     chaos.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Validate the options (an error exits 2 through `parser`), run the suite; its exit code."""
     # The suite (pika, psycopg, the processes) is imported when it runs: `apis --help` and every
@@ -124,7 +120,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     progress = sys.stderr if args.json else sys.stdout
     # SIGTERM (a CI timeout, a supervisor) stops the suite the way Ctrl-C does: through its
     # clean-up, which stops the broker nodes, Redis and every process it started.
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_as_interrupt()
     try:
         report = run_suite(options, say=lambda line: print(line, file=progress, flush=True))
     except (BrokerUnavailable, RedisUnavailable, DatabaseUnavailable, EcosystemError) as exc:

@@ -4,9 +4,10 @@ apis/cli.py."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
+
+from apis_lab.supervision import sigterm_as_interrupt
 
 HELP = "bench and chaos for every pattern, then an HTML report with figures"
 DESCRIPTION = (
@@ -24,10 +25,6 @@ def add_arguments(lab: argparse.ArgumentParser) -> None:
     lab.add_argument("--out", default="var/lab", help="the report's folder (var/lab)")
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Measure, build the report, print its path last; the exit code."""
     # The bench, the suite and matplotlib are imported when it runs: `apis --help` needs none.
@@ -35,7 +32,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from apis_lab.report.runner import run as run_lab
 
     # SIGTERM stops the lab the way Ctrl-C does: through each step's clean-up.
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_as_interrupt()
     try:
         path = run_lab(
             LabOptions(quick=args.quick, out=Path(args.out)),

@@ -76,6 +76,14 @@ def short_time(value: datetime | None) -> str:
     return localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def short_id(value: str, keep: int = 12):
+    """A long id as a list column shows it: the first characters tell ids apart, the whole id
+    is in the tooltip (and on the detail page)."""
+    if len(value) <= keep:
+        return value
+    return format_html('<span title="{}">{}…</span>', value, value[:keep])
+
+
 def pretty_json(text: str | bytes) -> str:
     """A body as an operator reads it: indented JSON when it is JSON, else the text as it is."""
     raw = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text

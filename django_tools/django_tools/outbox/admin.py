@@ -12,9 +12,8 @@ from dj_cqrs.admin import CQRSAdminMasterSyncMixin
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.utils import timezone
-from django.utils.html import format_html
 
-from django_tools.admin import ReadOnlyModelAdmin, folded_json, format_age, short_time
+from django_tools.admin import ReadOnlyModelAdmin, folded_json, format_age, short_id, short_time
 from django_tools.outbox import services
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.selectors import outbox_backlog
@@ -118,11 +117,7 @@ class OutboxEventAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="correlação")
     def correlacao(self, event: OutboxEvent):
-        # The first characters tell ids apart; the whole id is in the tooltip and the detail.
-        cid = event.correlation_id
-        if len(cid) <= 12:
-            return cid
-        return format_html('<span title="{}">{}…</span>', cid, cid[:12])
+        return short_id(event.correlation_id)
 
     @admin.display(description="corpo (JSON)")
     def corpo(self, event: OutboxEvent):

@@ -27,10 +27,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
 from pika.exceptions import ProbableAccessDeniedError, ProbableAuthenticationError
 
-from django_tools.admin import ReadOnlyModelAdmin, folded_json, short_time
+from django_tools.admin import ReadOnlyModelAdmin, folded_json, short_id, short_time
 from django_tools.env import redact_url, scrub
 from django_tools.replica import dead_letters
 from django_tools.replica.failures import (
@@ -119,10 +118,7 @@ class ReplicaStateAdmin(ReadOnlyModelAdmin):
 
     @admin.display(description="correlação")
     def correlacao(self, state: ReplicaState):
-        cid = state.correlation_id
-        if len(cid) <= 12:
-            return cid
-        return format_html('<span title="{}">{}…</span>', cid, cid[:12])
+        return short_id(state.correlation_id)
 
     def get_urls(self):
         # The dead-letter page's first address, kept for bookmarks and older banners.
