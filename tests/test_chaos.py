@@ -221,7 +221,6 @@ def test_the_crash_hook_kills_only_the_process_that_decodes_the_marker(tmp_path)
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "api_feed.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'feed.sqlite3'}",
-        "PYTHONPATH": crash_hook.FOLDER,
         **crash_hook.environment(),
     }
 

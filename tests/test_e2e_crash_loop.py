@@ -10,7 +10,6 @@ lands in the dead-letter queue too."""
 from __future__ import annotations
 
 import json
-import os
 
 import pika
 import pytest
@@ -49,12 +48,7 @@ def crashing_feed(tmp_path, rabbitmq_url: str):
     """The feed's database, queues and environment, with the lab's crash hook for its consumer
     and heartbeats (and probation markers) in a folder of the test's own."""
     databases = Databases(tmp_path)
-    hook = {
-        "PYTHONPATH": os.pathsep.join(
-            part for part in (crash_hook.FOLDER, os.environ.get("PYTHONPATH", "")) if part
-        ),
-        **crash_hook.environment(),
-    }
+    hook = crash_hook.environment()
     env, db_url = feed_environment(
         tmp_path, rabbitmq_url, databases, HEARTBEAT_DIR=str(tmp_path / "beats"), **RETRY
     )

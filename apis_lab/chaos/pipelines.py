@@ -15,7 +15,6 @@ For `stock` and `celery` a loss is a measured result, not a failure of the run.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,12 +101,7 @@ class ProjectPipeline(Pipeline):
     applied_counter = REPLICA_STATE_COUNTER
 
     def start(self, setup: Setup) -> Ecosystem:
-        python_path = os.pathsep.join(
-            part for part in (crash_hook.FOLDER, os.environ.get("PYTHONPATH", "")) if part
-        )
-        return self._ecosystem(
-            setup, role_env={"consumer": {"PYTHONPATH": python_path, **crash_hook.environment()}}
-        ).start()
+        return self._ecosystem(setup, role_env={"consumer": crash_hook.environment()}).start()
 
 
 class StockPipeline(Pipeline):

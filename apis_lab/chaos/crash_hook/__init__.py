@@ -11,6 +11,8 @@ gets the hook, and nothing outside the lab ever sets the variable.
 
 from pathlib import Path
 
+from apis_lab.chaos.import_hook import python_path
+
 #: The text in a message's body that kills the worker decoding it.
 MARKER = "apis-lab-crash-loop"
 #: What a worker prints (to its log) just before it kills itself.
@@ -20,5 +22,6 @@ FOLDER = str(Path(__file__).resolve().parent)
 
 
 def environment() -> dict[str, str]:
-    """What a process's environment needs for the hook."""
-    return {"APIS_LAB_CRASH_MARKER": MARKER}
+    """What a process's environment needs for the hook: its folder first on the path, and the
+    marker."""
+    return {"PYTHONPATH": python_path(FOLDER), "APIS_LAB_CRASH_MARKER": MARKER}

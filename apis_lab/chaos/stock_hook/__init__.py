@@ -7,8 +7,9 @@ the model keeps django-cqrs's own signal handlers, which publish each change whe
 commits — what `apis bench` does in its writer process with `OutboxSignals.uninstall()`.
 """
 
-import os
 from pathlib import Path
+
+from apis_lab.chaos.import_hook import python_path
 
 #: The PYTHONPATH entry that holds the hook's sitecustomize.py.
 FOLDER = str(Path(__file__).resolve().parent)
@@ -16,5 +17,4 @@ FOLDER = str(Path(__file__).resolve().parent)
 
 def environment() -> dict[str, str]:
     """What the master's web process needs: the hook first on its path, and switched on."""
-    path = os.pathsep.join(part for part in (FOLDER, os.environ.get("PYTHONPATH", "")) if part)
-    return {"PYTHONPATH": path, "APIS_LAB_STOCK_MASTER": "1"}
+    return {"PYTHONPATH": python_path(FOLDER), "APIS_LAB_STOCK_MASTER": "1"}
