@@ -437,11 +437,14 @@ class PauseDatabase(Pause):
     def inject(self, lab, rng):
         pids = lab.postgres.pause()
         self.pids, self.group = pids, False
-        wait_for(lambda: all(process_state(p) in ("T", "gone") for p in pids), 5, interval=0.02)
-        states = [process_state(p) for p in pids]
+        # A backend that was exiting when the server froze stays a zombie (Z: its postmaster,
+        # stopped, cannot reap it) or is gone: it holds nothing, so it is no evidence either way.
+        ended = ("gone", "Z")
+        wait_for(lambda: all(process_state(p) in ("T", *ended) for p in pids), 5, interval=0.02)
+        alive = [(p, state) for p in pids if (state := process_state(p)) not in ended]
         return Injected(
             f"PostgreSQL server SIGSTOPped ({len(pids)} processes)",
-            evidence={"pids": pids, "states": states},
+            evidence={"pids": [p for p, _ in alive], "states": [state for _, state in alive]},
         )
 
 
