@@ -41,7 +41,8 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     bench.add_argument(
         "--pipelines", default="stock,project,celery",
-        help="which pipelines, comma-separated (stock,project,celery)",
+        help="which pipelines, comma-separated (stock,project,celery); the peer outbox "
+        "libraries: outbox-pattern, jaiminho, celery-outbox",
     )  # fmt: skip
     bench.add_argument("--keep", action="store_true", help="keep the work folder and its logs")
 
@@ -50,11 +51,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Validate the options (an error exits 2 through `parser`), run the bench; its exit code."""
     # The bench (pika, psycopg, the pipelines) is imported when it runs: `apis --help` and every
     # other subcommand build this parser too and need none of it.
-    from apis_lab.bench.runner import PIPELINE_NAMES, BenchOptions, main
+    from apis_lab.bench.runner import ALL_PIPELINE_NAMES, BenchOptions, main
 
     chosen = tuple(name.strip() for name in args.pipelines.split(",") if name.strip())
-    if not chosen or set(chosen) - set(PIPELINE_NAMES):
-        parser.error(f"--pipelines: choose from {', '.join(PIPELINE_NAMES)}")
+    if not chosen or set(chosen) - set(ALL_PIPELINE_NAMES):
+        parser.error(f"--pipelines: choose from {', '.join(ALL_PIPELINE_NAMES)}")
     if (
         min(args.n, args.batch, args.runs, args.consumers) < 1
         or min(args.burst, args.steady_rate) < 0

@@ -19,13 +19,16 @@ from apis_lab.bench.pipelines import BenchError, CeleryTasks, Pipeline, Project,
 from apis_lab.bench.report import BenchReport, PipelineResult
 from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases
+from apis_lab.peers import PEERS, peer_module
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
 from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
 from django_tools.replica.topology import CLASSIC, QUORUM, supports_quorum
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
-#: The pipelines, in the order the report shows them.
+#: The pipelines a bench runs by default, in the order the report shows them.
 PIPELINE_NAMES = ("stock", "project", "celery")
+#: Every pipeline `--pipelines` accepts: those and the peer outbox libraries (apis_lab/peers).
+ALL_PIPELINE_NAMES = (*PIPELINE_NAMES, *PEERS)
 
 __all__ = ["BenchError", "BenchOptions", "main", "run"]
 
@@ -68,6 +71,8 @@ def _pipeline(name: str, options: BenchOptions) -> Pipeline:
         return Stock()
     if name == "project":
         return Project(consumers=options.consumers)
+    if name in PEERS:
+        return peer_module(name).Bench()
     return CeleryTasks()
 
 

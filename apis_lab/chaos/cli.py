@@ -38,10 +38,12 @@ def add_arguments(chaos: argparse.ArgumentParser) -> None:
         help="SQLite files, or a PostgreSQL server of the suite's own (sqlite)",
     )  # fmt: skip
     chaos.add_argument(
-        "--pipeline", choices=["project", "stock", "celery"], default="project",
+        "--pipeline", default="project",
+        choices=["project", "stock", "celery", "outbox-pattern", "jaiminho", "celery-outbox"],
         help="the pattern under test: this project's outbox pipeline (project), stock "
-        "django-cqrs publishing on commit (stock), one Celery task per change (celery); only "
-        "project must lose nothing (exit 1), for the others a loss is a measured result",
+        "django-cqrs publishing on commit (stock), one Celery task per change (celery), or a "
+        "peer outbox library (outbox-pattern, jaiminho, celery-outbox); only project must lose "
+        "nothing (exit 1), for the others a loss is a measured result",
     )  # fmt: skip
     chaos.add_argument("--rate", type=float, default=30.0, help="REST writes per second (30)")
     chaos.add_argument(
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # The suite (pika, psycopg, the processes) is imported when it runs: `apis --help` and every
     # other subcommand build this parser too and need none of it.
     from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS
-    from apis_lab.chaos.pipelines import PIPELINES
+    from apis_lab.chaos.pipelines import PIPELINE_NAMES, pipeline_class
     from apis_lab.chaos.runner import ChaosOptions, plan
     from apis_lab.chaos.runner import run as run_suite
     from apis_lab.databases import DatabaseUnavailable
@@ -92,8 +94,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--duration, --rate and --converge-timeout must be positive, --rounds >= 1")
     if min(args.cluster, args.consumers, args.consumer_processes, args.relays) < 1:
         parser.error("--cluster, --consumers, --consumer-processes and --relays must be >= 1")
-    if args.pipeline not in PIPELINES:
-        parser.error(f"--pipeline {args.pipeline}: choose from {', '.join(PIPELINES)}")
+    if args.pipeline not in PIPELINE_NAMES:
+        parser.error(f"--pipeline {args.pipeline}: choose from {', '.join(PIPELINE_NAMES)}")
     options = ChaosOptions(
         duration=args.duration,
         seed=args.seed,
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         relays=args.relays,
         quick=args.quick,
     )
-    pipeline = PIPELINES[args.pipeline]
+    pipeline = pipeline_class(args.pipeline)
     applying, skipped = plan(options, pipeline.roles, pipeline.skips)
     if args.faults and not applying:
         parser.error(

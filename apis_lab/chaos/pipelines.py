@@ -23,6 +23,7 @@ from typing import ClassVar
 from apis_lab.bench.pipelines import STOCK_TRANSPORT, WORKERS
 from apis_lab.chaos import crash_hook, stock_hook
 from apis_lab.databases import Databases
+from apis_lab.peers import PEERS, peer_module
 from apis_lab.supervised_ecosystem import Ecosystem
 
 #: The replica's change counter (bumped by every batch this project's apply writes).
@@ -144,3 +145,13 @@ class CeleryPipeline(Pipeline):
 PIPELINES: dict[str, type[Pipeline]] = {
     pipeline.name: pipeline for pipeline in (ProjectPipeline, StockPipeline, CeleryPipeline)
 }
+
+#: Every pattern `--pipeline` accepts: these and the peer outbox libraries (apis_lab/peers).
+PIPELINE_NAMES: tuple[str, ...] = (*PIPELINES, *PEERS)
+
+
+def pipeline_class(name: str) -> type[Pipeline]:
+    """The pipeline called `name`; a peer's module is imported only when it is asked for."""
+    if name in PEERS:
+        return peer_module(name).Chaos
+    return PIPELINES[name]

@@ -54,9 +54,9 @@ from pathlib import Path
 from apis_lab.chaos.chaos_lab import ChaosLab
 from apis_lab.chaos.faults import FAULTS, SELF_TEST_FAULTS, Fault, Healed, Injected
 from apis_lab.chaos.pipelines import (
-    PIPELINES,
     REPLICA_STATE_COUNTER,
     Setup,
+    pipeline_class,
 )
 from apis_lab.chaos.workload import OK, REFUSED, UNCERTAIN, Ledger, Workload
 from apis_lab.databases import Databases, PostgresServer
@@ -379,7 +379,7 @@ def _fault(kind: str) -> type[Fault]:
 def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosReport:
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
-    pipeline = PIPELINES[options.pipeline]()
+    pipeline = pipeline_class(options.pipeline)()
     started = time.monotonic()
     report = ChaosReport(
         seed=seed, database=options.database, pipeline=pipeline.name,
