@@ -36,8 +36,17 @@ class Pipeline:
     writer: str = "project"
     env: dict[str, str] = field(default_factory=dict)
 
+    def prepare(self, produtos_env: dict, feed_env: dict, log: Path) -> None:
+        """Before any process starts, on fresh databases (a peer migrates its own tables)."""
+
     def consumer(self, feed_env: dict, log: Path) -> ManageProcess:
         raise NotImplementedError
+
+    def writer_process(self, produtos_env: dict, args: list[str], log: Path) -> ManageProcess:
+        """The writer: `apis_lab.bench.workers writer ARGS` under the master's settings."""
+        return ManageProcess.module(
+            PRODUTOS.directory, "api_produtos.settings", WORKERS, args, produtos_env, log
+        )
 
     def relay(self, produtos_env: dict, log: Path) -> ManageProcess | None:
         return ManageProcess(PRODUTOS.directory, ["outbox_relay"], produtos_env, log)
@@ -162,6 +171,7 @@ def run(
     log = workdir / f"{name}.log"
     started: list[ManageProcess] = []
     try:
+        pipeline.prepare(produtos_env, feed_env, log)
         relay = pipeline.relay(produtos_env, log)
         if relay is not None:
             started.append(relay.start())
@@ -172,9 +182,7 @@ def run(
         args += ["--batch", str(workload.batch), "--out", str(out)]
         if workload.rate:
             args += ["--rate", str(workload.rate)]
-        writer = ManageProcess.module(
-            PRODUTOS.directory, "api_produtos.settings", WORKERS, args, produtos_env, log
-        ).start()
+        writer = pipeline.writer_process(produtos_env, args, log).start()
         started.append(writer)
         _wait_for_replica(name, workload.n, writer, feed_db, log, progress)
         writes = json.loads(out.read_text())
