@@ -177,8 +177,11 @@ class RabbitNode:
     def ensure_user(self) -> None:
         """`user` with `password`, the administrator tag and every permission on `vhost`
         (created or updated: a node kept from an earlier run may have another password)."""
-        if self.ctl("add_user", self.user, self.password, check=False).returncode != 0:
-            self.ctl("change_password", self.user, self.password)
+        # The password goes on rabbitmqctl's stdin (it reads it there when the argument is
+        # left out), never on its command line, which any local user can read in `ps`.
+        secret = f"{self.password}\n"
+        if self.ctl("add_user", self.user, check=False, stdin=secret).returncode != 0:
+            self.ctl("change_password", self.user, stdin=secret)
         self.ctl("set_user_tags", self.user, "administrator")
         self.ctl("add_vhost", self.vhost, check=False)  # exists already: fine
         self.ctl("set_permissions", "-p", self.vhost, self.user, ".*", ".*", ".*")
@@ -197,12 +200,12 @@ class RabbitNode:
             time.sleep(0.5)
 
     def ctl(
-        self, *args: str, check: bool = True, timeout: float = 60
+        self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None
     ) -> subprocess.CompletedProcess:
-        """`rabbitmqctl -n <this node> args`."""
+        """`rabbitmqctl -n <this node> args`, `stdin` on its standard input."""
         try:
             result = subprocess.run(
-                [_sbin("rabbitmqctl"), "-n", self.node, *args],
+                [_sbin("rabbitmqctl"), "-n", self.node, *args], input=stdin,
                 env=self._env(), capture_output=True, text=True, timeout=timeout, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired:

@@ -249,3 +249,33 @@ def test_a_missing_permission_is_one_clear_line(node, tmp_path):
     assert len(lines) == 1, result.stderr
     assert "RabbitMQ user 'narrow' lacks a permission on exchange 'cqrs'" in lines[0]
     assert "CQRS.md#permissões-no-broker" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_users_password_reaches_rabbitmqctl_on_stdin_never_on_its_command_line(node, monkeypatch):
+    """`ensure_user` creates the user, then changes its password on a second call; neither
+    password is ever in an argv (readable by any local user in `ps`), and each one works."""
+    rabbit = node.rabbit
+    argvs: list[list[str]] = []
+    run = subprocess.run
+
+    def recording(argv, *args, **kwargs):
+        argvs.append(list(argv))
+        return run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    user, password = rabbit.user, rabbit.password
+    try:
+        for secret in ("first-pw-5d0c", "second-pw-e81b"):
+            rabbit.user, rabbit.password = "operator", secret
+            rabbit.ensure_user()
+            params = pika.URLParameters(f"amqp://operator:{secret}@127.0.0.1:{rabbit.port}/")
+            pika.BlockingConnection(params).close()
+    finally:
+        rabbit.user, rabbit.password = user, password
+    assert any("add_user" in argv for argv in argvs)
+    assert any("change_password" in argv for argv in argvs)
+    assert not [argv for argv in argvs if any("-pw-" in arg for arg in argv)]
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(
+            pika.URLParameters(f"amqp://operator:first-pw-5d0c@127.0.0.1:{rabbit.port}/")
+        )
