@@ -58,6 +58,9 @@ class Pipeline:
     def queues(self, feed_env: dict) -> list[str]:
         return replica_queues(feed_env["CQRS_QUEUE"])
 
+    def cleanup(self) -> None:
+        """After the run, its processes stopped: a peer drops what its `prepare` made."""
+
 
 @dataclass
 class Stock(Pipeline):
@@ -194,6 +197,8 @@ def run(
             delete_broker_objects(
                 rabbitmq_url, feed_env["CQRS_EXCHANGE"], pipeline.queues(feed_env)
             )
+        with contextlib.suppress(Exception):
+            pipeline.cleanup()
     committed = {int(pk): at for pk, at in writes["committed"].items()}
     return PipelineRun(
         name=name,
