@@ -16,7 +16,7 @@
 # default is in effect: SECRET_KEY and PRODUTOS_API_KEY come from the orchestrator (compose:
 # `.env`), never from the image (CQRS.md, Segurança).
 #   relay          python /app/api_produtos/manage.py outbox_relay      (outbox_relay_health)
-#   consumer       python /app/api_feed/manage.py cqrs_consume -w 1     (cqrs_consume_health)
+#   consumer       python /app/api_feed/manage.py cqrs_consume -w 2     (cqrs_consume_health)
 #   Celery         python -m celery -A api_produtos|api_feed worker|beat ...
 #   one-off jobs   manage.py migrate (each service), manage.py cqrs_declare (the feed)
 #

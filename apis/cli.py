@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--feed-port", type=port, default=8000, help="api_feed port (8000)")
     up.add_argument("--web-workers", type=int, default=4, help="gunicorn workers per API (4)")
     up.add_argument(
-        "--consumers", type=int, default=1,
-        help="feed consumer workers (1); with REPLICATION_MODE=celery, the feed Celery worker's",
+        "--consumers", type=int, default=2,
+        help="feed consumer workers (2); with REPLICATION_MODE=celery, the feed Celery worker's",
     )  # fmt: skip
     up.add_argument(
         "--create-admin", action="store_true",

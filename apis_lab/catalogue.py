@@ -45,7 +45,7 @@ class EcosystemOptions:
     produtos_port: int = 8001
     feed_port: int = 8000
     web_workers: int = 4
-    consumers: int = 1
+    consumers: int = 2  # cqrs_consume's default: see docs/desempenho.md
 
 
 def gunicorn(service: Service, host: str, port: int, workers: int) -> list[str]:

@@ -33,7 +33,7 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         "--burst", type=int, default=1200, help="REST creates of the burst run (1200; 0 skips it)"
     )
     bench.add_argument(
-        "--consumers", type=int, default=1, help="workers of the project's cqrs_consume (1)"
+        "--consumers", type=int, default=2, help="workers of the project's cqrs_consume (2)"
     )
     bench.add_argument(
         "--queue-type", choices=["quorum", "classic"],

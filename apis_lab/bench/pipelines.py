@@ -89,7 +89,7 @@ class Project(Pipeline):
     applying in batches."""
 
     name: str = "project"
-    consumers: int = 1
+    consumers: int = 2
 
     def consumer(self, feed_env, log):
         return ManageProcess(

@@ -45,7 +45,7 @@ class BenchOptions:
     steady_n: int = 1000
     burst: int = 1200
     burst_clients: int = 8
-    consumers: int = 1
+    consumers: int = 2  # cqrs_consume's default (see docs/desempenho.md)
     queue_type: str | None = None  # None: quorum where the broker supports it
     pipelines: tuple[str, ...] = PIPELINE_NAMES
     keep: bool = False

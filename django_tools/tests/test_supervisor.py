@@ -82,3 +82,12 @@ def test_workers_that_keep_dying_are_started_again_after_a_bounded_wait(clock, s
     beat = json.loads((tmp_path / supervisor_file()).read_text())
     assert beat["state"] == "supervising" and beat["deaths"] == 1
     manager.heartbeat.remove()
+
+
+def test_cqrs_consume_starts_two_workers_unless_told_otherwise():
+    """The default a deployment of this size runs (docs/desempenho.md); `-w` still decides."""
+    from django_tools.replica.management.commands.cqrs_consume import Command
+
+    parser = Command().create_parser("manage.py", "cqrs_consume")
+    assert parser.parse_args([]).workers == 2
+    assert parser.parse_args(["-w", "1"]).workers == 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dj_cqrs.registries import ReplicaRegistry
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.db import connections, models
 
 from django_tools.replica.decision import (
     APPLIED,
@@ -42,6 +42,7 @@ from django_tools.replica.write import (
     lock_rows,
     read_state,
     record_last,
+    row_params,
     transaction_for,
     write_in_bulk,
     write_through_hooks,
@@ -88,7 +89,10 @@ def prepare(event: Event) -> Change:
     if hooks_of(model):
         return _prepare_for_hooks(model, event)
     values = clean_values(model, event.data, complete=True)
-    return Change(event, model, values[pk_field.attname], values, updated=updated(event.data))
+    return Change(
+        event, model, values[pk_field.attname], values, updated=updated(event.data, values),
+        params=row_params(model, values, connections[database_of(model)]),
+    )  # fmt: skip
 
 
 def _prepare_for_hooks(model: type[models.Model], event: Event) -> Change:
@@ -104,7 +108,7 @@ def _prepare_for_hooks(model: type[models.Model], event: Event) -> Change:
     if not model.CQRS_CUSTOM_SERIALIZATION:
         clean_values(model, mapped, complete=False)
     pk = clean_pk(pk_field, mapped[pk_field.name])
-    return Change(event, model, pk, mapped, updated=updated(event.data))
+    return Change(event, model, pk, mapped, updated=updated(event.data, mapped))
 
 
 def apply_changes(changes: list[Change]) -> list[str]:

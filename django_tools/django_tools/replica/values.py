@@ -5,6 +5,7 @@ Nothing here touches the database."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,6 +31,9 @@ class Change:
     values: dict[str, Any] | None
     #: The master's change time (cqrs_updated), for lag metrics and the replica's state.
     updated: datetime | None = None
+    #: A save written in bulk: its upsert parameters for the database it is written to
+    #: (`write.row_params`), worked out before the write transaction; None otherwise.
+    params: list[Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def revision(self) -> int:
@@ -83,8 +87,14 @@ def clean_pk(pk_field: models.Field, raw: Any, missing: str = "") -> Any:
     return pk
 
 
-def updated(data: dict) -> datetime | None:
-    """The master's change time (`cqrs_updated`), aware; None when absent or unreadable."""
+def updated(data: dict, cleaned: dict | None = None) -> datetime | None:
+    """The master's change time (`cqrs_updated`), aware; None when absent or unreadable.
+    `cleaned`: the message's values already through the fields' clean(), whose aware
+    `cqrs_updated` is taken as it is instead of parsing the string a second time."""
+    if cleaned is not None:
+        value = cleaned.get("cqrs_updated")
+        if isinstance(value, datetime) and not timezone.is_naive(value):
+            return value
     value = data.get("cqrs_updated")
     if isinstance(value, datetime):
         return value

@@ -86,7 +86,13 @@ def write_in_bulk(
     saves = [c for c in writes.values() if c.values is not None]
     deletes = [c for c in writes.values() if c.values is None]
     if saves:
-        _upsert(model, [c.values for c in saves], alias)
+        connection = connections[alias]
+        _upsert(
+            model,
+            [c.params if c.params is not None else row_params(model, c.values, connection)
+             for c in saves],
+            alias,
+        )  # fmt: skip
         revived = [str(c.pk) for c in saves if c.pk in had_tombstone]
         if revived:
             Tombstone.objects.using(alias).filter(
@@ -169,20 +175,35 @@ def _bury(model: type[models.Model], deletes: list[Change], alias: str) -> None:
     )  # fmt: skip
 
 
-def _upsert(model: type[models.Model], rows: list[dict[str, Any]], alias: str) -> None:
+def row_params(model: type[models.Model], values: dict[str, Any], connection) -> list[Any]:
+    """A save's upsert parameters, in the order of `_upsert_sql`'s columns. Computed when the
+    message is validated, outside the write transaction: on SQLite that transaction holds the
+    database's write gate, which every consumer worker waits for, so only the write itself
+    should happen inside it. The values come out of the fields' clean(): already Python values
+    of the right type, so only the database adaptation is left (`prepared=True` skips another
+    to_python)."""
+    return [prep(values[attname], connection, prepared=True) for attname, prep in _preps(model)]
+
+
+_PREPS: dict[type[models.Model], list[tuple[str, Any]]] = {}
+
+
+def _preps(model: type[models.Model]) -> list[tuple[str, Any]]:
+    preps = _PREPS.get(model)
+    if preps is None:
+        preps = _PREPS[model] = [
+            (field.attname, field.get_db_prep_value) for field in model._meta.concrete_fields
+        ]
+    return preps
+
+
+def _upsert(model: type[models.Model], params: list[list[Any]], alias: str) -> None:
     """INSERT … ON CONFLICT (pk) DO UPDATE for all rows in one executemany (SQLite and
     PostgreSQL): what bulk_create(update_conflicts=True) does, without compiling the SQL
     again for every batch. Safe because the caller holds the rows' locks."""
     connection = connections[alias]
-    fields = [(field.attname, field.get_db_prep_value) for field in model._meta.concrete_fields]
-    sql = _upsert_sql(model, connection)
-    # The values come out of the fields' clean(): already Python values of the right type, so
-    # only the database adaptation is left (`prepared=True` skips another to_python).
-    params = [
-        [prep(row[attname], connection, prepared=True) for attname, prep in fields] for row in rows
-    ]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(_upsert_sql(model, connection), params)
 
 
 _UPSERT_SQL: dict[tuple[type, str], str] = {}
