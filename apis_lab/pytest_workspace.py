@@ -12,17 +12,27 @@ gave forwarded as it is (`-x`, `-k`, `-m`, `-v`/`-vv`, `--lf`, `-p`, …). Paths
 `uv run pytest tests/test_chaos.py` just that end-to-end file. With `-x` the first failing suite
 ends the run. The exit code is the first failing suite's (5, "no tests", only if none ran any).
 
+`--members-in-parallel` (what CI uses) runs the three member suites at the same time, each one's
+output held in a file and printed whole when it ends, then tests/ alone: the members' tests are
+unit and integration tests on names of their own (test databases per service and process, broker
+objects and Redis keys with random names), and the end-to-end tests, which measure stalls and
+deadlines against real processes, keep the machine to themselves. Not with `-s`/`--pdb`: a
+member's terminal is a file then.
+
 In a member folder, plain `uv run pytest` runs that member's suite directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -33,6 +43,15 @@ END_TO_END = "tests"
 #: Set in the end-to-end suite's process, where this plugin stands aside.
 CHILD_ENV = "APIS_WORKSPACE_CHILD"
 NO_TESTS = pytest.ExitCode.NO_TESTS_COLLECTED
+#: The root's own option: not forwarded (a member's pytest would not know it).
+PARALLEL = "--members-in-parallel"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        PARALLEL, action="store_true",
+        help="run the workspace members' suites at the same time (then tests/ alone)",
+    )  # fmt: skip
 
 
 def _is_root_session(config: pytest.Config) -> bool:
@@ -60,7 +79,7 @@ def _plan(config: pytest.Config) -> tuple[dict[str, list[str]], list[str]]:
     given = list(config.invocation_params.args)
     from_args = config.args_source == pytest.Config.ArgsSource.ARGS
     paths = [arg for arg in config.args] if from_args else []
-    options = [arg for arg in given if arg not in paths]
+    options = [arg for arg in given if arg not in paths and arg != PARALLEL]
     plan: dict[str, list[str]] = {}
     for arg in paths or ["."]:
         suite, relative = _suite_of(arg, config.invocation_params.dir)
@@ -83,6 +102,63 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         early_config.known_args_namespace.file_or_dir = []
 
 
+def _command(suite: str, options: list[str], paths: list[str]) -> tuple[list[str], Path, dict]:
+    cwd = REPO_ROOT if suite == END_TO_END else REPO_ROOT / suite
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env[CHILD_ENV] = "1"
+    return [sys.executable, "-m", "pytest", *options, *paths], cwd, env
+
+
+def _banner(suite: str, options: list[str], paths: list[str]) -> str:
+    where = suite if suite != END_TO_END else "."
+    return f"\n===== {suite}: (cd {where} && pytest {shlex.join([*options, *paths])}) ====="
+
+
+def _run_together(
+    suites: dict[str, list[str]], options: list[str], stop_at_first: bool
+) -> list[tuple[str, int, float]]:
+    """The suites at once, each one's output in a file, printed whole as each ends."""
+    started = time.monotonic()
+    results: list[tuple[str, int, float]] = []
+    with contextlib.ExitStack() as files:
+        running: dict[str, tuple[subprocess.Popen, IO[str]]] = {}
+        for suite, paths in suites.items():
+            command, cwd, env = _command(suite, options, paths)
+            log = files.enter_context(
+                tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+            )
+            log.write(_banner(suite, options, paths) + "\n")
+            log.flush()
+            process = subprocess.Popen(
+                command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            running[suite] = (process, log)
+        print(f"\n===== {', '.join(running)}: at the same time =====", flush=True)
+        try:
+            while running:
+                for suite, (process, log) in list(running.items()):
+                    code = process.poll()
+                    if code is None:
+                        continue
+                    del running[suite]
+                    results.append((suite, code, time.monotonic() - started))
+                    log.seek(0)
+                    sys.stdout.write(log.read())
+                    sys.stdout.flush()
+                    if code not in (0, NO_TESTS) and stop_at_first:
+                        return results
+                time.sleep(0.2)
+        finally:
+            # -x after a failure, or Ctrl-C: the others stop too.
+            for process, _ in running.values():
+                process.terminate()
+            for suite, (process, _) in running.items():
+                process.wait()
+                results.append((suite, process.returncode, time.monotonic() - started))
+    return results
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not _is_root_session(config):
@@ -90,19 +166,23 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     plan, options = _plan(config)
     stop_at_first = config.option.maxfail == 1  # -x is --maxfail=1
     results: list[tuple[str, int, float]] = []
+    together = (
+        {s: p for s, p in plan.items() if s in MEMBERS} if config.option.members_in_parallel else {}
+    )
+    if len(together) > 1:
+        results += _run_together(together, options, stop_at_first)
     for suite, paths in plan.items():
-        cwd = REPO_ROOT if suite == END_TO_END else REPO_ROOT / suite
-        command = [sys.executable, "-m", "pytest", *options, *paths]
-        env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-        env[CHILD_ENV] = "1"
-        print(f"\n===== {suite}: (cd {cwd.name if suite != END_TO_END else '.'} && "
-              f"pytest {shlex.join([*options, *paths])}) =====", flush=True)  # fmt: skip
+        if len(together) > 1 and suite in together:
+            continue
+        if stop_at_first and any(code not in (0, NO_TESTS) for _, code, _ in results):
+            break
+        command, cwd, env = _command(suite, options, paths)
+        print(_banner(suite, options, paths), flush=True)
         started = time.monotonic()
         code = subprocess.run(command, cwd=cwd, env=env).returncode
         results.append((suite, code, time.monotonic() - started))
-        if code not in (0, NO_TESTS) and stop_at_first:
-            break
     print("\n===== workspace =====", flush=True)
+    results.sort(key=lambda result: list(plan).index(result[0]))
     for suite, code, seconds in results:
         outcome = {0: "passed", NO_TESTS: "no tests selected"}.get(code, f"FAILED (exit {code})")
         print(f"{suite:<14} {outcome:<22} {seconds:6.1f}s", flush=True)

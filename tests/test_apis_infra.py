@@ -15,6 +15,9 @@ from apis.infra import (
     endpoint,
 )
 
+# `apis up`'s reading of the broker's and Redis's URLs: no database in it.
+pytestmark = pytest.mark.any_database
+
 REFUSED = "connection refused"
 
 

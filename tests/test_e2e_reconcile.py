@@ -119,6 +119,7 @@ def test_celery_beat_repairs_drift_on_its_own_within_its_interval(lab_with):
     assert "outbox.reconcile_replica" in lab.output()
 
 
+@pytest.mark.any_database  # the command's errors before any database
 def test_apis_reconcile_says_so_when_the_feed_is_down(tmp_path):
     result = subprocess.run(
         [APIS, "reconcile", "--replica-url", "http://127.0.0.1:1"],
@@ -130,6 +131,7 @@ def test_apis_reconcile_says_so_when_the_feed_is_down(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.any_database  # the command's errors before any database
 def test_apis_reconcile_names_the_cqrs_ids_it_knows(tmp_path):
     result = subprocess.run(
         [APIS, "reconcile", "--cqrs-id", "pedido", "--replica-url", "http://127.0.0.1:1"],

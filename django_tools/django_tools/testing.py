@@ -49,6 +49,14 @@ STOCK_PAYLOAD_KEYS = frozenset(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The members' suites load this plugin, not the root's pytest configuration: the marker CI
+    # selects with (`-m "not any_database"` on its PostgreSQL pass) is registered here for them.
+    config.addinivalue_line(
+        "markers", "any_database: the same whatever DATABASE_URL says (CI: SQLite pass only)"
+    )
+
+
 def _setting(name: str, default: str) -> str:
     """A Django setting when Django is configured (a service's suite), else the environment
     (the root end-to-end suite, which configures no Django)."""

@@ -5,10 +5,14 @@ tests/test_broker_permissions.py)."""
 import logging
 import threading
 
+import pytest
 from pika.exceptions import ChannelClosedByBroker
 
 from django_tools.broker_permissions import describe, explain
 from django_tools.reconnect import keep_running
+
+# No database in it (the broker's refusals explained): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
 
 REFUSED = ChannelClosedByBroker(
     403, "ACCESS_REFUSED - access to exchange 'cqrs' in vhost '/' refused for user 'feed'"

@@ -7,6 +7,9 @@ import pytest
 
 from django_tools.connectivity import Unreachable, probe_rabbitmq, probe_redis
 
+# No database in it (probes of the broker and Redis): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 
 def test_reachable_services_pass(rabbitmq_url, redis_url):
     probe_rabbitmq(rabbitmq_url)

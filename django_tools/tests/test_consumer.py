@@ -62,7 +62,12 @@ def test_each_poison_message_is_dead_lettered_with_its_reason_while_good_ones_ap
     publish(event_payload("SAVE", instance_data(2)))
     consumers.start(workers=1)
 
-    wait_until(lambda: len(dead(rabbitmq_url, topology)) == len(poison), what="dead letters")
+    # Counted, not read: a letter read while others are still arriving goes back to the queue
+    # behind them, and the order checked below is the order they failed in.
+    wait_until(
+        lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == len(poison),
+        what="dead letters",
+    )
     wait_until(lambda: BookReplica.objects.filter(pk__in=[1, 2, 17]).count() == 3)
     reports = dead(rabbitmq_url, topology)
     assert [r.dead_reason for r in reports] == [PERMANENT] * len(poison)
@@ -293,7 +298,10 @@ def test_messages_whose_headers_pika_cannot_decode_are_dead_lettered_with_their_
             )
     consumers.start()
     wait_until(lambda: BookReplica.objects.filter(pk__in=[80, 81, 82]).count() == 3)
-    wait_until(lambda: len(dead(rabbitmq_url, topology)) == 3, what="three dead letters")
+    wait_until(  # counted, not read: reading them now could reorder them (see above)
+        lambda: queue_depth(rabbitmq_url, topology.dead_letter_queue) == 3,
+        what="three dead letters",
+    )
     with amqp_channel(rabbitmq_url) as channel:
         letters = list(dead_letters.read(channel, topology))
     assert [letter.report.dead_reason for letter in letters] == [UNDECODABLE] * 3

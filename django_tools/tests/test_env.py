@@ -2,6 +2,9 @@ import pytest
 
 from django_tools import env
 
+# No database in it (reading the environment): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 
 @pytest.fixture
 def env_file(tmp_path, monkeypatch):

@@ -20,6 +20,9 @@ from pika.adapters.utils import io_services_utils
 from django_tools import amqp_properties, pika_support, pika_writes
 from django_tools.pika_support import UnsupportedPika
 
+# No database in it (pika's patches): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 
 def test_this_pika_is_one_the_patches_were_written_for():
     low, high = pika_support.SUPPORTED

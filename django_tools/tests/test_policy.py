@@ -4,6 +4,9 @@ import pytest
 
 from django_tools.replica.policy import RetryPolicy, format_seconds
 
+# No database in it (the retry policy's arithmetic): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 
 def test_default_schedule_doubles_up_to_the_cap():
     policy = RetryPolicy()

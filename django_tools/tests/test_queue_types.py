@@ -25,6 +25,9 @@ from django_tools.replica.topology import (
 )
 from django_tools.testing import wait_until
 
+# No database in it (queue types and migrations on the broker): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 POLICY = RetryPolicy(base=1, factor=2, cap=4, max_retries=3, jitter=0)
 
 

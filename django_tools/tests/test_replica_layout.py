@@ -5,7 +5,12 @@ even from inside a function."""
 import ast
 from pathlib import Path
 
+import pytest
+
 import django_tools.replica
+
+# No database in it (the imports of the replica's modules): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
 
 PACKAGE = Path(django_tools.replica.__file__).parent
 CORE = ("apply", "values", "hooks", "decision", "write")

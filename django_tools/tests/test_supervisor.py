@@ -16,6 +16,9 @@ from django_tools.replica.management.commands.cqrs_consume import (
     restart_delay,
 )
 
+# No database in it (the supervision of stand-in processes): CI runs it on SQLite only.
+pytestmark = pytest.mark.any_database
+
 
 def test_the_wait_doubles_after_max_deaths_and_is_bounded():
     assert [restart_delay(n) for n in range(1, MAX_DEATHS + 1)] == [0.0] * MAX_DEATHS
