@@ -75,7 +75,9 @@ class CpuMeter:
 
     def watch(self, role: str, pid: int | None) -> None:
         self.pids[role] = pid
-        self.start[role] = tree_cpu_seconds(pid) if self.begun else 0.0
+        # Before `begin()`: read there. After: started inside the window, all of its CPU counts
+        # (None when there is no such process to read at all).
+        self.start[role] = None if pid is None else 0.0
 
     def begin(self) -> None:
         self.begun = True
