@@ -31,9 +31,19 @@ def test_bench_json_contract(rabbitmq_url):
     assert set(report) == {"n", *PIPELINES, "ceiling"}
     assert report["n"] == 300
     for pipeline in PIPELINES:
-        assert set(report[pipeline]) == {"msgs_per_s", "lag_p50_ms", "lag_p99_ms"}
+        assert set(report[pipeline]) == {
+            "msgs_per_s", "lag_p50_ms", "lag_p99_ms", "cpu_us_per_change"
+        }  # fmt: skip
         assert report[pipeline]["msgs_per_s"] > 0
         assert 0 <= report[pipeline]["lag_p50_ms"] <= report[pipeline]["lag_p99_ms"]
+        # CPU per replicated change of each process, from /proc (this runs on Linux).
+        cost = report[pipeline]["cpu_us_per_change"]
+        assert set(cost) == {"writer", "relay", "broker", "consumer", "total"}
+        assert cost["writer"] > 0 and cost["consumer"] > 0, cost
+        assert cost["broker"] is not None and cost["broker"] > 0, cost  # the loopback node
+        assert (cost["relay"] is None) == (pipeline == "stock"), cost  # stock has no relay
+        parts = [cost[role] or 0 for role in ("writer", "relay", "broker", "consumer")]
+        assert abs(sum(parts) - cost["total"]) < 0.5, cost
     assert set(report["ceiling"]) == {"msgs_per_s"} and report["ceiling"]["msgs_per_s"] > 0
     table = result.stderr  # the readable table, on stderr
     assert "2 run(s) each (median, min–max)" in table
@@ -42,6 +52,9 @@ def test_bench_json_contract(rabbitmq_url):
     assert re.search(r"project: [\d.]+ of the ceiling, [\d.]+x stock", table), table[-3000:]
     assert re.search(r"celery: [\d.]+ of the ceiling, [\d.]+x stock", table), table[-3000:]
     assert re.search(r"broker alone .*: [\d,]+ \([\d,]+–[\d,]+\) msgs/s", table), table[-3000:]
+    assert re.search(r"celery\s+[\d,.]+\s+[\d,.]+\s+[\d,.]+\s+[\d,.]+\s+[\d,.]+$", table, re.M), (
+        table[-3000:]
+    )  # its row of the CPU-per-change table: writer, relay, broker, consumer, total
     print("\n" + table.split("apis bench —")[-1])
 
 

@@ -19,6 +19,7 @@ INTERNAL = {
     "APIS_LAB_CRASH_MARKER",  # the fault suite → its consumer's crash-loop hook
     "PYTHONPATH",  # the fault suite puts that hook first on its consumer's path
     "APIS_LAB_STOCK_MASTER",  # the fault suite → its stock master's publish-on-commit hook
+    "APIS_LAB_REPLICATION_OFF",  # the bench → the master of its replication-off REST burst
 }
 READS = re.compile(
     r"""(?:env_(?:str|int|float|bool|list)\(\s*|environ(?:\.get)?[(\[]\s*|env\(\)\.get\(\s*)

@@ -45,18 +45,28 @@ CANNED = {
              "created": "2026-12-06 21:00 UTC", "database": "sqlite"},
     "bench": {
         "n": 2000,
-        "stock": {"msgs_per_s": 950.0, "lag_p50_ms": 2.1, "lag_p99_ms": 9.0},
-        "project": {"msgs_per_s": 5700.0, "lag_p50_ms": 4.0, "lag_p99_ms": 12.0},
+        "stock": {"msgs_per_s": 950.0, "lag_p50_ms": 2.1, "lag_p99_ms": 9.0,
+                  "cpu_us_per_change": {"writer": 310.0, "relay": None, "broker": 95.0,
+                                        "consumer": 640.0, "total": 1045.0}},
+        "project": {"msgs_per_s": 5700.0, "lag_p50_ms": 4.0, "lag_p99_ms": 12.0,
+                    "cpu_us_per_change": {"writer": 120.0, "relay": 40.0, "broker": 30.0,
+                                          "consumer": 110.0, "total": 300.0}},
         "celery": {"msgs_per_s": 390.0, "lag_p50_ms": 6.0, "lag_p99_ms": 40.0},
+        # A peer, and a pipeline the report has never heard of: shown all the same.
+        "jaiminho": {"msgs_per_s": 700.0, "lag_p50_ms": 5.0, "lag_p99_ms": 30.0,
+                     "cpu_us_per_change": {"writer": 200.0, "relay": 90.0, "broker": 90.0,
+                                           "consumer": 600.0, "total": 980.0}},
+        "kafka-someday": {"msgs_per_s": 2000.0, "lag_p50_ms": 3.0, "lag_p99_ms": 8.0},
         "ceiling": {"msgs_per_s": 12000.0},
         "lags_from": "steady load, 200 writes/s",
         "lags_ms": {"stock": [1.0, 2.0, 3.0], "project": [2.0, 4.0, 9.0],
-                    "celery": [5.0, 6.0, 50.0]},
+                    "celery": [5.0, 6.0, 50.0], "jaiminho": [3.0, 5.0, 30.0]},
     },
     "chaos": {
         "stock": _chaos("stock", 7, {"kill-relay": "the pipeline has no relay"}),
         "project": _chaos("project", 0, {}),
         "celery": _chaos("celery", 0, {"kill-consumer": "the pipeline has no consumer"}),
+        "outbox-pattern": _chaos("outbox-pattern", 3, {}),
     },
 }  # fmt: skip
 
@@ -79,6 +89,33 @@ def test_the_page_is_self_contained_and_says_what_was_lost(report):
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html, re.I)
     assert html.count('src="data:image/png;base64,') == len(figures.FIGURES)
     assert "perdeu 7" in html and "abc1234" in html and "kill-relay" in html
+    # Every pipeline of the results, the peers with their names, the CPU per change in a table.
+    assert "django-jaiminho" in html and "kafka-someday" in html
+    assert "<b>django-outbox-pattern</b>" in html and "perdeu 3" in html
+    assert "escritor (mestre)" in html and "1.045,0" in html
+
+
+def test_the_figures_speak_portuguese_and_show_every_pipeline():
+    bench = CANNED["bench"]
+    assert figures.patterns(bench) == ["stock", "project", "celery", "jaiminho", "kafka-someday"]
+    assert figures.patterns(CANNED["chaos"])[-1] == "outbox-pattern"
+    assert figures.number(12052.4) == "12.052" and figures.number(0.466, 2) == "0,47"
+    texts = {}
+    for name in ("throughput", "cpu", "lag", "matrix"):
+        figure = getattr(figures, name)(CANNED)
+        figure.canvas.draw()  # the tick labels are set when drawn
+        texts[name] = " ".join(
+            t.get_text() for t in figure.findobj(match=lambda a: hasattr(a, "get_text"))
+        ).replace("-\n", "-")  # a long name under its bar breaks after a hyphen
+        figures.plt.close(figure)
+    assert "Vazão" in texts["throughput"] and "do teto" in texts["throughput"]
+    assert "django-jaiminho" in texts["throughput"] and "kafka-someday" in texts["throughput"]
+    assert "µs de CPU por mudança" in texts["cpu"] and "consumidor (réplica)" in texts["cpu"]
+    assert "1.045" in texts["cpu"] and "kafka" not in texts["cpu"]  # no CPU measured: no bar
+    assert "Distribuição do atraso (carga constante, 200 escritas/s)" in texts["lag"]
+    assert "perdeu 7" in texts["matrix"] and "django-outbox-pattern" in texts["matrix"]
+    for english in ("Throughput", "of the ceiling", "lost ", "share of", "skipped"):
+        assert not any(english in text for text in texts.values()), english
 
 
 def test_the_matrix_colours_each_cell_by_what_happened():

@@ -1,5 +1,6 @@
 """The REST burst: the real `apis up` processes (gunicorn, relay, consumer), N creates over HTTP
-from C concurrent clients, and how long the feed takes to have all of them."""
+from C concurrent clients, and how long the feed takes to have all of them; and the same burst
+with replication off (apis_lab/bench/off_hook: no outbox row), the baseline of its price."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from apis_lab.bench import off_hook
+from apis_lab.bench.pipelines import BenchError
 from apis_lab.bench.report import BurstResult
 from apis_lab.broker_objects import delete_broker_objects, replica_queues
-from apis_lab.databases import Databases
+from apis_lab.databases import Databases, ServiceDatabase
 from apis_lab.lab_run import start_lab
 
 API_KEY = "bench-key"
+#: The outbox's table on the master (django_tools.outbox, app label `cqrs_outbox`).
+OUTBOX_TABLE = "cqrs_outbox_outboxevent"
 
 
 def _client(base_url: str) -> http.client.HTTPConnection:
@@ -39,12 +44,17 @@ def run_burst(
     clients: int,
     extra_env: dict[str, str] | None = None,
     web_workers: int | None = None,
+    replication: bool = True,
 ) -> BurstResult:
-    progress.show("REST burst: starting `apis up`…")
+    """`replication=False`: the same burst on an `apis up` whose master writes no outbox row
+    (and the feed is not waited for: nothing reaches it)."""
+    what = "REST burst" + ("" if replication else " (replication off)")
+    progress.show(f"{what}: starting `apis up`…")
     workers = ["--web-workers", str(web_workers)] if web_workers else []
+    env = {**(extra_env or {}), **({} if replication else off_hook.environment())}
     lab = start_lab(
         workdir, rabbitmq_url, databases, *workers, api_key=API_KEY, prefix="bench",
-        extra_env=extra_env,
+        extra_env=env,
     )  # fmt: skip
     try:
         errors, latencies = [], []
@@ -74,18 +84,26 @@ def run_burst(
         barrier.wait()
         started = time.monotonic()
         while any(t.is_alive() for t in threads):
-            progress.show(f"REST burst: {done[0]}/{total} writes from {clients} clients")
+            progress.show(f"{what}: {done[0]}/{total} writes from {clients} clients")
             time.sleep(0.05)
         last_write = time.monotonic()
-        feed = _client(lab.feed_url)
-        deadline = last_write + 60
-        while True:
-            _, listed = _request(feed, "GET", "/api/feed/?q=BURST-&limit=1")
-            if listed["count"] >= total - len(errors) or time.monotonic() > deadline:
-                break
-            time.sleep(0.005)
-        complete = time.monotonic()
-        feed.close()
+        if replication:
+            feed = _client(lab.feed_url)
+            deadline = last_write + 60
+            while True:
+                _, listed = _request(feed, "GET", "/api/feed/?q=BURST-&limit=1")
+                if listed["count"] >= total - len(errors) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            complete = time.monotonic()
+            feed.close()
+        else:
+            complete = last_write
+            # The baseline must be what it says: the creates went through, without their events.
+            master = ServiceDatabase(lab.database_urls["produtos"])
+            rows = master.scalar(f"SELECT COUNT(*) FROM {OUTBOX_TABLE}")  # nosec B608 # a constant
+            if rows:
+                raise BenchError(f"the burst with replication off wrote {rows} outbox rows")
     finally:
         lab.stop()
         delete_broker_objects(rabbitmq_url, lab.exchange, replica_queues(lab.queue))
@@ -96,9 +114,11 @@ def run_burst(
         complete_after_seconds=complete - last_write,
         errors=len(errors),
         latencies_ms=latencies,
+        replication=replication,
     )
     progress.done(
-        f"REST burst: {total} creates from {clients} clients at {result.writes_per_s:,.0f} "
-        f"writes/s; feed complete {result.complete_after_seconds * 1000:,.0f} ms after the last"
-    )
+        f"{what}: {total} creates from {clients} clients at {result.writes_per_s:,.0f} writes/s"
+        + (f"; feed complete {result.complete_after_seconds * 1000:,.0f} ms after the last"
+           if replication else "")
+    )  # fmt: skip
     return result

@@ -30,8 +30,9 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         help="writes/s of the steady-load run (200; 0 skips it)",
     )  # fmt: skip
     bench.add_argument(
-        "--burst", type=int, default=1200, help="REST creates of the burst run (1200; 0 skips it)"
-    )
+        "--burst", type=int, default=1200,
+        help="REST creates of the burst run, with replication on then off (1200; 0 skips it)",
+    )  # fmt: skip
     bench.add_argument(
         "--consumers", type=int, default=2, help="workers of the project's cqrs_consume (2)"
     )

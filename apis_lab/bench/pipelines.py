@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apis_lab.bench import cpu
 from apis_lab.bench.report import PipelineRun
 from apis_lab.broker_objects import delete_broker_objects, replica_queues
 from apis_lab.catalogue import FEED, PRODUTOS
@@ -173,21 +174,31 @@ def run(
     feed_db.execute(_POSTGRES_TRIGGER if feed_db.is_postgres else _SQLITE_TRIGGER)
     log = workdir / f"{name}.log"
     started: list[ManageProcess] = []
+    # CPU per role, by the hook that started the process (a peer's pipeline gets it as well);
+    # the window runs from just before the writer starts to the last row on the replica.
+    meter = cpu.CpuMeter()
     try:
         pipeline.prepare(produtos_env, feed_env, log)
         relay = pipeline.relay(produtos_env, log)
         if relay is not None:
             started.append(relay.start())
-        started.append(pipeline.consumer(feed_env, log).start())
+            meter.watch("relay", relay.process.pid)
+        consumer = pipeline.consumer(feed_env, log).start()
+        started.append(consumer)
+        meter.watch("consumer", consumer.process.pid)
+        meter.watch("broker", cpu.broker_pid(rabbitmq_url))
         _wait_for_consumer(rabbitmq_url, pipeline.queue(feed_env), log)
         out = workdir / f"{name}-writes.json"
         args = ["writer", "--pipeline", pipeline.writer, "-n", str(workload.n)]
         args += ["--batch", str(workload.batch), "--out", str(out)]
         if workload.rate:
             args += ["--rate", str(workload.rate)]
+        meter.begin()
         writer = pipeline.writer_process(produtos_env, args, log).start()
         started.append(writer)
-        _wait_for_replica(name, workload.n, writer, feed_db, log, progress)
+        meter.watch("writer", writer.process.pid)
+        _wait_for_replica(name, workload.n, writer, feed_db, log, progress, meter)
+        meter.end()
         writes = json.loads(out.read_text())
         stamps = dict(feed_db.fetchall("SELECT id, at FROM bench_applied"))
     finally:
@@ -199,6 +210,9 @@ def run(
             )
         with contextlib.suppress(Exception):
             pipeline.cleanup()
+    # The writer's own start-up (Python, Django) is not the cost of its writes: a writer that
+    # says how much CPU it had spent at its first write is counted from there.
+    meter.offset("writer", float(writes.get("cpu_at_first_s") or 0.0))
     committed = {int(pk): at for pk, at in writes["committed"].items()}
     return PipelineRun(
         name=name,
@@ -206,14 +220,19 @@ def run(
         seconds=max(stamps.values()) - writes["first"],
         write_seconds=writes["last"] - writes["first"],
         lags_ms=[(stamps[pk] - at) * 1000 for pk, at in committed.items() if pk in stamps],
+        cpu_s=meter.spent() if cpu.available() else {},
     )
 
 
-def _wait_for_replica(name, n, writer, feed_db, log, progress) -> None:
+def _wait_for_replica(name, n, writer, feed_db, log, progress, meter=None) -> None:
     deadline = time.monotonic() + max(120.0, n / 20)
     while True:
         applied = feed_db.scalar("SELECT COUNT(*) FROM bench_applied")
-        writing = writer.process.poll() is None
+        writing = not cpu.has_exited(writer.process)
+        if not writing:
+            if meter is not None and "writer" not in meter.stop:
+                meter.end("writer")  # exited, not reaped yet: its CPU times are still in /proc
+            writer.process.poll()
         progress.show(f"{name}: {applied}/{n} replicated" + (" (writing…)" if writing else ""))
         if not writing and writer.process.returncode != 0:
             raise BenchError(f"the {name} writer failed; see {log}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from apis_lab.bench.cpu import ROLES, per_change_us
+
 
 @dataclass(frozen=True)
 class PipelineRun:
@@ -17,6 +19,13 @@ class PipelineRun:
     seconds: float
     write_seconds: float
     lags_ms: list[float]
+    #: CPU seconds each role's processes spent in the run's window (apis_lab.bench.cpu); None
+    #: where it could not be read; empty when this machine cannot measure it.
+    cpu_s: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def cpu_us_per_change(self) -> dict[str, float | None]:
+        return per_change_us(self.cpu_s, self.n)
 
     @property
     def msgs_per_s(self) -> float:
@@ -72,12 +81,33 @@ class PipelineResult:
     def lag(self, p: float) -> float:
         return statistics.median(run.percentile(p) for run in self.runs) if self.runs else 0.0
 
-    def as_json(self) -> dict[str, float]:
-        return {
+    def cpu_us_per_change(self) -> dict[str, float | None]:
+        """µs of CPU per replicated change of each role (median over the runs; None: the
+        pipeline has no such process, or it could not be read) and their `total`; empty when
+        no run could measure it."""
+        measured = [run.cpu_us_per_change for run in self.runs if run.cpu_s]
+        if not measured:
+            return {}
+        result: dict[str, float | None] = {}
+        for role in [r for r in ROLES if any(r in run for run in measured)]:
+            values = [run[role] for run in measured if run.get(role) is not None]
+            result[role] = statistics.median(values) if values else None
+        result["total"] = sum(v for v in result.values() if v is not None)
+        return result
+
+    def as_json(self) -> dict:
+        report: dict = {
             "msgs_per_s": round(self.msgs_per_s.median, 1),
             "lag_p50_ms": round(self.lag(50), 1),
             "lag_p99_ms": round(self.lag(99), 1),
         }
+        cost = self.cpu_us_per_change()
+        if cost:
+            report["cpu_us_per_change"] = {
+                role: None if cost.get(role) is None else round(cost[role], 1)
+                for role in (*ROLES, "total")
+            }
+        return report
 
 
 @dataclass
@@ -88,10 +118,26 @@ class BurstResult:
     complete_after_seconds: float
     errors: int
     latencies_ms: list[float] = field(default_factory=list)
+    #: False: the same burst with the master writing no outbox row (apis_lab/bench/off_hook).
+    replication: bool = True
 
     @property
     def writes_per_s(self) -> float:
         return self.total / self.write_seconds if self.write_seconds else 0.0
+
+    def latency(self, p: float) -> float:
+        return percentile(self.latencies_ms, p)
+
+    def as_json(self) -> dict:
+        report = {
+            "writes_per_s": round(self.writes_per_s, 1),
+            "latency_p50_ms": round(self.latency(50), 1),
+            "latency_p99_ms": round(self.latency(99), 1),
+            "errors": self.errors,
+        }
+        if self.replication:
+            report["feed_complete_after_ms"] = round(self.complete_after_seconds * 1000, 1)
+        return report
 
 
 @dataclass
@@ -107,6 +153,15 @@ class BenchReport:
     steady_n: int = 0
     steady_rate: float = 0.0
     burst: BurstResult | None = None
+    #: The same burst with replication off (no outbox row): `burst`'s price is the ratio.
+    burst_off: BurstResult | None = None
+
+    @property
+    def burst_ratio(self) -> float | None:
+        """Creates/s of the REST burst with replication on over the same with it off."""
+        if self.burst is None or self.burst_off is None or not self.burst_off.writes_per_s:
+            return None
+        return self.burst.writes_per_s / self.burst_off.writes_per_s
 
     @property
     def ceiling_spread(self) -> Spread:
@@ -118,6 +173,14 @@ class BenchReport:
         for name, result in self.pipelines.items():
             report[name] = result.as_json()
         report["ceiling"] = {"msgs_per_s": round(self.ceiling_spread.median, 1)}
+        if self.burst is not None:
+            burst = {"total": self.burst.total, "clients": self.burst.clients,
+                     **self.burst.as_json()}  # fmt: skip
+            if self.burst_off is not None:
+                burst["replication_off"] = self.burst_off.as_json()
+                ratio = self.burst_ratio
+                burst["on_off_ratio"] = None if ratio is None else round(ratio, 3)
+            report["burst"] = burst
         return report
 
     def render(self, rate: float | None, batch: int) -> str:
@@ -144,6 +207,7 @@ class BenchReport:
             if stock is not None and name != "stock" and stock.msgs_per_s.median:
                 ratios.append(f"{median / stock.msgs_per_s.median:.1f}x stock")
             lines.append(f"   {name}: " + ", ".join(r for r in ratios if r))
+        lines += ["", *render_cpu(self.pipelines)]
         if self.steady:
             lines += [
                 "",
@@ -153,19 +217,72 @@ class BenchReport:
                 *_table(_rows(self.steady)),
             ]
         if self.burst is not None:
-            burst = self.burst
-            lines += [
-                "",
-                f"3. REST burst on `apis up` (project): {burst.total} POST /api/produtos/ from "
-                f"{burst.clients} clients",
-                "",
-                f"   {burst.writes_per_s:,.0f} writes/s ({burst.write_seconds:.2f} s, "
-                f"{burst.errors} errors), write latency p50 "
-                f"{percentile(burst.latencies_ms, 50):,.1f} ms, p99 "
-                f"{percentile(burst.latencies_ms, 99):,.1f} ms; the feed had them all "
-                f"{burst.complete_after_seconds * 1000:,.0f} ms after the last write returned",
-            ]
+            lines += ["", *self._render_burst()]
         return "\n".join(lines)
+
+    def _render_burst(self) -> list[str]:
+        burst, off = self.burst, self.burst_off
+        lines = [
+            f"3. REST burst on `apis up` (project): {burst.total} POST /api/produtos/ from "
+            f"{burst.clients} clients" + (", with replication on and off" if off else ""),
+            "",
+        ]
+        rows = [("replication", "writes/s", "latency p50 ms", "latency p99 ms", "errors")]
+        for result in [burst, off] if off else [burst]:
+            rows.append((
+                "on" if result.replication else "off (no outbox row)",
+                f"{result.writes_per_s:,.0f}",
+                f"{result.latency(50):,.1f}",
+                f"{result.latency(99):,.1f}",
+                str(result.errors),
+            ))  # fmt: skip
+        lines += ["   " + line for line in _table(rows)]
+        lines.append(
+            f"   the feed had them all {burst.complete_after_seconds * 1000:,.0f} ms after the "
+            "last write returned (replication on)"
+        )
+        if self.burst_ratio is not None:
+            lines.append(
+                f"   on/off: {self.burst_ratio:.2f} of the creates/s without replication; "
+                f"latency p50 {burst.latency(50) / max(off.latency(50), 1e-9):.2f}x, p99 "
+                f"{burst.latency(99) / max(off.latency(99), 1e-9):.2f}x"
+            )
+        return lines
+
+
+def render_cpu(results: dict[str, PipelineResult]) -> list[str]:
+    """The CPU-per-change table: one column per role, one row per pipeline."""
+    title = "   CPU per replicated change, µs (median of the runs; each process with its children)"
+    costs = {name: result.cpu_us_per_change() for name, result in results.items()}
+    if not any(costs.values()):
+        return [title + ": n/a (measured from /proc: Linux only, with psutil)"]
+    rows = [("pipeline", *ROLES, "total")]
+    for name, cost in costs.items():
+        if not cost:
+            rows.append((name, *["n/a"] * (len(ROLES) + 1)))
+            continue
+        rows.append((name, *(_us(cost, role) for role in ROLES), f"{cost['total']:,.1f}"))
+    lines = [title, "", *("   " + line for line in _table(rows))]
+    lines.append(
+        "   window: from just before the writer starts (its own start-up left out) to the last "
+        "row on the replica"
+    )
+    if any(cell in ("-", "n/a") for row in rows for cell in row):
+        lines.append(
+            "   -: the pipeline has no such process; n/a: it could not be read (the broker: not "
+            "on this machine, or not found)"
+        )
+    lines.append(
+        "   broker: the whole RabbitMQ node's CPU; on a shared broker, other clients' traffic "
+        "counts too"
+    )
+    return lines
+
+
+def _us(cost: dict[str, float | None], role: str) -> str:
+    if role not in cost:
+        return "-"
+    return "n/a" if cost[role] is None else f"{cost[role]:,.1f}"
 
 
 def _rows(results: dict[str, PipelineResult]) -> list[tuple[str, ...]]:

@@ -140,9 +140,14 @@ def run(options: BenchOptions) -> BenchReport:
                                    workdir, progress, extra_env)],
                 )  # fmt: skip
         if options.burst:
-            report.burst = run_burst(
-                rabbitmq_url, databases, workdir, progress, options.burst,
-                options.burst_clients, extra_env,
+            # With replication on, then off (no outbox row): the write path's price of
+            # replication is their ratio.
+            report.burst, report.burst_off = (
+                run_burst(
+                    rabbitmq_url, databases, workdir, progress, options.burst,
+                    options.burst_clients, extra_env, replication=replication,
+                )
+                for replication in (True, False)
             )  # fmt: skip
     finally:
         databases.drop_all()

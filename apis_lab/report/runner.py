@@ -113,7 +113,8 @@ def measure_bench(options: LabOptions) -> dict:
     steady_rate = 200.0
     report = bench_run(
         BenchOptions(n=options.bench_n, runs=options.bench_runs, database=options.database,
-                     steady_rate=steady_rate, steady_n=600 if options.quick else 1000, burst=0)
+                     steady_rate=steady_rate, steady_n=600 if options.quick else 1000, burst=0,
+                     pipelines=PATTERNS)
     )  # fmt: skip
     result = report.as_json()
     source = report.steady or report.pipelines
