@@ -21,7 +21,7 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-try:  # psutil comes with the dev dependencies (through ipython); without it: n/a
+try:  # a dependency of the lab; where it cannot be imported the bench says n/a
     import psutil
 except ImportError:  # pragma: no cover - the venv has it
     psutil = None
