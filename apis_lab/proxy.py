@@ -206,31 +206,40 @@ class BrokerProxies:
     def __init__(self, amqp_url: str) -> None:
         self.node_urls = [part.strip() for part in amqp_url.split(",") if part.strip()]
         self.proxies = [TcpProxy.for_url(url) for url in self.node_urls]
+        #: Proxies of the brokers' other listeners (a plugin's, such as STOMP): cut off and
+        #: healed with the AMQP ones, not part of `url`.
+        self.others: list[TcpProxy] = []
 
     def start(self) -> BrokerProxies:
         for proxy in self.proxies:
             proxy.start()
         return self
 
+    def add(self, host: str, port: int) -> TcpProxy:
+        """A started proxy in front of another listener of the broker (`others`)."""
+        proxy = TcpProxy(host, port).start()
+        self.others.append(proxy)
+        return proxy
+
     @property
     def url(self) -> str:
         return ",".join(p.url(u) for p, u in zip(self.proxies, self.node_urls, strict=True))
 
     def blackhole(self) -> int:
-        return sum(proxy.blackhole() for proxy in self.proxies)
+        return sum(proxy.blackhole() for proxy in [*self.proxies, *self.others])
 
     def heal(self) -> None:
-        for proxy in self.proxies:
+        for proxy in [*self.proxies, *self.others]:
             proxy.heal()
 
     @property
     def open_links(self) -> int:
-        return sum(proxy.open_links for proxy in self.proxies)
+        return sum(proxy.open_links for proxy in [*self.proxies, *self.others])
 
     @property
     def swallowed(self) -> int:
-        return sum(proxy.swallowed for proxy in self.proxies)
+        return sum(proxy.swallowed for proxy in [*self.proxies, *self.others])
 
     def stop(self) -> None:
-        for proxy in self.proxies:
+        for proxy in [*self.proxies, *self.others]:
             proxy.stop()

@@ -79,9 +79,19 @@ class RabbitNode:
     vhost: str = "/"
     #: The management plugin's HTTP port (UI and API on 127.0.0.1); None: plugin off.
     management_port: int | None = None
+    #: More plugins of the installed server to enable (`rabbitmq_stomp` for a peer library of
+    #: the lab); a plugin's listener, when it has one, is on 127.0.0.1 too (`stomp_port`).
+    plugins: tuple[str, ...] = ()
+    #: The STOMP listener's port when `rabbitmq_stomp` is among `plugins` (a free one unless
+    #: set): never the plugin's default 61613 on every interface.
+    stomp_port: int | None = None
     #: `stop()` keeps `base` (mnesia, logs, cookie): the next `start()` of a node of the same
     #: name finds its users, queues and messages again (`apis up`'s private broker).
     keep_data: bool = False
+
+    def __post_init__(self) -> None:
+        if "rabbitmq_stomp" in self.plugins and self.stomp_port is None:
+            self.stomp_port = free_port()
 
     @property
     def node(self) -> str:
@@ -137,6 +147,8 @@ class RabbitNode:
                 "management.tcp.ip = 127.0.0.1",
                 f"management.tcp.port = {self.management_port}",
             ]
+        if "rabbitmq_stomp" in self.plugins:
+            lines.append(f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}")
         # The first boot creates `user` instead of guest when the values are plain enough for
         # rabbitmq.conf; otherwise (or when the data predates them) `ensure_user` does it.
         if (self.user, self.password, self.vhost) != ("guest", "guest", "/") and all(
@@ -157,7 +169,9 @@ class RabbitNode:
         self.base.chmod(0o700)
         for folder in ("mnesia", "log"):
             (self.base / folder).mkdir(parents=True, exist_ok=True)
-        plugins = "rabbitmq_management" if self.management_port else ""
+        plugins = ",".join(
+            (["rabbitmq_management"] if self.management_port else []) + list(self.plugins)
+        )
         (self.base / "enabled_plugins").write_text(f"[{plugins}].\n")
         write_private(self.base / "rabbitmq.conf", self._config())
         write_private(self.base / ".erlang.cookie", self.cookie, mode=0o400)

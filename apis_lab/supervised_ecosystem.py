@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class Ecosystem:
     #: Process name → the command it runs instead of `apis up`'s, or None: not run at all (the
     #: fault suite's other pipelines).
     replace: dict[str, list[str] | None] = field(default_factory=dict)
+    #: Runs after `prepare()`, before any process starts (a peer library migrates its tables
+    #: under its own settings).
+    after_prepare: Callable[[Ecosystem], None] | None = None
     produtos_port: int = field(default_factory=free_port)
     feed_port: int = field(default_factory=free_port)
     exchange: str = field(default_factory=lambda: f"lab_cqrs_{uuid.uuid4().hex[:8]}")
@@ -146,6 +150,8 @@ class Ecosystem:
 
     def start(self) -> Ecosystem:
         self.prepare()
+        if self.after_prepare is not None:
+            self.after_prepare(self)
         state_dir = tempfile.mkdtemp(prefix="beat-", dir=self.work)
         options = EcosystemOptions(
             host="127.0.0.1",

@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from apis_lab.bench import cpu
 from apis_lab.bench.report import PipelineRun
@@ -36,6 +37,9 @@ class Pipeline:
     #: (the change and its outbox row in one transaction).
     writer: str = "project"
     env: dict[str, str] = field(default_factory=dict)
+    #: Plugins its broker needs beyond AMQP (a peer's `rabbitmq_stomp`): the bench then runs
+    #: every pipeline and the ceiling on one private node that has them.
+    broker_plugins: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, produtos_env: dict, feed_env: dict, log: Path) -> None:
         """Before any process starts, on fresh databases (a peer migrates its own tables)."""

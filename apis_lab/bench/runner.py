@@ -20,6 +20,7 @@ from apis_lab.bench.report import BenchReport, PipelineResult
 from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases
 from apis_lab.peers import PEERS, peer_module
+from apis_lab.rabbit_nodes import BrokerUnavailable, RabbitNode
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
 from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
 from django_tools.replica.topology import CLASSIC, QUORUM, supports_quorum
@@ -77,7 +78,29 @@ def _pipeline(name: str, options: BenchOptions) -> Pipeline:
 
 
 def run(options: BenchOptions) -> BenchReport:
-    rabbitmq_url = _broker_url()
+    plugins = tuple(sorted({plugin for name in options.pipelines
+                            for plugin in _pipeline(name, options).broker_plugins}))  # fmt: skip
+    if not plugins:
+        return _run(options, _broker_url(), {})
+    # A pipeline needs a plugin the machine's broker lacks (and the lab never enables there):
+    # one private node from the same rabbitmq-server, on this machine, for every pipeline and
+    # the ceiling alike, so that their numbers stay comparable.
+    try:
+        node = RabbitNode(plugins=plugins).start()
+    except BrokerUnavailable as exc:
+        raise BenchError(f"a private RabbitMQ node with {', '.join(plugins)}: {exc}") from exc
+    sys.stderr.write(
+        f"bench: every pipeline and the ceiling on a private RabbitMQ node with "
+        f"{', '.join(plugins)} (127.0.0.1:{node.port})\n"
+    )
+    try:
+        broker_env = {"APIS_LAB_STOMP_PORT": str(node.stomp_port)} if node.stomp_port else {}
+        return _run(options, node.url, broker_env)
+    finally:
+        node.stop()
+
+
+def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -> BenchReport:
     try:
         probe_rabbitmq(rabbitmq_url, timeout=3)
     except Unreachable as exc:
@@ -86,7 +109,7 @@ def run(options: BenchOptions) -> BenchReport:
             "infrastructure with `docker compose up -d`"
         ) from exc
     queue_type = options.queue_type or _default_queue_type(rabbitmq_url)
-    extra_env = {"CQRS_QUEUE_TYPE": queue_type}
+    extra_env = {"CQRS_QUEUE_TYPE": queue_type, **broker_env}
     server = _postgres_url() if options.database == "postgres" else ""
     workdir = Path(tempfile.mkdtemp(prefix="apis-bench-"))
     databases = Databases(workdir, server_url=server, prefix=f"bench{uuid.uuid4().hex[:4]}")

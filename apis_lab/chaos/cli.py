@@ -113,6 +113,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         quick=args.quick,
     )
     pipeline = pipeline_class(args.pipeline)
+    if pipeline.broker_plugins and args.cluster > 1:
+        parser.error(f"--pipeline {args.pipeline} runs on one RabbitMQ node (--cluster 1)")
     applying, skipped = plan(options, pipeline.roles, pipeline.skips)
     if args.faults and not applying:
         parser.error(

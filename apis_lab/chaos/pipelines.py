@@ -73,6 +73,9 @@ class Pipeline:
     checks_dead_letters: ClassVar[bool] = False
     #: SQL on the replica whose value moves whenever something was applied.
     applied_counter: ClassVar[str] = MIRROR_COUNTER
+    #: Plugins its broker needs beyond AMQP (a peer's `rabbitmq_stomp`): the suite's node gets
+    #: them, and a proxy in front of the STOMP port (APIS_LAB_STOMP_PORT) as of the AMQP one.
+    broker_plugins: ClassVar[tuple[str, ...]] = ()
 
     def start(self, setup: Setup) -> Ecosystem:
         raise NotImplementedError

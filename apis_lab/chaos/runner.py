@@ -403,9 +403,10 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
         if report.skipped:
             say("chaos: skipped (no meaning for this run): " + ", ".join(
                 f"{kind} ({why})" for kind, why in report.skipped.items()))  # fmt: skip
-        broker = RabbitCluster(options.cluster).start() if options.cluster > 1 else RabbitNode()
-        if isinstance(broker, RabbitNode):
-            broker.start()
+        if options.cluster > 1:
+            broker = RabbitCluster(options.cluster).start()
+        else:
+            broker = RabbitNode(plugins=pipeline.broker_plugins).start()
         proxies = BrokerProxies(broker.url).start()
         redis = RedisServer().start()
         if options.database == "postgres":
@@ -413,6 +414,9 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
         databases = Databases(work, server_url=postgres.url if postgres else "", prefix="chaos")
         # In a cluster every queue must survive the loss of a node: Celery's too.
         env = {**LAB_ENV, **({"CELERY_QUEUE_TYPE": "quorum"} if options.cluster > 1 else {})}
+        if isinstance(broker, RabbitNode) and broker.stomp_port:
+            # A peer's STOMP link, through a proxy of its own: cut and black-holed with the rest.
+            env["APIS_LAB_STOMP_PORT"] = str(proxies.add("127.0.0.1", broker.stomp_port).port)
         eco = pipeline.start(
             Setup(
                 work, proxies.url, broker.url, redis.url, databases, env=env,
