@@ -11,9 +11,11 @@ from apis_lab.supervision import sigterm_as_interrupt
 
 HELP = "bench and chaos for every pattern, then an HTML report with figures"
 DESCRIPTION = (
-    "Run the bench and the fault suite against stock django-cqrs, this project's pipeline and "
-    "the Celery task per change, all with one fixed seed; write lab.json, the figures (PNG and "
-    "SVG) and a self-contained index.html to --out. Prints the report's path last."
+    "Run the bench and the fault suite against stock django-cqrs, this project's pipeline, "
+    "the Celery task per change and the peer outbox libraries (django-outbox-pattern, "
+    "django-jaiminho, django-celery-outbox), all with one fixed seed; write lab.json, the "
+    "figures (PNG and SVG) and a self-contained index.html to --out. Prints the report's path "
+    "last."
 )
 
 

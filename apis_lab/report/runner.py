@@ -18,7 +18,9 @@ from pathlib import Path
 from apis_lab.report import figures, page
 
 SEED = 2207
-PATTERNS = ("stock", "project", "celery")
+#: Every pattern the lab compares: this project, stock django-cqrs, the seed's Celery task per
+#: change, and the peer outbox libraries (apis_lab/peers), in the report's order.
+PATTERNS = figures.PATTERNS
 #: `--quick`: the kinds every pattern gets (those without meaning for one are listed skipped).
 QUICK_FAULTS = ("broker-restart", "connections-closed", "kill-consumer", "kill-relay")
 #: At most this many lag samples per pattern in lab.json (the CDF needs no more).
