@@ -1,7 +1,7 @@
 """The bench's own processes, each run inside a service's Django settings:
 
-    python -m apis_lab.bench.workers writer --pipeline stock|project -n N [--rate R] [--batch B]
-                                     --out FILE
+    python -m apis_lab.bench.workers writer --pipeline stock|project|saves -n N [--rate R]
+                                     [--batch B] --out FILE
     python -m apis_lab.bench.workers stock-consumer
 
 `stock` undoes, in that process only, what this project adds to django-cqrs (the outbox on the
@@ -28,6 +28,8 @@ def _django() -> None:
 def writer(pipeline: str, n: int, rate: float | None, batch: int, out: str) -> None:
     _django()
     from decimal import Decimal
+
+    from django.db import transaction
 
     from produto.models import Produto
 
@@ -62,9 +64,15 @@ def writer(pipeline: str, n: int, rate: float | None, batch: int, out: str) -> N
         ]
         if batch == 1:
             produtos[0].save()  # one transaction, as a REST create
+        elif pipeline == "saves":
+            # A library that publishes from `save()` only (django-outbox-pattern's decorator: a
+            # `bulk_create` would write no outbox row): `batch` saves in one transaction.
+            with transaction.atomic():
+                for produto in produtos:
+                    produto.save()
         else:
             Produto.cqrs.bulk_create(produtos)  # one transaction of `batch` creates
-        if pipeline == "project":
+        if pipeline in ("project", "saves"):
             now = time.time()  # the writes return after their commit
             committed.update((p.pk, now) for p in produtos)
     last = time.time()
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m apis_lab.bench.workers")
     commands = parser.add_subparsers(dest="command", required=True)
     w = commands.add_parser("writer")
-    w.add_argument("--pipeline", choices=["stock", "project"], required=True)
+    w.add_argument("--pipeline", choices=["stock", "project", "saves"], required=True)
     w.add_argument("-n", type=int, required=True)
     w.add_argument("--rate", type=float)
     w.add_argument("--batch", type=int, default=1)

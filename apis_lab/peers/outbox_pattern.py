@@ -17,6 +17,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
+from apis_lab.bench.pipelines import WORKERS
 from apis_lab.bench.pipelines import Pipeline as BenchPipeline
 from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.chaos.pipelines import _PROJECT_MACHINERY, Setup
@@ -31,7 +32,6 @@ PLUGINS = ("rabbitmq_stomp",)
 MASTER_SETTINGS = "apis_lab.peers.outbox_pattern_settings"
 REPLICA_SETTINGS = "apis_lab.peers.outbox_pattern_feed_settings"
 CALLBACK = "apis_lab.peers.outbox_pattern_app.apply_change"
-WRITER = "apis_lab.peers.outbox_pattern_writer"
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class Bench(BenchPipeline):
     publish`, `manage.py subscribe` with the lab's callback."""
 
     name: str = NAME
-    writer: str = NAME
+    #: The bench's writer in its `saves` mode: the decorator publishes from `save()` only.
+    writer: str = "saves"
     names: Names = field(default_factory=Names)
     broker_plugins = PLUGINS
 
@@ -98,7 +99,7 @@ class Bench(BenchPipeline):
     def writer_process(self, produtos_env, args, log):
         env = master_env(produtos_env, self.names)
         return ManageProcess(
-            PRODUTOS.directory, [], env, log, command=[sys.executable, "-m", WRITER, *args]
+            PRODUTOS.directory, [], env, log, command=[sys.executable, "-m", WORKERS, *args]
         )
 
     def queue(self, feed_env):
