@@ -15,12 +15,9 @@ library's relay and checks: never before Django's apps are loaded.
 from __future__ import annotations
 
 import orjson
-from dj_cqrs.constants import SignalType
 from dj_cqrs.dataclasses import TransportPayload
 from dj_cqrs.registries import MasterRegistry
-from dj_cqrs.utils import get_message_expiration_dt
 from django.conf import settings
-from django.utils.timezone import now
 from django_celery_outbox import OutboxCelery
 
 from django_tools.outbox.signals import OutboxSignals, _disconnect
@@ -71,27 +68,6 @@ class CeleryOutboxSignals(OutboxSignals):
 
     @classmethod
     def post_delete(cls, sender, **kwargs) -> None:
-        # The delete event as OutboxSignals.post_delete builds it.
-        instance = kwargs["instance"]
-        if not sender.CQRS_PRODUCE or not instance.is_sync_instance():
-            return
-        data = {
-            "id": instance.pk,
-            "cqrs_revision": instance.cqrs_revision + 1,
-            "cqrs_updated": str(now()),
-        }
-        custom = instance.get_custom_cqrs_delete_data()
-        if custom:
-            data["custom"] = custom
-        send(
-            [
-                TransportPayload(
-                    SignalType.DELETE,
-                    sender.CQRS_ID,
-                    data,
-                    instance.pk,
-                    expires=get_message_expiration_dt(),
-                    meta=instance.get_cqrs_meta(instance_data=data, signal_type=SignalType.DELETE),
-                )
-            ]
-        )
+        payload = cls.delete_payload(sender, kwargs["instance"])
+        if payload is not None:
+            send([payload])

@@ -95,11 +95,16 @@ class OutboxSignals(MasterSignals):
 
     @classmethod
     def post_delete(cls, sender, **kwargs) -> None:
-        if not sender.CQRS_PRODUCE:
-            return
-        instance = kwargs["instance"]
-        if not instance.is_sync_instance():
-            return
+        payload = cls.delete_payload(sender, kwargs["instance"])
+        if payload is not None:
+            enqueue([payload], kwargs.get("using"))
+
+    @classmethod
+    def delete_payload(cls, sender, instance) -> TransportPayload | None:
+        """django-cqrs's delete event for `instance` (its next revision), or None when the
+        model does not produce or the instance is not synced."""
+        if not sender.CQRS_PRODUCE or not instance.is_sync_instance():
+            return None
         instance_data = {
             "id": instance.pk,
             "cqrs_revision": instance.cqrs_revision + 1,
@@ -108,7 +113,7 @@ class OutboxSignals(MasterSignals):
         custom = instance.get_custom_cqrs_delete_data()
         if custom:
             instance_data["custom"] = custom
-        payload = TransportPayload(
+        return TransportPayload(
             SignalType.DELETE,
             sender.CQRS_ID,
             instance_data,
@@ -116,4 +121,3 @@ class OutboxSignals(MasterSignals):
             expires=get_message_expiration_dt(),
             meta=instance.get_cqrs_meta(instance_data=instance_data, signal_type=SignalType.DELETE),
         )
-        enqueue([payload], kwargs.get("using"))
