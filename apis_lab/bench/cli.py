@@ -16,7 +16,9 @@ DESCRIPTION = (
 
 def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("-n", type=int, default=20000, help="products per pipeline (20000)")
-    bench.add_argument("--runs", type=int, default=3, help="runs of each pipeline (3)")
+    bench.add_argument(
+        "--runs", type=int, default=3, help="runs of each pipeline, throughput and steady load (3)"
+    )
     bench.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     bench.add_argument("--json", action="store_true", help="last line: one JSON object")
     bench.add_argument(

@@ -79,7 +79,11 @@ class PipelineResult:
         return Spread(tuple(run.writes_per_s for run in self.runs))
 
     def lag(self, p: float) -> float:
-        return statistics.median(run.percentile(p) for run in self.runs) if self.runs else 0.0
+        return self.lag_spread(p).median
+
+    def lag_spread(self, p: float) -> Spread:
+        """The p-th percentile of the lag of each run."""
+        return Spread(tuple(run.percentile(p) for run in self.runs))
 
     def cpu_us_per_change(self) -> dict[str, float | None]:
         """µs of CPU per replicated change of each role (median over the runs; None: the
@@ -172,6 +176,10 @@ class BenchReport:
         report: dict = {"n": self.n}
         for name, result in self.pipelines.items():
             report[name] = result.as_json()
+            steady = self.steady.get(name)
+            if steady is not None and steady.runs:  # medians over the steady runs (--runs)
+                report[name]["steady_lag_p50_ms"] = round(steady.lag(50), 2)
+                report[name]["steady_lag_p99_ms"] = round(steady.lag(99), 2)
         report["ceiling"] = {"msgs_per_s": round(self.ceiling_spread.median, 1)}
         if self.burst is not None:
             burst = {"total": self.burst.total, "clients": self.burst.clients,
@@ -214,7 +222,7 @@ class BenchReport:
                 f"2. Steady load: {self.steady_n} creates at {self.steady_rate:g} writes/s, "
                 "one per transaction",
                 "",
-                *_table(_rows(self.steady)),
+                *_table(_rows(self.steady, lag_spread=True)),
             ]
         if self.burst is not None:
             lines += ["", *self._render_burst()]
@@ -285,17 +293,17 @@ def _us(cost: dict[str, float | None], role: str) -> str:
     return "n/a" if cost[role] is None else f"{cost[role]:,.1f}"
 
 
-def _rows(results: dict[str, PipelineResult]) -> list[tuple[str, ...]]:
+def _rows(results: dict[str, PipelineResult], lag_spread: bool = False) -> list[tuple[str, ...]]:
+    def lag(r: PipelineResult, p: float) -> str:
+        spread = r.lag_spread(p)
+        if not lag_spread or len(spread.values) < 2:
+            return f"{spread.median:,.1f}"
+        return f"{spread.median:,.1f} ({min(spread.values):,.1f}–{max(spread.values):,.1f})"
+
     return [
         ("pipeline", "msgs/s e2e", "writes/s", "lag p50 ms", "lag p99 ms"),
         *(
-            (
-                r.name,
-                str(r.msgs_per_s),
-                str(r.writes_per_s),
-                f"{r.lag(50):,.1f}",
-                f"{r.lag(99):,.1f}",
-            )
+            (r.name, str(r.msgs_per_s), str(r.writes_per_s), lag(r, 50), lag(r, 99))
             for r in results.values()
         ),
     ]

@@ -156,12 +156,16 @@ def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -
         if options.steady_rate:
             report.steady_n, report.steady_rate = options.steady_n, options.steady_rate
             steady = Workload(n=options.steady_n, batch=1, rate=options.steady_rate)
-            for name in options.pipelines:
-                report.steady[name] = PipelineResult(
-                    name,
-                    [pipelines.run(_pipeline(name, options), steady, rabbitmq_url, databases,
-                                   workdir, progress, extra_env)],
-                )  # fmt: skip
+            # As many rounds as the throughput part (`--runs`), pipelines interleaved: a tail
+            # latency on a shared machine varies from run to run, so the report gives the
+            # median and the spread of each percentile, never one run's.
+            for number in range(options.runs):
+                for name in options.pipelines:
+                    progress.show(f"{name} steady ({number + 1}/{options.runs})…")
+                    report.steady.setdefault(name, PipelineResult(name)).runs.append(
+                        pipelines.run(_pipeline(name, options), steady, rabbitmq_url,
+                                      databases, workdir, progress, extra_env)
+                    )  # fmt: skip
         if options.burst:
             # With replication on, then off (no outbox row): the write path's price of
             # replication is their ratio.

@@ -14,8 +14,9 @@ transports, the base class `Relay` owns the algorithm and the transports fill in
 - `step` is one turn of the relay: stop → drain and close; heartbeat; the lock still held
   (asked every third of OUTBOX_LOCK_TIMEOUT, which keeps its PostgreSQL session busy; lost → the
   session ends and the relay stands by); read a batch (a database error: retry in a second);
-  `send` it; nothing to read → poll again after a pause doubling from `poll_min` to `poll_max`,
-  or at once when a commit wakes the relay (`woken`);
+  `send` it; nothing to read → poll again after a pause doubling from `poll_min` to `poll_max`
+  (`poll_max` at once while it listens for wake-ups), or at once when a commit wakes the relay
+  (`woken`);
 - wake-ups (`django_tools.outbox.wake`): the session listens (`Waker.listen`, PostgreSQL
   LISTEN/NOTIFY or a local socket) before its first read, so a commit after that read wakes it;
   an idle relay woken reads at once, and so does one whose batches wait for their confirms if it
@@ -215,6 +216,14 @@ class Relay(ABC):
         if self.awaiting_confirms():
             return None  # the last confirm calls again
         self._connected()
+        if self._watched is not None:
+            # Commits wake this relay: the poll only makes up for a lost wake-up, so it waits
+            # the longest pause at once. Polling from `poll_min` read the outbox again
+            # between every two commits at low load (three reads per event, two of them
+            # empty), CPU taken from the broker and the consumer in the very milliseconds the
+            # event crosses them.
+            self._idle = True
+            return self.poll_max
         pause = self._idle_pause
         self._idle_pause = min(self.poll_max, pause * 2)
         self._idle = True
