@@ -120,7 +120,7 @@ def test_writes_replicate_through_publish_and_subscribe(tmp_path):
         wait_until(consuming, 20, 0.2, what=f"manage.py subscribe; log: {log}")
         started.append(bench.relay(produtos_env, log).start())
         out = tmp_path / "writes.json"
-        args = ["writer", "--pipeline", "outbox-pattern", "-n", "12", "--batch", "4"]
+        args = ["writer", "--pipeline", bench.writer, "-n", "12", "--batch", "4"]
         writer = bench.writer_process(produtos_env, [*args, "--out", str(out)], log).start()
         assert writer.process.wait(timeout=30) == 0, log.read_text()[-3000:]
         master_env = outbox_pattern.master_env(produtos_env, bench.names)
