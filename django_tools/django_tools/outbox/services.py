@@ -16,9 +16,36 @@ from django_tools.outbox.models import OutboxEvent
 PRUNE_CHUNK = 5000
 
 
+#: Ids per UPDATE of `mark_published` (a relay marks up to two batches at once).
+MARK_CHUNK = 500
+
+
 def mark_published(ids: list[int]) -> None:
-    """The broker confirmed these rows: they will not be sent again."""
-    OutboxEvent.objects.filter(id__in=ids).update(published_at=timezone.now())
+    """The broker confirmed these rows: they will not be sent again.
+
+    Raw SQL, built from the model's names: the ORM's `filter(id__in=…).update(…)` spent more
+    CPU compiling the statement than the database running it, and the relay runs it all the
+    time. In a transaction of its own: on SQLite that takes the write gate, so a relay that
+    meets the master's writer queues behind it instead of being put to sleep by SQLite's busy
+    handler (1, 2, 5, 10… ms)."""
+    if not ids:
+        return
+    alias = router.db_for_write(OutboxEvent)
+    connection = connections[alias]
+    field = OutboxEvent._meta.get_field("published_at")
+    now = field.get_db_prep_save(timezone.now(), connection)
+    quote = connection.ops.quote_name
+    table, column = quote(OutboxEvent._meta.db_table), quote(field.column)
+    key = quote(OutboxEvent._meta.pk.column)
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        for start in range(0, len(ids), MARK_CHUNK):
+            chunk = ids[start : start + MARK_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            # Names from the model and the backend, values as parameters: not an injection.
+            cursor.execute(
+                f"UPDATE {table} SET {column} = %s WHERE {key} IN ({marks})",  # nosec B608
+                [now, *chunk],
+            )
 
 
 def republish(ids: Iterable[int]) -> list[int]:

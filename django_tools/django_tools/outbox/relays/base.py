@@ -22,7 +22,13 @@ transports, the base class `Relay` owns the algorithm and the transports fill in
   an idle relay woken reads at once, and so does one whose batches wait for their confirms if it
   may send another; otherwise it was going to read anyway; the poll stays as the fallback of a
   lost wake-up;
-- `confirmed` is the publish bookkeeping: mark published, count (`OUTBOX_PUBLISHED`, `stats`).
+- `confirmed` is the publish bookkeeping: the confirmed rows are marked published in groups
+  (`_mark`): at once when a batch's worth waits, otherwise at the first turn `mark_delay` after
+  the oldest was confirmed, and at the end of every session; counted when marked
+  (`OUTBOX_PUBLISHED`, `stats.published`). Until then reads skip them (`read_after` is raised
+  past them). At low load one UPDATE per event was the relay's costliest step, run in the very
+  milliseconds the event crossed the broker and the consumer on the same cores; a crash before
+  the mark sends them again, as a crash before any mark always did (replicas ignore duplicates).
 
 The transports:
 
@@ -60,6 +66,10 @@ Row = tuple[int, str, str, str | None, str | None]
 
 #: Pause before reading an outbox the database would not give us again.
 DATABASE_RETRY = 1.0
+#: The longest a confirmed row waits to be marked published, unless a batch's worth waits
+#: (then at once). Rows committed out of id order (PostgreSQL) may wait as long for a read
+#: from the oldest row again; the outbox backlog counts confirmed rows for as long.
+MARK_DELAY = 0.05
 
 
 class ConnectionLost(Exception):
@@ -121,8 +131,10 @@ class Relay(ABC):
         lock_timeout: float | None = None,
         lock: RelayLock | None = None,
         waker: Waker | None = None,
+        mark_delay: float = MARK_DELAY,
     ) -> None:
         self.batch_size = batch_size
+        self.mark_delay = mark_delay
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.confirm_timeout = confirm_timeout
@@ -138,6 +150,8 @@ class Relay(ABC):
         self._connected: Callable[[], None] = lambda: None
         self._idle_pause = poll_min
         self._lock_checked = time.monotonic()
+        self._unmarked: list[int] = []  # confirmed, not marked published yet
+        self._unmarked_since = 0.0  # when the oldest of them was confirmed
 
     # --- the lifecycle (the base's) -----------------------------------------------------------
 
@@ -188,7 +202,10 @@ class Relay(ABC):
         self._lock_checked = time.monotonic()
         self._idle = False
         self._listen()  # before the first read: a commit after it wakes the relay
-        self.serve()
+        try:
+            self.serve()
+        finally:
+            self._mark()  # whatever ended the session, the broker confirmed these
         if not self.stop.is_set():
             raise ConnectionLost(self._closed_by or "connection closed")
 
@@ -202,8 +219,13 @@ class Relay(ABC):
         self.heartbeat.beat(self.state(), self.stats)
         if not self.check_lock() or not self.ready_to_read():
             return None
+        if self._unmarked and time.monotonic() - self._unmarked_since >= self.mark_delay:
+            self._mark()
+        after = self.read_after()
+        if self._unmarked:  # sent and confirmed: not to be read again
+            after = max(after or 0, max(self._unmarked))
         try:
-            rows = unpublished_rows(self.batch_size, after=self.read_after())
+            rows = unpublished_rows(self.batch_size, after=after)
         except DatabaseError as exc:
             logger.warning("outbox unreadable (%r); retrying", exc)
             connections["default"].close()
@@ -223,11 +245,18 @@ class Relay(ABC):
             # empty), CPU taken from the broker and the consumer in the very milliseconds the
             # event crosses them.
             self._idle = True
-            return self.poll_max
+            return self._until_mark(self.poll_max)
         pause = self._idle_pause
         self._idle_pause = min(self.poll_max, pause * 2)
         self._idle = True
-        return pause
+        return self._until_mark(pause)
+
+    def _until_mark(self, pause: float) -> float:
+        """An idle pause, cut short when confirmed rows are due to be marked before it ends."""
+        if not self._unmarked:
+            return pause
+        due = self._unmarked_since + self.mark_delay - time.monotonic()
+        return max(0.0, min(pause, due))
 
     def check_lock(self) -> bool:
         """Whether this relay still holds the lock; asked of the database at most every third
@@ -286,9 +315,22 @@ class Relay(ABC):
         self.end(drain=False)
 
     def confirmed(self, ids: list[int]) -> None:
-        """The broker confirmed these rows: mark them published and count them. A database
-        error leaves them unpublished: they go out again later, and replicas ignore the
-        duplicates."""
+        """The broker confirmed these rows (in id order): they are marked published with the
+        next group (`_mark`), at once when a batch's worth waits."""
+        if not ids:
+            return
+        if not self._unmarked:
+            self._unmarked_since = time.monotonic()
+        self._unmarked.extend(ids)
+        self.stats.batches += 1
+        self.stats.last_confirmed_at = time.time()
+        if len(self._unmarked) >= self.batch_size or self.mark_delay <= 0:
+            self._mark()
+
+    def _mark(self) -> None:
+        """Mark the confirmed rows published and count them. A database error leaves them
+        unpublished: they go out again later, and replicas ignore the duplicates."""
+        ids, self._unmarked = self._unmarked, []
         if not ids:
             return
         try:
@@ -299,8 +341,6 @@ class Relay(ABC):
             return
         OUTBOX_PUBLISHED.inc(len(ids))
         self.stats.published += len(ids)
-        self.stats.batches += 1
-        self.stats.last_confirmed_at = time.time()
 
     # --- the hooks (the transport's) ----------------------------------------------------------
 
