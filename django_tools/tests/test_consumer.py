@@ -312,3 +312,33 @@ def test_messages_whose_headers_pika_cannot_decode_are_dead_lettered_with_their_
     assert not BookReplica.objects.filter(pk__in=[70, 71, 72]).exists()
     assert queue_depth(rabbitmq_url, topology.queue) == 0
     assert not consumers.errors
+
+
+def test_messages_applied_one_by_one_are_acknowledged_together(
+    consumers, publish, event_payload, instance_data, rabbitmq_url, topology
+):
+    """At low load each message is a batch of one: their acks go out `ACK_EVERY` at a time (one
+    `multiple` ack), and the rest once the queue is quiet for `IDLE_ACK`."""
+    from pika.adapters.blocking_connection import BlockingChannel
+
+    acks: list[tuple[int, bool]] = []
+    real_ack = BlockingChannel.basic_ack
+
+    def record(channel, delivery_tag=0, multiple=False):
+        acks.append((delivery_tag, multiple))
+        return real_ack(channel, delivery_tag, multiple)
+
+    for pk in range(50, 55):
+        publish(event_payload("SAVE", instance_data(pk)))
+    with (
+        mock.patch.object(consumer_module, "ACK_EVERY", 3),
+        mock.patch.object(consumer_module, "IDLE_ACK", 0.2),
+        mock.patch.object(BlockingChannel, "basic_ack", record),
+    ):
+        consumers.start(batch_size=1)
+        wait_until(lambda: BookReplica.objects.count() == 5, what="five messages applied")
+        wait_until(lambda: len(acks) == 2, what="the quiet queue's acknowledgement")
+        consumers.stop_all()
+    assert acks == [(3, True), (5, True)]
+    assert consumers.stats("applied") == 5
+    assert queue_depth(rabbitmq_url, topology.queue) == 0  # acknowledged, not given back

@@ -78,7 +78,8 @@ class ConnectionLost(Exception):
 
 @dataclass
 class RelayStats:
-    published: int = 0
+    confirmed: int = 0  # rows the broker confirmed (marked published with the next group)
+    published: int = 0  # rows marked published
     batches: int = 0
     returned: int = 0
     reconnects: int = 0
@@ -322,6 +323,7 @@ class Relay(ABC):
         if not self._unmarked:
             self._unmarked_since = time.monotonic()
         self._unmarked.extend(ids)
+        self.stats.confirmed += len(ids)
         self.stats.batches += 1
         self.stats.last_confirmed_at = time.time()
         if len(self._unmarked) >= self.batch_size or self.mark_delay <= 0:
