@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.db.models import Model
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
@@ -82,6 +82,11 @@ logger = logging.getLogger("django_tools.replica")
 ACK_EVERY = 100
 #: Seconds without a delivery after which the pending acknowledgement goes out.
 IDLE_ACK = 0.05
+#: Seconds between two checks of the database connections (`close_old_connections`), unless
+#: the last batch met a database error (then before the next one). Each check makes the next
+#: query run a health check first (CONN_HEALTH_CHECKS): a round trip more for every batch, and
+#: at low load every message is a batch.
+CONNECTIONS_CHECK_EVERY = 1.0
 
 
 class ConsumerCancelled(AMQPError):
@@ -132,6 +137,7 @@ class Consumer:
         self._node = 0  # the node of the broker's URL the next connection tries first
         self._unacked = 0  # messages done, their acknowledgement pending (`_ack_later`)
         self._ack_tag = 0  # the delivery tag that acknowledges them all (`multiple`)
+        self._connections_checked = 0.0  # monotonic time of the last `_check_connections`
         self.probation = probation or Probation.from_settings()
         self.probation.prune()
 
@@ -252,7 +258,7 @@ class Consumer:
         logger.error("%s: %s", copy.description, delivery.body[:500])
 
     def _handle(self, channel: BlockingChannel, batch: list[Delivery], multiple=True) -> None:
-        close_old_connections()
+        self._check_connections()
         received = tracing.now_ns() if tracing.enabled() else 0
         self._outcomes: dict[int, str] = {}
         metrics.EVENTS_CONSUMED.inc(len(batch))
@@ -279,6 +285,16 @@ class Consumer:
             channel.basic_ack(batch[-1].tag)
         if received:
             self._trace(batch, received)
+
+    def _check_connections(self) -> None:
+        """Django's check of the database connections between two requests, for a batch: close
+        those too old or broken (the next query reconnects). At most every
+        `CONNECTIONS_CHECK_EVERY` seconds, and at once after a database error."""
+        now = time.monotonic()
+        failed = any(c.errors_occurred for c in connections.all(initialized_only=True))
+        if failed or now - self._connections_checked >= CONNECTIONS_CHECK_EVERY:
+            self._connections_checked = now
+            close_old_connections()
 
     def _ack_later(self, channel: BlockingChannel, tag: int, count: int) -> None:
         """Messages up to `tag` are done: acknowledged with the next ones, once `ACK_EVERY` are
