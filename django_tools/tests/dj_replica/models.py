@@ -159,3 +159,22 @@ class BookPicky(ReplicaMixin):
     def get_cqrs_retry_delay(current_retry):
         RETRY_HOOK_CALLS.append(("get_cqrs_retry_delay", current_retry))
         return PICKY_DELAY["seconds"]
+
+
+# --- a replica model keyed by a UUID ----------------------------------------------------------
+
+
+class GadgetUuid(ReplicaMixin):
+    """A replica model whose key is not an integer: on SQLite a UUID is stored as 32 hex
+    characters and read back through the backend's converter, so apply's state read must map
+    it to the same `uuid.UUID` as the message's key."""
+
+    CQRS_ID = "gadget_uuid"
+
+    objects = models.Manager()
+    cqrs = ConvergentReplicaManager()
+
+    id = models.UUIDField(primary_key=True)
+    name = models.CharField(max_length=100)
+    # A None on the master is a NULL here (record_last and the upsert send it as a parameter).
+    weight = models.IntegerField(null=True, blank=True, default=None)
