@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 from dj_cqrs.constants import SignalType
 from dj_replica.models import BookReplica, GadgetUuid
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from django_tools.replica import apply, write
@@ -120,3 +120,56 @@ def test_a_model_the_plan_cannot_be_built_for_stays_on_the_orm(replica_row, capl
     assert write._state_plan(BookReplica, connections["default"]) is None
     assert "stays on the ORM" in caplog.text
     write._STATE_PLANS.pop(connections["default"], None)
+
+
+def book(data):
+    return events.Event("book", SignalType.SAVE, data["id"], data["cqrs_revision"], data)
+
+
+def _refuse_title(connection, table: str, title: str) -> tuple[list[str], list[str]]:
+    """A trigger of the database that refuses a row with `title`: a write error the data's
+    validation cannot see (create, drop)."""
+    if connection.vendor == "postgresql":
+        return (
+            [f"CREATE FUNCTION refuse_title() RETURNS trigger AS $$ BEGIN IF NEW.title = "
+             f"'{title}' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ "
+             "LANGUAGE plpgsql",
+             f"CREATE TRIGGER refuse_title BEFORE INSERT OR UPDATE ON {table} "
+             "FOR EACH ROW EXECUTE FUNCTION refuse_title()"],
+            [f"DROP TRIGGER refuse_title ON {table}", "DROP FUNCTION refuse_title()"],
+        )  # fmt: skip
+    return (
+        [f"CREATE TRIGGER refuse_title BEFORE INSERT ON {table} WHEN NEW.title = '{title}' "
+         "BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+        ["DROP TRIGGER refuse_title"],
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_the_database_refuses_rolls_the_batch_back_and_the_next_batch_applies(
+    instance_data,
+):
+    """On PostgreSQL the batch runs in a pipeline, where a write's error comes back only at the
+    commit: it must still fail the batch, undo all of it, and leave the connection usable."""
+    connection = connections["default"]
+    create, drop = _refuse_title(connection, BookReplica._meta.db_table, "REFUSED")
+    with connection.cursor() as cursor:
+        for statement in create:
+            cursor.execute(statement)
+    try:
+        batch = [apply.prepare(book(instance_data(1))),
+                 apply.prepare(book(instance_data(2, title="REFUSED")))]  # fmt: skip
+        with pytest.raises(DatabaseError), write.transaction_for(batch):
+            apply.apply_changes(batch)
+        assert not BookReplica.objects.exists()
+        assert not ReplicaState.objects.exists()
+
+        again = [apply.prepare(book(instance_data(1)))]
+        with write.transaction_for(again):
+            assert apply.apply_changes(again) == ["applied"]
+        assert list(BookReplica.objects.values_list("pk", flat=True)) == [1]
+        assert ReplicaState.objects.get(cqrs_id="book").version == 1
+    finally:
+        with connection.cursor() as cursor:
+            for statement in drop:
+                cursor.execute(statement)
