@@ -326,6 +326,9 @@ def test_the_operator_console(console_lab, browser, rabbitmq_url, tmp_path):
         produto_id = created.json()["id"]
     with httpx.Client(base_url=lab.feed_url, timeout=10) as feed:
         wait_until(lambda: feed.get(f"/api/feed/{produto_id}").status_code == 200, 30)
+    with httpx.Client(base_url=lab.produtos_url, timeout=10) as m:
+        # The relay marks confirmed rows published in groups, a moment after the replica has them.
+        wait_until(lambda: m.get("/api/outbox/status").json()["backlog"] == 0, 10)
 
     page = new_page(browser, lab.produtos_url)
     log_in(page, "/admin/cqrs_outbox/outboxevent/")

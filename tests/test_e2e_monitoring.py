@@ -57,6 +57,11 @@ def test_metrics_add_up_across_processes_and_a_request_id_reaches_the_replica(js
             assert response.status_code == 201
             assert response.headers["X-Request-ID"] == f"trace-{n}"
         wait_until(lambda: feed.get("/api/feed/", params={"q": "MON-"}).json()["count"] == 10, 20)
+        # The relay marks confirmed rows published in groups (up to 50 ms after the broker's
+        # confirm, which comes about when the replica has the row): wait for the mark.
+        wait_until(
+            lambda: samples(produtos)["cqrs_outbox_backlog"] == 0, 10, what="the rows marked"
+        )
 
         master = samples(produtos)
         written = master['cqrs_outbox_events_written_total{cqrs_id="produto",signal_type="SAVE"}']
