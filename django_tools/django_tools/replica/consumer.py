@@ -74,7 +74,8 @@ logger = logging.getLogger("django_tools.replica")
 
 
 #: Messages applied before their acknowledgement goes out (one `multiple` ack for all of them),
-#: unless the queue goes quiet first (`IDLE_ACK`). At low load every message is a batch of
+#: unless the queue goes quiet first (`IDLE_ACK`) or a batch copies a message elsewhere (a retry,
+#: a dead letter: acknowledged at once). At low load every message is a batch of
 #: one, and an ack each was a command through the quorum queue's log on the broker and a frame
 #: on the consumer: CPU taken from the next message on the same cores. A worker that dies gets
 #: them delivered again, flagged, and applies them as duplicates (idempotent, by revision).
@@ -279,8 +280,14 @@ class Consumer:
                 logger.warning("%s: %s", failure.description, delivery.body[:500])
                 self._outcomes[delivery.tag] = failure.description
         # Every message of the batch is now applied or safely copied: acknowledge them all.
-        if multiple:
+        # Applied ones may wait for the group's ack; a batch that copied a message (a retry
+        # tier, the dead letters) is acknowledged now, with every pending one: redelivered
+        # after a crash, the original would come back before its retry's delay.
+        if multiple and not failures:
             self._ack_later(channel, batch[-1].tag, len(batch))
+        elif multiple:
+            self._unacked = 0
+            channel.basic_ack(batch[-1].tag, multiple=True)
         else:
             channel.basic_ack(batch[-1].tag)
         if received:
