@@ -72,3 +72,19 @@ def test_bench_refuses_nonsense_and_a_missing_broker():
     assert down.returncode == 1
     assert "docker compose up -d" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+def test_a_steady_run_leaves_its_warm_up_out_of_the_lags(rabbitmq_url, tmp_path):
+    """The warm-up's writes are written and replicated like the others (the run waits for all),
+    and only the ones after them are measured."""
+    from apis_lab.bench import pipelines
+    from apis_lab.bench.runner import Progress
+    from apis_lab.databases import Databases
+
+    databases = Databases(tmp_path, server_url="", prefix="testwarm")
+    run = pipelines.run(
+        pipelines.Project(consumers=1), pipelines.Workload(n=15, rate=100, warmup=10),
+        rabbitmq_url, databases, tmp_path, Progress(enabled=False),
+    )  # fmt: skip
+    assert run.n == 25  # every write replicated (and its CPU counted per change)
+    assert len(run.lags_ms) == 15 and all(lag > 0 for lag in run.lags_ms)

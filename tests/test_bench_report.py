@@ -2,6 +2,7 @@
 `steady_lag_p50_ms` / `steady_lag_p99_ms`) and the spread in the table. No processes."""
 
 from apis_lab.bench.report import BenchReport, PipelineResult, PipelineRun
+from apis_lab.bench.runner import steady_warmup
 
 
 def _run(lags: list[float]) -> PipelineRun:
@@ -23,6 +24,21 @@ def test_steady_lags_are_medians_over_the_runs_with_their_spread():
     assert figures["steady_lag_p99_ms"] == 6.0
     assert figures["steady_lag_p50_ms"] == 2.0
     assert "6.0 (4.0–9.0)" in report.render(None, 100)
+    assert "one per transaction\n" in report.render(None, 100)  # no warm-up said: none left out
+    report.steady_warmup = 200
+    assert "one per transaction, after 200 left out (warm-up)" in report.render(None, 100)
+
+
+def test_the_steady_warm_up_is_a_second_of_writes_at_least_20():
+    assert steady_warmup(200.0) == 200 and steady_warmup(5.0) == 20
+
+
+def test_the_header_says_stock_runs_on_a_classic_queue_when_the_others_do_not():
+    report = BenchReport(n=3, database="sqlite", queue_type="quorum", consumers=1)
+    report.pipelines["stock"] = PipelineResult("stock", [_run([1.0, 2.0, 3.0])])
+    assert "quorum queues (stock: classic, as django-cqrs declares it)" in report.render(None, 1)
+    report.queue_type = "classic"
+    assert "stock: classic" not in report.render(None, 1)
 
 
 def test_no_steady_run_no_steady_keys():

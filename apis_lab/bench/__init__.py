@@ -9,5 +9,7 @@ times (3): the table shows the median and the spread (min–max), the JSON objec
 Measured per run: end-to-end messages per second (first write → last row on the replica) and the
 lag of each message (row written on the replica − commit on the master; a database trigger
 stamps each replica row, the writer stamps each commit), p50 and p99. Then a steady load at a
-fixed rate, and a REST burst against the real `apis up` processes (`burst`).
+fixed rate (its first second of writes is a warm-up, left out of the lags: the cold start of
+freshly started processes is not a steady state), and a REST burst against the real `apis up`
+processes (`burst`).
 """

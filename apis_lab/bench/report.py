@@ -156,6 +156,7 @@ class BenchReport:
     steady: dict[str, PipelineResult] = field(default_factory=dict)
     steady_n: int = 0
     steady_rate: float = 0.0
+    steady_warmup: int = 0  # writes before the measured ones, left out of the lags
     burst: BurstResult | None = None
     #: The same burst with replication off (no outbox row): `burst`'s price is the ratio.
     burst_off: BurstResult | None = None
@@ -194,9 +195,13 @@ class BenchReport:
     def render(self, rate: float | None, batch: int) -> str:
         runs = max((len(r.runs) for r in self.pipelines.values()), default=0)
         pace = f"{rate:g} writes/s" if rate else "as fast as the writer can"
+        # django-cqrs declares its queue without a type: stock runs on a classic queue whatever
+        # the others run on (a quorum queue delivers only once its log is on disk).
+        stock_classic = "stock" in self.pipelines and self.queue_type != "classic"
         lines = [
-            f"apis bench — database {self.database}, {self.queue_type} queues, "
-            f"{self.consumers} consumer worker(s), {runs} run(s) each (median, min–max)",
+            f"apis bench — database {self.database}, {self.queue_type} queues"
+            + (" (stock: classic, as django-cqrs declares it)" if stock_classic else "")
+            + f", {self.consumers} consumer worker(s), {runs} run(s) each (median, min–max)",
             "",
             f"1. Throughput: {self.n} creates per pipeline, {pace}, {batch} per transaction",
             "",
@@ -217,10 +222,13 @@ class BenchReport:
             lines.append(f"   {name}: " + ", ".join(r for r in ratios if r))
         lines += ["", *render_cpu(self.pipelines)]
         if self.steady:
+            warmup = (
+                f", after {self.steady_warmup} left out (warm-up)" if self.steady_warmup else ""
+            )
             lines += [
                 "",
                 f"2. Steady load: {self.steady_n} creates at {self.steady_rate:g} writes/s, "
-                "one per transaction",
+                f"one per transaction{warmup}",
                 "",
                 *_table(_rows(self.steady, lag_spread=True)),
             ]

@@ -67,6 +67,15 @@ class Progress:
             sys.stderr.flush()
 
 
+#: Seconds of writes at the steady rate before the measured ones (`Workload.warmup`).
+STEADY_WARMUP_S = 1.0
+
+
+def steady_warmup(rate: float) -> int:
+    """The writes left out at the start of a steady run: one second's worth, at least 20."""
+    return max(20, round(rate * STEADY_WARMUP_S))
+
+
 def _pipeline(name: str, options: BenchOptions) -> Pipeline:
     if name == "stock":
         return Stock()
@@ -155,7 +164,9 @@ def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -
             )
         if options.steady_rate:
             report.steady_n, report.steady_rate = options.steady_n, options.steady_rate
-            steady = Workload(n=options.steady_n, batch=1, rate=options.steady_rate)
+            report.steady_warmup = steady_warmup(options.steady_rate)
+            steady = Workload(n=options.steady_n, batch=1, rate=options.steady_rate,
+                              warmup=report.steady_warmup)  # fmt: skip
             # As many rounds as the throughput part (`--runs`), pipelines interleaved: a tail
             # latency on a shared machine varies from run to run, so the report gives the
             # median and the spread of each percentile, never one run's.
