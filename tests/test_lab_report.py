@@ -126,6 +126,21 @@ def test_the_matrix_colours_each_cell_by_what_happened():
     assert figures.outcome(None, "kill-consumer")[0] == "not-run"
 
 
+def _matrix_text(data: dict) -> str:
+    figure = figures.matrix(data)
+    figure.canvas.draw()
+    text = " ".join(t.get_text() for t in figure.findobj(match=lambda a: hasattr(a, "get_text")))
+    figures.plt.close(figure)
+    return text
+
+
+def test_a_blank_cell_of_the_matrix_is_explained_in_its_legend_only_when_there_is_one():
+    # The project's run did not draw kill-relay, which stock's skipped: a blank cell.
+    assert "em branco: não sorteada" in _matrix_text(CANNED)
+    alone = {"chaos": {"project": CANNED["chaos"]["project"]}}
+    assert "em branco" not in _matrix_text(alone)
+
+
 @pytest.mark.e2e
 def test_every_figure_renders_in_chromium(report):
     if not Path(CHROMIUM).exists():

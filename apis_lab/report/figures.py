@@ -50,7 +50,7 @@ ROLES = (
 NOT_PATTERNS = {"n", "ceiling", "lags_ms", "lags_from", "burst"}
 #: The matrix's outcomes, worst last: its colour and its legend.
 OUTCOMES = (
-    ("not-run", "#ffffff", "não executada"),
+    ("not-run", "#ffffff", "em branco: não sorteada para o padrão nesta rodada"),
     ("skipped", "#d9d9d9", "pulada: sem sentido para o padrão"),
     ("held", "#66c2a5", "nada perdido, convergiu"),
     ("stuck", "#fdd835", "nada perdido, não convergiu a tempo / aplicada errado"),
@@ -293,7 +293,10 @@ def matrix(data: dict):
     axes.grid(which="minor", color="white", linewidth=2)
     axes.tick_params(which="minor", length=0)
     axes.set_title("Padrão × falha: o que aconteceu com as escritas confirmadas", pad=24)
-    legend = [Patch(facecolor=c, edgecolor="#999999", label=text) for _, c, text in OUTCOMES[1:]]
+    # A blank cell (a kind the seeded schedule did not draw for that pattern) gets its line in
+    # the legend only when there is one: otherwise the reader would take it for a result.
+    shown = [o for i, o in enumerate(OUTCOMES) if i or any(0 in row for row in grid)]
+    legend = [Patch(facecolor=c, edgecolor="#999999", label=text) for _, c, text in shown]
     figure.legend(
         handles=legend, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, -0.16)
     )
