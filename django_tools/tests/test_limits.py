@@ -151,3 +151,13 @@ def test_the_relay_sends_large_rows_in_batches_within_the_budget(
         running.stop()
     assert received == sent  # in id order
     assert relay.stats.batches >= 5  # two rows of 100 KB per 250 KB batch
+
+
+def test_a_read_says_whether_it_took_every_unpublished_row_past_its_cursor():
+    assert unpublished_rows(500).drained  # nothing pending
+    first, second, third = outbox_rows(400, 400, 400)
+    assert not unpublished_rows(2).drained  # its limit: there may be more
+    assert not unpublished_rows(500, max_bytes=1000).drained  # the budget left the third out
+    assert unpublished_rows(500, after=first).drained  # the other two, all there was
+    assert ids(unpublished_rows(500, after=first)) == [second, third]
+    assert not unpublished_rows(3).drained  # as many as its limit: it cannot tell

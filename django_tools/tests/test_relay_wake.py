@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tools.outbox import wake
 from django_tools.outbox.models import OutboxEvent
 from django_tools.outbox.relays.base import Relay
+from django_tools.outbox.selectors import unpublished_rows
 from django_tools.outbox.wake import LocalWaker, Waker, local_address, poke, waker_for
 from django_tools.testing import RunningRelay, wait_until
 
@@ -279,3 +280,68 @@ def test_a_wake_up_calls_a_turn_when_the_relay_is_idle_or_has_room_in_flight(
         assert relay.woken() is steps
     finally:
         waker.dispose()
+
+
+# --- one read per event at low load -----------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_low_load_the_relay_reads_the_outbox_once_per_event(start_relay, monkeypatch):
+    """Each commit wakes the relay, which reads its row; the turns after the send, after the
+    confirm and after the mark know the outbox had nothing else (each of their reads found
+    nothing, every event) and skip their reads."""
+    from django_tools.outbox.relays import base
+
+    reads = []
+    monkeypatch.setattr(
+        base, "unpublished_rows", lambda *a, **k: reads.append(1) or unpublished_rows(*a, **k)
+    )
+    running = start_relay(poll_min=LONG_POLL, poll_max=LONG_POLL)
+    relay = running.relay
+    wait_until(lambda: relay.idle, what="the relay idle")
+    before = len(reads)
+    for n in range(4):
+        make(f"LOW-{n}")
+        wait_until(lambda n=n: relay.stats.published == n + 1, what=f"event {n} marked")
+        wait_until(lambda: relay.idle, what="the relay idle again")
+    assert len(reads) - before <= 4 + 1  # one per event (and at most one more turn's)
+    assert relay.stats.reads_skipped >= 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lower_id_committed_after_a_higher_one_is_published_at_its_wake_up(start_relay):
+    """PostgreSQL hands out ids at insert, not at commit: a row can commit after one with a
+    higher id has been sent and confirmed. Its wake-up's read starts above it (past the
+    confirmed rows, not marked yet); the read from the oldest row, once they are marked,
+    finds it — not the idle poll, seconds later."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite hands out ids in commit order: one writer at a time")
+    import threading
+
+    running = start_relay(poll_min=LONG_POLL, poll_max=LONG_POLL)
+    relay = running.relay
+    wait_until(lambda: relay.idle, what="the relay idle")
+    inserted, commit = threading.Event(), threading.Event()
+
+    def late() -> None:
+        try:
+            with transaction.atomic():
+                make("LATE")  # its outbox row takes the lower id
+                inserted.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        make("EARLY")
+        wait_until(lambda: relay.stats.confirmed == 1, what="the higher id confirmed")
+    finally:
+        commit.set()
+        thread.join(10)
+    started = time.monotonic()
+    wait_until(lambda: relay.stats.published == 2, timeout=LONG_POLL, what="the lower id")
+    assert time.monotonic() - started < 1.0
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()

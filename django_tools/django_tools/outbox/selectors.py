@@ -33,9 +33,14 @@ def outbox_backlog() -> Backlog:
     return Backlog(count=pending.count(), oldest_created_at=oldest, last_published_at=last)
 
 
-def unpublished_rows(
-    limit: int, after: int | None = None, max_bytes: int | None = None
-) -> list[tuple[int, str, str, str, str]]:
+class Rows(list):
+    """The rows of one read, and whether they were every unpublished row past its `after`
+    when it ran (`drained`): fewer than its limit, none left out by the byte budget."""
+
+    drained: bool = False
+
+
+def unpublished_rows(limit: int, after: int | None = None, max_bytes: int | None = None) -> Rows:
     """The oldest unpublished rows (with an id above `after`), what a relay sends:
     (id, routing key, body, correlation id, trace context). At most `limit` rows, and at most
     `max_bytes` of bodies (OUTBOX_BATCH_BYTES; always the first row, however large), so that a
@@ -47,7 +52,11 @@ def unpublished_rows(
     with connection.cursor() as cursor:
         cursor.execute(_unpublished_sql(connection, after is not None),
                        [*([after] if after is not None else []), limit, max_bytes])  # fmt: skip
-        return cursor.fetchall()
+        fetched = cursor.fetchall()
+    # Each row carries how many rows its page held (the budget may have left some out).
+    rows = Rows(row[:5] for row in fetched)
+    rows.drained = not fetched or (len(fetched) == fetched[0][5] < limit)
+    return rows
 
 
 def _unpublished_sql(connection, after: bool) -> str:
@@ -60,9 +69,11 @@ def _unpublished_sql(connection, after: bool) -> str:
     size = "LENGTH(CAST(body AS BLOB))" if connection.vendor == "sqlite" else "OCTET_LENGTH(body)"
     # Names from the model and the backend, values as parameters: not an injection.
     return (
-        "SELECT o.id, o.routing_key, o.body, o.correlation_id, o.trace_context "  # nosec B608
+        "SELECT o.id, o.routing_key, o.body, o.correlation_id, o.trace_context, "  # nosec B608
+        "sized.paged "
         f"FROM {table} o JOIN ("
-        "  SELECT id, SUM(size) OVER (ORDER BY id) AS total, size FROM ("
+        "  SELECT id, SUM(size) OVER (ORDER BY id) AS total, size, COUNT(*) OVER () AS paged"
+        "  FROM ("
         f"    SELECT id, {size} AS size FROM {table} WHERE published_at IS NULL"
         f"    {'AND id > %s' if after else ''} ORDER BY id LIMIT %s"
         "  ) AS page"

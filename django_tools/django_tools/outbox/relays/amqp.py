@@ -316,6 +316,7 @@ class AmqpRelay(Relay):
             publish.end()
         if batch.nacked:
             logger.warning("broker refused %s messages; they will be sent again", len(batch.nacked))
+            self.refused(batch.nacked)
         self.confirmed(batch.acked)
         if self.stop.is_set():
             self._maybe_close()

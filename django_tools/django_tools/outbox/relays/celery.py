@@ -48,7 +48,8 @@ class CeleryRelay(Relay):
             connection.ensure_connection(max_retries=len(connection.alt), interval_start=0)
             self._producer = self.app.amqp.Producer(connection)
             while (pause := self.step()) is not None:
-                self.waker.wait(pause)  # a commit or `request_stop` ends it early
+                if self.waker.wait(pause):  # a commit or `request_stop` ends it early
+                    self.wakeup_came()
         except BaseException:
             connection.collect()  # no closing handshake: the link may be dead
             raise
