@@ -85,7 +85,7 @@ class RelayStats:
     batches: int = 0
     returned: int = 0
     reconnects: int = 0
-    reads_skipped: int = 0  # turns after a confirm that knew the outbox had nothing new
+    reads_skipped: int = 0  # turns that knew the outbox had nothing new for them (`step`)
     last_confirmed_at: float | None = None
 
 
@@ -239,7 +239,7 @@ class Relay(ABC):
         if self._unmarked:  # sent and confirmed: not to be read again
             after = max(after or 0, max(self._unmarked))
         if self._nothing_new(polled, after or 0):
-            # At low load, the turns right after a send and after its confirm: the last read
+            # At low load, the turns right after a send, its confirm and its mark: the last read
             # emptied the outbox and no commit woke the relay since. Each read found nothing
             # (two outbox queries per event, the relay's busiest cost at 200 writes/s).
             self.stats.reads_skipped += 1
