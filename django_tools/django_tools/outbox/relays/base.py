@@ -321,6 +321,8 @@ class Relay(ABC):
         self._lock_checked = time.monotonic()
         if self.lock.still_held():
             self.waker.keepalive()  # a session of its own on PostgreSQL, as idle as the lock's
+            # Its query may have taken a wake-up off the socket unseen: read on the next turn.
+            self.wakeup_came()
             self._watch()  # a broken one is unwatched before `listen` replaces it
             self._listen()
             return True
