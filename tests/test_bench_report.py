@@ -29,6 +29,20 @@ def test_steady_lags_are_medians_over_the_runs_with_their_spread():
     assert "one per transaction, after 200 left out (warm-up)" in report.render(None, 100)
 
 
+def test_the_steady_section_prints_its_own_cpu_per_change():
+    report = BenchReport(n=3, database="sqlite", queue_type="quorum", consumers=1)
+    report.pipelines["project"] = PipelineResult("project", [_run([1.0, 2.0, 3.0])])
+    report.steady_n, report.steady_rate = 100, 200.0
+    cpu_s = {"writer": 0.1, "relay": 0.05, "broker": 0.06, "consumer": 0.12}
+    steady = PipelineRun("project", 100, 1.0, 1.0, [1.0] * 100, cpu_s=cpu_s)
+    report.steady["project"] = PipelineResult("project", [steady])
+    text = report.render(None, 100)
+    section = text.split("2. Steady load")[1]
+    assert "CPU per replicated change" in section
+    assert "1,000.0" in section and "1,200.0" in section  # writer, consumer: µs per change
+    assert "window:" not in section  # the notes once, under the throughput table
+
+
 def test_the_steady_warm_up_is_a_second_of_writes_at_least_20():
     assert steady_warmup(200.0) == 200 and steady_warmup(5.0) == 20
 

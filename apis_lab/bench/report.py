@@ -231,6 +231,10 @@ class BenchReport:
                 f"one per transaction{warmup}",
                 "",
                 *_table(_rows(self.steady, lag_spread=True)),
+                "",
+                # At a low rate every change wakes every process: its price per change is not
+                # the throughput run's, and it is what the lag's tail queues behind.
+                *render_cpu(self.steady, notes=False),
             ]
         if self.burst is not None:
             lines += ["", *self._render_burst()]
@@ -266,8 +270,9 @@ class BenchReport:
         return lines
 
 
-def render_cpu(results: dict[str, PipelineResult]) -> list[str]:
-    """The CPU-per-change table: one column per role, one row per pipeline."""
+def render_cpu(results: dict[str, PipelineResult], notes: bool = True) -> list[str]:
+    """The CPU-per-change table: one column per role, one row per pipeline; `notes`: with the
+    lines that say how it is measured (once per report is enough)."""
     title = "   CPU per replicated change, µs (median of the runs; each process with its children)"
     costs = {name: result.cpu_us_per_change() for name, result in results.items()}
     if not any(costs.values()):
@@ -279,6 +284,8 @@ def render_cpu(results: dict[str, PipelineResult]) -> list[str]:
             continue
         rows.append((name, *(_us(cost, role) for role in ROLES), f"{cost['total']:,.1f}"))
     lines = [title, "", *("   " + line for line in _table(rows))]
+    if not notes:
+        return lines
     lines.append(
         "   window: from just before the writer starts (its own start-up left out) to the last "
         "row on the replica"
