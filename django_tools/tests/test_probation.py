@@ -232,3 +232,34 @@ def test_a_message_that_kills_every_worker_goes_to_the_dlq_and_the_rest_is_appli
     worker.stop.set()
     worker.thread.join(10)
     assert not worker.thread.is_alive()
+
+
+def test_a_try_the_connection_ended_is_not_counted_as_a_death(topology, rabbitmq_url, tmp_path):
+    """A forced connection close under a try on probation: the worker lives on, so its marker
+    goes (left, the next delivery counted a death, and a healthy message given back a few times
+    was set aside). A try that does not return (the worker died) keeps it."""
+    from pika.exceptions import ConnectionClosedByBroker
+
+    from django_tools.replica.consumer import Consumer, Delivery
+
+    consumer = Consumer(topology, rabbitmq_url, probation=Probation(tmp_path, max_deliveries=3))
+    delivery = Delivery(1, "book", pika.BasicProperties(), b'{"a": 1}', redelivered=True)
+
+    def closed(*_args, **_kwargs):
+        raise ConnectionClosedByBroker(320, "CONNECTION_FORCED")
+
+    consumer._handle = closed
+    with pytest.raises(ConnectionClosedByBroker):
+        consumer._on_probation(None, delivery)
+    assert list(tmp_path.iterdir()) == []
+
+    class Died(BaseException):
+        """What stands for a worker's death here: nothing after it runs."""
+
+    def dies(*_args, **_kwargs):
+        raise Died
+
+    consumer._handle = dies
+    with pytest.raises(Died):
+        consumer._on_probation(None, delivery)
+    assert len(list(tmp_path.iterdir())) == 1
