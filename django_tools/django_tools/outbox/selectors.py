@@ -10,6 +10,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from django_tools.conf import setting
+from django_tools.db import prepared
 from django_tools.outbox.models import OutboxEvent
 
 
@@ -49,10 +50,11 @@ def unpublished_rows(limit: int, after: int | None = None, max_bytes: int | None
         max_bytes = setting("OUTBOX_BATCH_BYTES")
     # Where the relay marks them published: never a read replica's older copy.
     connection = connections[router.db_for_write(OutboxEvent)]
-    with connection.cursor() as cursor:
-        cursor.execute(_unpublished_sql(connection, after is not None),
-                       [*([after] if after is not None else []), limit, max_bytes])  # fmt: skip
-        fetched = cursor.fetchall()
+    # Run for every batch, and at low load for every event: planned once (`db.prepared`).
+    fetched = prepared.fetchall(
+        connection, _unpublished_sql(connection, after is not None),
+        [*([after] if after is not None else []), limit, max_bytes],
+    )  # fmt: skip
     # Each row carries how many rows its page held (the budget may have left some out).
     rows = Rows(row[:5] for row in fetched)
     rows.drained = not fetched or (len(fetched) == fetched[0][5] < limit)

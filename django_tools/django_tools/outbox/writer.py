@@ -11,6 +11,7 @@ from django.db import connections, router
 from django.utils import timezone
 
 from django_tools import tracing
+from django_tools.db import prepared
 from django_tools.outbox import metrics, wake
 from django_tools.outbox.models import OutboxEvent
 from django_tools.wire import routing_key
@@ -49,11 +50,12 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 created_at,
             )
         )
-    with connection.cursor() as cursor:
+    # PostgreSQL: a prepared statement, planned once per session (django_tools.db.prepared).
+    with prepared.cursor(connection) as cursor:
         if len(rows) == 1:
             # One change (a REST write, a save): psycopg's executemany runs even one row in
             # pipeline mode, with its own sync, at about twice execute's CPU.
-            cursor.execute(_insert_sql(connection), rows[0])
+            prepared.run(cursor, _insert_sql(connection), list(rows[0]))
         else:
             cursor.executemany(_insert_sql(connection), rows)
     wake.after_write(connection)  # the relay reads at commit, not at its next poll

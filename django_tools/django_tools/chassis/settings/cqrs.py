@@ -12,7 +12,7 @@ from django_tools import conf, limits
 
 # The transports are the library's: here for the services' `CQRS` dicts (star-imported).
 from django_tools.conf import OUTBOX_TRANSPORT, REPLICA_TRANSPORT, STOCK_TRANSPORT  # noqa: F401
-from django_tools.env import env_float, env_int, env_list, env_str, parse_queue_type
+from django_tools.env import env_bool, env_float, env_int, env_list, env_str, parse_queue_type
 from django_tools.observability.correlation import cqrs_correlation_function
 from django_tools.wire import DEFAULT_EXCHANGE
 
@@ -41,6 +41,10 @@ OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", conf.DEFAULTS["OUTBOX_BATCH_SIZ
 #: ...and at most this many bytes of rows per batch (django_tools.limits).
 OUTBOX_BATCH_BYTES = env_int("OUTBOX_BATCH_BYTES", conf.DEFAULTS["OUTBOX_BATCH_BYTES"])
 OUTBOX_POLL_MAX = env_float("OUTBOX_POLL_MAX", conf.DEFAULTS["OUTBOX_POLL_MAX"])
+#: PostgreSQL: the statements run for every event (the relay's outbox read, the replica's
+#: apply) are prepared, planned once per session; false behind a pooler in transaction mode
+#: that does not keep them (PgBouncer before 1.21).
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", conf.DEFAULTS["DB_PREPARED_STATEMENTS"])
 #: Seconds a published batch may wait for the broker's confirms before the relay gives the
 #: connection up and publishes again on a new one. Confirms come in milliseconds (a batch of
 #: 500 in ~0.1 s under the bench's load); waiting while the broker says it is blocked (a
