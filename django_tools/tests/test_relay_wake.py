@@ -3,6 +3,7 @@ writer's one wake-up per committed transaction, and a relay with a long poll pub
 commit well before that poll, against the real broker, on the suite's database (SQLite, or
 PostgreSQL with DATABASE_URL)."""
 
+import json
 import socket
 import time
 import uuid
@@ -98,20 +99,63 @@ def _wakes(conn) -> int:
     return sum(isinstance(entry[1], wake._Wake) for entry in conn.run_on_commit)
 
 
+def make_two(isbn: str) -> None:
+    """One write of two rows (on PostgreSQL a one-row write carries its row instead: below)."""
+    Book.cqrs.bulk_create(
+        [Book(isbn=f"{isbn}-{n}", title="Dune", price=Decimal("7.5")) for n in (1, 2)]
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_one_wake_up_per_transaction_and_none_for_a_rolled_back_savepoint():
+    write = make_two if wake.carries(connection) else make
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
-        make("W-1")
-        make("W-2")
+        write("W-1")
+        write("W-2")
         assert _wakes(connection) == 1
         with pytest.raises(RuntimeError), transaction.atomic():
-            make("W-3")
+            write("W-3")
             raise RuntimeError("savepoint rolled back")
         with transaction.atomic():
-            make("W-4")
+            write("W-4")
         assert _wakes(connection) == 1
     notifies = [q for q in queries.captured_queries if q["sql"].startswith("NOTIFY")]
     assert len(notifies) == (1 if connection.vendor == "postgresql" else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_one_row_write_wakes_the_relay_with_its_row_as_the_relay_reads_it():
+    """PostgreSQL: a `save()` wakes the relay at its commit with the row in the payload, as
+    `unpublished_rows` returns it; one per write, none for a rolled-back savepoint; a row too
+    large for a payload wakes with an empty one (the relay reads)."""
+    if not wake.carries(connection):
+        pytest.skip("SQLite's wake-ups are datagrams without a row")
+    waker = waker_for()
+    try:
+        waker.listen()
+        with transaction.atomic():
+            make("C-1")
+            with pytest.raises(RuntimeError), transaction.atomic():
+                make("C-GONE")
+                raise RuntimeError("savepoint rolled back")
+            make("C-2")
+            assert _wakes(connection) == 0  # no NOTIFY of its own at the commit
+            assert not waker.wait(0.2)  # nothing before the commit
+        assert waker.wait(2)
+        carried = waker.take_carried()
+        assert carried == [tuple(row) for row in unpublished_rows(500)]
+        assert len(carried) == 2
+
+        Book.objects.create(isbn="C-BIG", title="x", summary="x" * 9000, price=Decimal("1"))
+        assert waker.wait(2)
+        assert waker.take_carried() is None  # an empty payload: read to find it
+
+        with connection.cursor() as cursor:  # any session may NOTIFY: unsigned, it is not a row
+            cursor.execute("SELECT pg_notify(%s, %s)", [wake.CHANNEL, '[1, "book", "{}", "", ""]'])
+        assert waker.wait(2)
+        assert waker.take_carried() is None
+    finally:
+        waker.dispose()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -345,3 +389,106 @@ def test_a_lower_id_committed_after_a_higher_one_is_published_at_its_wake_up(sta
     wait_until(lambda: relay.stats.published == 2, timeout=LONG_POLL, what="the lower id")
     assert time.monotonic() - started < 1.0
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+# --- rows carried by their wake-ups (PostgreSQL) ----------------------------------------------
+
+
+class _CarryingWaker(Waker):
+    """Wake-ups with the given payloads, taken at the next `consume`."""
+
+    def __init__(self, *payloads) -> None:
+        super().__init__()
+        self.payloads = list(payloads)
+
+    def fileno(self) -> int | None:
+        return None
+
+    def consume(self) -> bool:
+        payloads, self.payloads = self.payloads, []
+        for payload in payloads:
+            self._took(payload)
+        return bool(payloads)
+
+
+def _row(outbox_id: int) -> str:
+    return wake.carried_payload((outbox_id, "book", '{"x": 1}', "", ""))
+
+
+def test_a_wake_up_carries_a_row_only_signed_and_in_the_shape_the_relay_reads():
+    waker = _CarryingWaker(_row(7), _row(8))
+    assert waker.consume()
+    assert waker.take_carried() == [
+        (7, "book", '{"x": 1}', "", ""),
+        (8, "book", '{"x": 1}', "", ""),
+    ]
+    unsigned = json.dumps([9, "book", '{"x": 1}', "", ""])
+    forged = "0" * 64 + unsigned  # anyone may NOTIFY: a row not signed by us is not published
+    tampered = _row(9).replace('"book"', '"other"')
+    malformed = wake._mac("[1, 2]") + "[1, 2]"
+    for other in ("", "not json", unsigned, forged, tampered, malformed):
+        waker.payloads = [_row(9), other]
+        assert waker.consume()
+        assert waker.take_carried() is None, other  # one plain wake-up among them: read
+    assert waker.take_carried() == []  # taken: nothing since
+    assert wake.carried_payload((10, "book", "x" * 9000, "", "")) == ""  # too large: plain
+
+
+def _carrying_relay(*payloads) -> _Transport:
+    relay = _Transport(waker=_CarryingWaker(*payloads), poll_max=LONG_POLL, batch_size=3)
+    relay._drained, relay._high, relay._read_at = True, 10, time.monotonic()
+    relay._idle = True
+    return relay
+
+
+@pytest.mark.parametrize(
+    ("payloads", "change", "sent"),
+    [
+        ((_row(11), _row(12)), None, True),  # above every row read: sent as they came
+        ((_row(10),), None, False),  # at or below: a read may have sent it already
+        ((_row(11), "", _row(12)), None, False),  # one wake-up carried nothing
+        ((_row(11), _row(12), _row(13), _row(14)), None, False),  # more than a batch
+        ((_row(11),), "not drained", False),  # the last read left rows past its cursor
+        ((_row(11),), "woken", False),  # a wake-up came unseen (a lock check)
+        ((_row(11),), "read long ago", False),  # a row no wake-up announces waits no longer
+    ],
+)
+def test_carried_rows_are_sent_without_a_read_only_when_they_are_all_that_is_new(
+    payloads, change, sent
+):
+    relay = _carrying_relay(*payloads)
+    if change == "not drained":
+        relay._drained = False
+    elif change == "woken":
+        relay.wakeup_came()
+    elif change == "read long ago":
+        relay._read_at -= LONG_POLL
+    assert relay.woken()  # idle: the turn comes now, and decides
+    assert (bool(relay._carried) and relay._all_new(relay._carried)) is sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_low_load_on_postgresql_the_relay_sends_what_the_wake_ups_carry(
+    start_relay, monkeypatch
+):
+    """Each `save()` wakes the relay with its row: the relay publishes it without a read."""
+    if not wake.carries(connection):
+        pytest.skip("SQLite's wake-ups carry no row: each is read (the test above)")
+    from django_tools.outbox.relays import base
+
+    reads = []
+    monkeypatch.setattr(
+        base, "unpublished_rows", lambda *a, **k: reads.append(1) or unpublished_rows(*a, **k)
+    )
+    running = start_relay(poll_min=LONG_POLL, poll_max=LONG_POLL)
+    relay = running.relay
+    wait_until(lambda: relay.idle, what="the relay idle")
+    before = len(reads)
+    for n in range(4):
+        make(f"CARRIED-{n}")
+        wait_until(lambda n=n: relay.stats.published == n + 1, what=f"event {n} marked")
+        wait_until(lambda: relay.idle, what="the relay idle again")
+    assert relay.stats.carried == 4
+    assert len(reads) == before  # not one read
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert relay.stats.confirmed == 4  # each sent once

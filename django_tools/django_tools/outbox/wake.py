@@ -10,7 +10,12 @@ Two ends, one per process, chosen by the database's vendor:
     statement per transaction, not per event: a transaction that already notified (its mark is
     in Django's `on_commit` list, which a rolled-back savepoint loses together with its
     `NOTIFY`) does not notify again. Not `pg_notify` after the commit: a NOTIFY needs a
-    transaction id, so on its own it would be a second commit, with its own WAL flush;
+    transaction id, so on its own it would be a second commit, with its own WAL flush.
+    A write of one row (a REST write, a `save()`) wakes the relay with the row itself instead
+    (`carried_payload`, signed): `pg_notify` after its INSERT, whose id it returns, and the
+    payload is the row as the relay's read would return it — the relay publishes it without
+    reading the outbox (`base.Relay.step`). A row too large for a payload (8,000 bytes) wakes
+    with an empty one;
   - SQLite: after the commit (`on_commit`), one empty datagram to the relay's UNIX socket
     beside the database (`var/produtos.relay.wake`, beside `var/produtos.relay.lock`).
     Non-blocking and best effort: no relay bound there, a stale socket file, a full queue
@@ -37,9 +42,11 @@ import select
 import socket
 from pathlib import Path
 
+import orjson
 import psycopg
 from django.conf import settings
 from django.db import connections, router, transaction
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 logger = logging.getLogger("django_tools.outbox")
 
@@ -113,6 +120,38 @@ def poke(address: str) -> None:
         pass
 
 
+def carries(connection) -> bool:
+    """Whether a one-row write on `connection` wakes the relay with its row
+    (`carried_payload`)."""
+    return connection.vendor == "postgresql"
+
+
+#: PostgreSQL: a NOTIFY's payload must be shorter than this many bytes (the server's limit).
+PAYLOAD_MAX = 8000
+#: What the payloads are signed with (`carried_payload`), salted from the SECRET_KEY.
+_SALT = "django_tools.outbox.wake.carried"
+_MAC_LENGTH = 64  # hex SHA-256
+
+
+def carried_payload(row: tuple) -> str:
+    """A wake-up's payload carrying `row` (as the relay's read returns it: id, routing key,
+    body, correlation id, trace context): its JSON, signed with the project's SECRET_KEY; ""
+    (a wake-up without a row) when too large for a payload.
+
+    Signed because anyone who can connect to the database can NOTIFY on any channel: a
+    payload is published only if one of this project's processes wrote it, never forged by a
+    session that may not write the outbox (a read-only role would otherwise have the relay
+    publish, and sign, events of its own, or mark a pending row published under another's
+    body)."""
+    text = orjson.dumps(list(row)).decode()
+    payload = _mac(text) + text
+    return payload if len(payload.encode()) < PAYLOAD_MAX else ""
+
+
+def _mac(text: str) -> str:
+    return salted_hmac(_SALT, text, algorithm="sha256").hexdigest()
+
+
 # --- the relay's end ----------------------------------------------------------------------
 
 
@@ -126,6 +165,23 @@ class Waker:
         self._interrupt_r, self._interrupt_w = socket.socketpair()
         self._interrupt_r.setblocking(False)
         self._interrupt_w.setblocking(False)
+        self._carried: list[tuple] = []  # rows the wake-ups since the last take carried
+        self._plain = False  # and whether one of them carried none
+
+    def take_carried(self) -> list[tuple] | None:
+        """The rows the wake-ups taken by `consume` since the last call carried (arrival
+        order), or None if any of them carried none: only a read finds what that one announced."""
+        carried, plain = self._carried, self._plain
+        self._carried, self._plain = [], False
+        return None if plain else carried
+
+    def _took(self, payload: str | bytes | None) -> None:
+        """A wake-up taken, with its payload (a row, or nothing)."""
+        row = _carried_row(payload) if payload else None
+        if row is None:
+            self._plain = True
+        else:
+            self._carried.append(row)
 
     def listen(self) -> None:
         """Start receiving wake-ups, if not already (the relay holds its lock now). A failure
@@ -212,6 +268,7 @@ class LocalWaker(Waker):
             while True:
                 self._socket.recv(1)
                 woken = True
+                self._took(None)  # a datagram carries no row
         return woken
 
     def close(self) -> None:
@@ -265,11 +322,13 @@ class PgWaker(Waker):
             return False
         woken = False
         try:
-            for _notify in self._pg.notifies(timeout=0):
+            for notify in self._pg.notifies(timeout=0):
                 woken = True
+                self._took(notify.payload)
         except psycopg.Error as exc:
             logger.warning("the wake-up connection broke (%r); polling until it is back", exc)
             self._broken = True
+            self._took(None)
             return True  # read now: a wake-up may have been lost with it
         return woken
 
@@ -289,6 +348,28 @@ class PgWaker(Waker):
                 self._pg.close()
             self._pg = None
         self._broken = False
+
+
+def _carried_row(payload: str | bytes) -> tuple | None:
+    """The outbox row a payload carries, as the relay's read returns it; None for anything
+    else: a payload not signed by this project (`carried_payload`), or not a row."""
+    if isinstance(payload, bytes):
+        payload = payload.decode(errors="replace")
+    mac, text = payload[:_MAC_LENGTH], payload[_MAC_LENGTH:]
+    if not constant_time_compare(mac, _mac(text)):
+        return None
+    try:
+        row = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(row, list)
+        or len(row) != 5
+        or not isinstance(row[0], int)
+        or not all(isinstance(value, str) for value in row[1:])
+    ):
+        return None
+    return tuple(row)
 
 
 def waker_for(idle_timeout: float | None = None) -> Waker:

@@ -50,15 +50,25 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 created_at,
             )
         )
+    carried = len(rows) == 1 and wake.carries(connection)
     # PostgreSQL: a prepared statement, planned once per session (django_tools.db.prepared).
     with prepared.cursor(connection) as cursor:
-        if len(rows) == 1:
+        if carried:
+            # One change on PostgreSQL: its row, then the relay's wake-up with the row in it
+            # (`wake.carried_payload`): the relay publishes it without a read.
+            prepared.run(cursor, _insert_sql(connection) + " RETURNING id", list(rows[0]))
+            (outbox_id,) = cursor.fetchone()
+            row = rows[0]
+            payload = wake.carried_payload((outbox_id, row[4], row[5], row[6], row[7]))
+            prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.CHANNEL, payload])
+        elif len(rows) == 1:
             # One change (a REST write, a save): psycopg's executemany runs even one row in
             # pipeline mode, with its own sync, at about twice execute's CPU.
             prepared.run(cursor, _insert_sql(connection), list(rows[0]))
         else:
             cursor.executemany(_insert_sql(connection), rows)
-    wake.after_write(connection)  # the relay reads at commit, not at its next poll
+    if not carried:
+        wake.after_write(connection)  # the relay reads at commit, not at its next poll
     for payload in payloads:
         metrics.OUTBOX_WRITTEN.labels(payload.cqrs_id, payload.signal_type).inc()
         if payload.correlation_id:

@@ -86,6 +86,7 @@ class RelayStats:
     returned: int = 0
     reconnects: int = 0
     reads_skipped: int = 0  # turns that knew the outbox had nothing new for them (`step`)
+    carried: int = 0  # rows sent as their wake-ups carried them, without a read (`step`)
     last_confirmed_at: float | None = None
 
 
@@ -162,6 +163,9 @@ class Relay(ABC):
         self._woken = False
         self._poll_due = 0.0  # when the idle pause's poll is due
         self._read_after = 0  # the row the last read started after (0: the oldest)
+        self._carried: list[Row] = []  # rows wake-ups carried, not sent yet (`wakeups_came`)
+        self._high = 0  # the highest row this session read or sent
+        self._read_at = 0.0  # when the last read began (monotonic)
 
     # --- the lifecycle (the base's) -----------------------------------------------------------
 
@@ -212,6 +216,7 @@ class Relay(ABC):
         self._lock_checked = time.monotonic()
         self._idle = False
         self._drained = False  # a new session reads at once
+        self._carried, self._high = [], 0
         self._listen()  # before the first read: a commit after it wakes the relay
         try:
             self.serve()
@@ -238,6 +243,11 @@ class Relay(ABC):
         after = self.read_after()
         if self._unmarked:  # sent and confirmed: not to be read again
             after = max(after or 0, max(self._unmarked))
+        carried, self._carried = self._carried, []
+        if carried:
+            if self._all_new(carried):
+                return self._send_carried(carried)
+            self._woken = True  # rows it may have read already: read instead
         if self._nothing_new(polled, after or 0):
             # At low load, the turns right after a send, its confirm and its mark: the last read
             # emptied the outbox and no commit woke the relay since. Each read found nothing
@@ -249,6 +259,7 @@ class Relay(ABC):
             return self._idle_for(self.poll_max)
         self._woken = False  # a wake-up from now on may be a row this read does not see
         self._read_after = after or 0
+        self._read_at = time.monotonic()
         try:
             rows = unpublished_rows(self.batch_size, after=after)
         except DatabaseError as exc:
@@ -258,6 +269,7 @@ class Relay(ABC):
             return DATABASE_RETRY
         self._drained = getattr(rows, "drained", False)
         if rows:
+            self._high = max(self._high, rows[-1][0])
             self._idle_pause = self.poll_min
             self.send(rows)
             self._connected()  # the broker took a batch: the next fault retries from the start
@@ -284,9 +296,46 @@ class Relay(ABC):
         return self._until_mark(pause)
 
     def wakeup_came(self) -> None:
-        """A commit woke the relay (taken by `woken`, or by a transport that waits on the
-        waker itself): the next turn reads."""
+        """A wake-up may have come unseen (a lock check's query may take one off the socket):
+        the next turn reads."""
         self._woken = True
+
+    def wakeups_came(self) -> None:
+        """The waker took wake-ups (`woken`, or a transport that waits on the waker itself):
+        if every one of them carried its row, the next turn may send those rows without a read
+        (`_all_new`); otherwise it reads."""
+        carried = self.waker.take_carried()
+        if carried:
+            self._carried.extend(carried)
+        else:
+            self.wakeup_came()
+
+    def _all_new(self, carried: list[Row]) -> bool:
+        """Whether rows that wake-ups carried are all the outbox has that this relay has not
+        read: the last read took every row past its cursor (`_drained`), every wake-up since
+        carried its rows (none asked for a read), and these are above anything read or sent
+        this session — a row at or below may be one a read already sent (its commit raced the
+        read), and a read from the cursor would not see it again: those go to a read. At most
+        a batch of them, and only within `poll_max` of the last read: a row no wake-up
+        announces (written on another database alias, or by hand) is found by a read, and a
+        steady stream of carried rows would otherwise keep the idle poll from ever coming."""
+        return (
+            self._drained
+            and not self._woken
+            and len(carried) <= self.batch_size
+            and min(row[0] for row in carried) > self._high
+            and time.monotonic() - self._read_at < self.poll_max
+        )
+
+    def _send_carried(self, carried: list[Row]) -> float:
+        """Send what the wake-ups carried, as if a read had found it (in id order)."""
+        rows = sorted(carried, key=lambda row: row[0])
+        self._high = rows[-1][0]
+        self.stats.carried += len(rows)
+        self._idle_pause = self.poll_min
+        self.send(rows)
+        self._connected()
+        return 0.0
 
     def _nothing_new(self, polled: bool, after: int) -> bool:
         """Whether this turn can skip its read (from the row `after`): commits wake this relay
@@ -343,7 +392,7 @@ class Relay(ABC):
         self._watch()  # a broken channel: its descriptor is not watched any more
         if not woken:
             return False
-        self.wakeup_came()
+        self.wakeups_came()
         return self._idle or (self.awaiting_confirms() and self.ready_to_read())
 
     def _listen(self) -> None:

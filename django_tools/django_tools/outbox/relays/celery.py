@@ -49,7 +49,7 @@ class CeleryRelay(Relay):
             self._producer = self.app.amqp.Producer(connection)
             while (pause := self.step()) is not None:
                 if self.waker.wait(pause):  # a commit or `request_stop` ends it early
-                    self.wakeup_came()
+                    self.wakeups_came()
         except BaseException:
             connection.collect()  # no closing handshake: the link may be dead
             raise
