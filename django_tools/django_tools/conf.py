@@ -27,8 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_BATCH_BYTES": limits.OUTBOX_BATCH_BYTES,
     "OUTBOX_POLL_MAX": 0.05,
     "OUTBOX_CONFIRM_TIMEOUT": 5.0,
-    #: PostgreSQL: the statements run for every event (the relay's outbox read, the replica's
-    #: apply) as prepared statements of their session (django_tools.db.prepared).
+    #: PostgreSQL: the statements run for every event (the outbox write, the relay's read, the
+    #: replica's apply) as prepared statements of their session (django_tools.db.prepared).
     "DB_PREPARED_STATEMENTS": True,
     #: Seconds published outbox rows are kept before `outbox_prune` removes them.
     "OUTBOX_RETENTION": 3600,

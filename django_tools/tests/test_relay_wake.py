@@ -123,6 +123,16 @@ def test_one_wake_up_per_transaction_and_none_for_a_rolled_back_savepoint():
     assert len(notifies) == (1 if connection.vendor == "postgresql" else 0)
 
 
+def test_the_wake_up_channel_is_named_from_the_secret_key():
+    """A wake-up carries its row: a session that cannot name the channel cannot LISTEN to it."""
+    from django.test import override_settings
+
+    named = wake.channel()
+    assert named.startswith(wake.CHANNEL_PREFIX) and len(named) == len(wake.CHANNEL_PREFIX) + 24
+    with override_settings(SECRET_KEY="another key, " * 5):
+        assert wake.channel() != named
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_one_row_write_wakes_the_relay_with_its_row_as_the_relay_reads_it():
     """PostgreSQL: a `save()` wakes the relay at its commit with the row in the payload, as
@@ -151,7 +161,9 @@ def test_a_one_row_write_wakes_the_relay_with_its_row_as_the_relay_reads_it():
         assert waker.take_carried() is None  # an empty payload: read to find it
 
         with connection.cursor() as cursor:  # any session may NOTIFY: unsigned, it is not a row
-            cursor.execute("SELECT pg_notify(%s, %s)", [wake.CHANNEL, '[1, "book", "{}", "", ""]'])
+            cursor.execute(
+                "SELECT pg_notify(%s, %s)", [wake.channel(), '[1, "book", "{}", "", ""]']
+            )
         assert waker.wait(2)
         assert waker.take_carried() is None
     finally:

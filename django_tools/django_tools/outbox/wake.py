@@ -5,7 +5,7 @@ Two ends, one per process, chosen by the database's vendor:
 
 - the writer's (`after_write`, called by `writer.enqueue` and `services.republish` each time
   they wrote rows): at most one wake-up per transaction, and only if it commits;
-  - PostgreSQL: `NOTIFY` on `CHANNEL` inside the transaction; the server delivers it at commit
+  - PostgreSQL: `NOTIFY` on `channel()` inside the transaction; the server delivers it at commit
     and drops it on rollback (of the transaction, or of the savepoint that issued it). One
     statement per transaction, not per event: a transaction that already notified (its mark is
     in Django's `on_commit` list, which a rolled-back savepoint loses together with its
@@ -36,6 +36,7 @@ database alias, a datagram the kernel refused) costs at most the poll interval
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -50,8 +51,27 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 logger = logging.getLogger("django_tools.outbox")
 
-#: The PostgreSQL channel of the wake-ups.
-CHANNEL = "django_tools_outbox"
+#: What the payloads are signed with (`carried_payload`), salted from the SECRET_KEY.
+_SALT = "django_tools.outbox.wake.carried"
+#: The PostgreSQL channel of the wake-ups is this, then a tag derived from the SECRET_KEY
+#: (`channel`).
+CHANNEL_PREFIX = "django_tools_outbox_"
+
+
+def channel() -> str:
+    """The PostgreSQL channel of the wake-ups: any session may LISTEN on a channel it can name,
+    and a wake-up carries its row (`carried_payload`), body and all; named from the SECRET_KEY,
+    only this project's processes know it (another role sees the relay's `LISTEN` only with
+    `pg_read_all_stats`, and the writers pass it as a parameter). Writers and the relay must
+    share the SECRET_KEY; while they do not (a key being changed), the relay polls."""
+    return _channel(settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _channel(secret: str) -> str:
+    return CHANNEL_PREFIX + salted_hmac(_SALT + ".channel", "", secret=secret).hexdigest()[:24]
+
+
 #: Longest path a UNIX socket address takes (sun_path, with its NUL).
 _MAX_SOCKET_PATH = 107
 
@@ -80,7 +100,7 @@ def after_write(connection) -> None:
         return  # this transaction already wakes the relay
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {CHANNEL}")
+            cursor.execute(f"NOTIFY {channel()}")
         if in_transaction:
             transaction.on_commit(_Wake(None), using=connection.alias)
         return
@@ -128,8 +148,6 @@ def carries(connection) -> bool:
 
 #: PostgreSQL: a NOTIFY's payload must be shorter than this many bytes (the server's limit).
 PAYLOAD_MAX = 8000
-#: What the payloads are signed with (`carried_payload`), salted from the SECRET_KEY.
-_SALT = "django_tools.outbox.wake.carried"
 _MAC_LENGTH = 64  # hex SHA-256
 
 
@@ -307,7 +325,7 @@ class PgWaker(Waker):
         try:
             self._pg = psycopg.connect(**params, autocommit=True)
             limit_idle(self._pg, self.idle_timeout)
-            self._pg.execute(f"LISTEN {CHANNEL}")
+            self._pg.execute(f"LISTEN {channel()}")
         except psycopg.Error as exc:
             logger.warning("cannot LISTEN for wake-ups (%r); polling only", exc)
             self.close()

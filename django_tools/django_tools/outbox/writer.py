@@ -60,7 +60,7 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
             (outbox_id,) = cursor.fetchone()
             row = rows[0]
             payload = wake.carried_payload((outbox_id, row[4], row[5], row[6], row[7]))
-            prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.CHANNEL, payload])
+            prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.channel(), payload])
         elif len(rows) == 1:
             # One change (a REST write, a save): psycopg's executemany runs even one row in
             # pipeline mode, with its own sync, at about twice execute's CPU.

@@ -41,9 +41,9 @@ OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", conf.DEFAULTS["OUTBOX_BATCH_SIZ
 #: ...and at most this many bytes of rows per batch (django_tools.limits).
 OUTBOX_BATCH_BYTES = env_int("OUTBOX_BATCH_BYTES", conf.DEFAULTS["OUTBOX_BATCH_BYTES"])
 OUTBOX_POLL_MAX = env_float("OUTBOX_POLL_MAX", conf.DEFAULTS["OUTBOX_POLL_MAX"])
-#: PostgreSQL: the statements run for every event (the relay's outbox read, the replica's
-#: apply) are prepared, planned once per session; false behind a pooler in transaction mode
-#: that does not keep them (PgBouncer before 1.21).
+#: PostgreSQL: the statements run for every event (the outbox write, the relay's read, the
+#: replica's apply) are prepared, planned once per session; false behind a pooler in
+#: transaction mode that does not keep them (PgBouncer before 1.21).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", conf.DEFAULTS["DB_PREPARED_STATEMENTS"])
 #: Seconds a published batch may wait for the broker's confirms before the relay gives the
 #: connection up and publishes again on a new one. Confirms come in milliseconds (a batch of
