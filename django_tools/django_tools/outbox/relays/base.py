@@ -296,8 +296,8 @@ class Relay(ABC):
         return self._until_mark(pause)
 
     def wakeup_came(self) -> None:
-        """A wake-up may have come unseen (a lock check's query may take one off the socket):
-        the next turn reads."""
+        """A wake-up without its rows came, or may have come unseen (a lock check's query may
+        take one off the socket): the next turn reads."""
         self._woken = True
 
     def wakeups_came(self) -> None:
