@@ -4,7 +4,8 @@ event wait for the relay's next poll.
 Two ends, one per process, chosen by the database's vendor:
 
 - the writer's (`after_write`, called by `writer.enqueue` and `services.republish` each time
-  they wrote rows): at most one wake-up per transaction, and only if it commits;
+  they wrote rows; on PostgreSQL not for a one-row write, which carries its row: below): at
+  most one wake-up per transaction, and only if it commits;
   - PostgreSQL: `NOTIFY` on `channel()` inside the transaction; the server delivers it at commit
     and drops it on rollback (of the transaction, or of the savepoint that issued it). One
     statement per transaction, not per event: a transaction that already notified (its mark is
@@ -61,9 +62,11 @@ CHANNEL_PREFIX = "django_tools_outbox_"
 def channel() -> str:
     """The PostgreSQL channel of the wake-ups: any session may LISTEN on a channel it can name,
     and a wake-up carries its row (`carried_payload`), body and all; named from the SECRET_KEY,
-    only this project's processes know it (another role sees the relay's `LISTEN` only with
-    `pg_read_all_stats`, and the writers pass it as a parameter). Writers and the relay must
-    share the SECRET_KEY; while they do not (a key being changed), the relay polls."""
+    only this project's processes know it. The name is in the text of the relay's `LISTEN` and
+    of a plain `NOTIFY`, which another role sees in `pg_stat_activity` only as a superuser or a
+    member of `pg_read_all_stats`: such a monitoring role could listen, not forge (payloads are
+    signed). A carried wake-up passes it as a parameter. Writers and the relay must share the SECRET_KEY; while they do not (a key being
+    changed), the relay polls."""
     return _channel(settings.SECRET_KEY)
 
 

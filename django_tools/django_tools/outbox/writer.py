@@ -58,8 +58,11 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
             # (`wake.carried_payload`): the relay publishes it without a read.
             prepared.run(cursor, _insert_sql(connection) + " RETURNING id", list(rows[0]))
             (outbox_id,) = cursor.fetchone()
-            row = rows[0]
-            payload = wake.carried_payload((outbox_id, row[4], row[5], row[6], row[7]))
+            written = dict(zip(_COLUMNS, rows[0], strict=True))
+            payload = wake.carried_payload(
+                (outbox_id, written["routing_key"], written["body"], written["correlation_id"],
+                 written["trace_context"])
+            )  # fmt: skip
             prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.channel(), payload])
         elif len(rows) == 1:
             # One change (a REST write, a save): psycopg's executemany runs even one row in
