@@ -65,8 +65,8 @@ def channel() -> str:
     only this project's processes know it. The name is in the text of the relay's `LISTEN` and
     of a plain `NOTIFY`, which another role sees in `pg_stat_activity` only as a superuser or a
     member of `pg_read_all_stats`: such a monitoring role could listen, not forge (payloads are
-    signed). A carried wake-up passes it as a parameter. Writers and the relay must share the SECRET_KEY; while they do not (a key being
-    changed), the relay polls."""
+    signed). A carried wake-up passes it as a parameter. Writers and the relay must share the
+    SECRET_KEY; while they do not (a key being changed), the relay polls."""
     return _channel(settings.SECRET_KEY)
 
 
