@@ -30,7 +30,13 @@ class CommandFailed(Exception):
 
 
 def service_environment(
-    service: str, tmp: Path, rabbitmq_url: str, databases: Databases, **extra: str
+    service: str,
+    tmp: Path,
+    rabbitmq_url: str,
+    databases: Databases,
+    *,
+    declare: bool = True,
+    **extra: str,
 ) -> tuple[dict[str, str], str]:
     """A migrated database of its own for `service` ("produtos" or "feed"), and the environment
     to run it with (its own exchange and, for the feed, queue declared); returns (env, db url)."""
@@ -48,7 +54,8 @@ def service_environment(
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
-    commands = [["migrate", "--noinput"]] + ([["cqrs_declare"]] if service == "feed" else [])
+    declares = service == "feed" and declare
+    commands = [["migrate", "--noinput"]] + ([["cqrs_declare"]] if declares else [])
     for command in commands:
         subprocess.run(
             [sys.executable, "manage.py", *command],

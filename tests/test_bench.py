@@ -47,6 +47,10 @@ def test_bench_json_contract(rabbitmq_url):
     assert set(report["ceiling"]) == {"msgs_per_s"} and report["ceiling"]["msgs_per_s"] > 0
     table = result.stderr  # the readable table, on stderr
     assert "2 run(s) each (median, min–max)" in table
+    # Quorum queues (this broker has them) and the machine's "/" makes untyped queues classic:
+    # every pipeline ran on a private node whose "/" makes stock's queue quorum too.
+    assert 'whose "/" makes untyped queues quorum' in table, table[:2000]
+    assert "quorum queues, " in table and "(stock:" not in table, table[:2000]
     # Median and spread of each pipeline, and its ratios to the ceiling and to stock.
     assert re.search(r"project\s+[\d,]+ \([\d,]+–[\d,]+\)", table), table[-3000:]
     assert re.search(r"project: [\d.]+ of the ceiling, [\d.]+x stock", table), table[-3000:]
@@ -88,3 +92,34 @@ def test_a_steady_run_leaves_its_warm_up_out_of_the_lags(rabbitmq_url, tmp_path)
     )  # fmt: skip
     assert run.n == 25  # every write replicated (and its CPU counted per change)
     assert len(run.lags_ms) == 15 and all(lag > 0 for lag in run.lags_ms)
+
+
+def test_stock_runs_on_the_queue_type_its_brokers_default_vhost_gives_it(rabbitmq_url, tmp_path):
+    """django-cqrs declares its queue without a type (and on "/", whatever vhost its URL names):
+    the machine's "/" makes it classic; on a node whose "/" defaults to quorum — what the bench
+    starts to compare quorum queues like for like — it is quorum, and stock replicates there as
+    on the machine's broker (nothing of ours declares its queue first, with other arguments)."""
+    from apis_lab.bench import pipelines
+    from apis_lab.bench.runner import Progress
+    from apis_lab.broker_objects import untyped_queue_type
+    from apis_lab.databases import Databases
+    from apis_lab.rabbit_nodes import RabbitNode
+
+    assert untyped_queue_type(rabbitmq_url) == "classic"
+    databases = Databases(tmp_path, server_url="", prefix="teststock")
+    workload = pipelines.Workload(n=10, rate=100)
+    run = pipelines.run(
+        pipelines.Stock(), workload, rabbitmq_url, databases, tmp_path, Progress(enabled=False)
+    )
+    assert run.n == 10 and len(run.lags_ms) == 10
+    node = RabbitNode().start()
+    try:
+        node.recreate_vhost("quorum")
+        assert untyped_queue_type(node.url) == "quorum"
+        run = pipelines.run(
+            pipelines.Stock(queue_type="quorum"), workload, node.url, databases, tmp_path,
+            Progress(enabled=False),
+        )  # fmt: skip
+        assert run.n == 10 and len(run.lags_ms) == 10
+    finally:
+        node.stop()

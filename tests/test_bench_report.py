@@ -47,12 +47,16 @@ def test_the_steady_warm_up_is_a_second_of_writes_at_least_20():
     assert steady_warmup(200.0) == 200 and steady_warmup(5.0) == 20
 
 
-def test_the_header_says_stock_runs_on_a_classic_queue_when_the_others_do_not():
+def test_the_header_says_when_stock_runs_on_another_kind_of_queue_than_the_others():
     report = BenchReport(n=3, database="sqlite", queue_type="quorum", consumers=1)
     report.pipelines["stock"] = PipelineResult("stock", [_run([1.0, 2.0, 3.0])])
-    assert "quorum queues (stock: classic, as django-cqrs declares it)" in report.render(None, 1)
-    report.queue_type = "classic"
-    assert "stock: classic" not in report.render(None, 1)
+    assert "quorum queues (stock: classic, as django-cqrs declares it on this broker)" in (
+        report.render(None, 1)
+    )
+    report.stock_queue_type = "quorum"  # the broker's "/" made its untyped queue quorum
+    assert "(stock:" not in report.render(None, 1)
+    report.queue_type = report.stock_queue_type = "classic"
+    assert "(stock:" not in report.render(None, 1)
 
 
 def test_no_steady_run_no_steady_keys():

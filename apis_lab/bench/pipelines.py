@@ -19,6 +19,7 @@ from apis_lab.databases import Databases, ServiceDatabase
 from apis_lab.lab_run import service_environment
 from apis_lab.supervision import ManageProcess
 from django_tools.connectivity import amqp_channel
+from django_tools.env import CLASSIC
 
 WORKERS = "apis_lab.bench.workers"
 STOCK_TRANSPORT = "dj_cqrs.transport.RabbitMQTransport"
@@ -40,6 +41,8 @@ class Pipeline:
     #: Plugins its broker needs beyond AMQP (a peer's `rabbitmq_stomp`): the bench then runs
     #: every pipeline and the ceiling on one private node that has them.
     broker_plugins: ClassVar[tuple[str, ...]] = ()
+    #: The replica's topology is declared (`cqrs_declare`) before its consumer starts.
+    declares: ClassVar[bool] = True
 
     def prepare(self, produtos_env: dict, feed_env: dict, log: Path) -> None:
         """Before any process starts, on fresh databases (a peer migrates its own tables)."""
@@ -74,10 +77,13 @@ class Stock(Pipeline):
 
     name: str = "stock"
     writer: str = "stock"
-    # The stock consumer declares its queue without a type: a classic queue.
-    env: dict[str, str] = field(
-        default_factory=lambda: {"CQRS_TRANSPORT": STOCK_TRANSPORT, "CQRS_QUEUE_TYPE": "classic"}
-    )
+    #: Its consumer declares its own queues, without a type: the broker's "/" vhost decides
+    #: which (`broker_objects.untyped_queue_type`; the bench says which it was).
+    declares: ClassVar[bool] = False
+    queue_type: str = CLASSIC
+
+    def __post_init__(self) -> None:
+        self.env = {"CQRS_TRANSPORT": STOCK_TRANSPORT, "CQRS_QUEUE_TYPE": self.queue_type}
 
     def consumer(self, feed_env, log):
         return ManageProcess.module(
@@ -175,7 +181,9 @@ def run(
     name = pipeline.name
     env = {"LOG_LEVEL": "WARNING", **(extra_env or {}), **pipeline.env}
     progress.show(f"{name}: preparing databases and queues…")
-    feed_env, feed_url = service_environment("feed", workdir, rabbitmq_url, databases, **env)
+    feed_env, feed_url = service_environment(
+        "feed", workdir, rabbitmq_url, databases, declare=pipeline.declares, **env
+    )
     produtos_env, _ = service_environment(
         "produtos", workdir, rabbitmq_url, databases,
         CQRS_EXCHANGE=feed_env["CQRS_EXCHANGE"], **env,

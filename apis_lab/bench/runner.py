@@ -17,6 +17,7 @@ from apis_lab.bench import ceiling, pipelines
 from apis_lab.bench.burst import run_burst
 from apis_lab.bench.pipelines import BenchError, CeleryTasks, Pipeline, Project, Stock, Workload
 from apis_lab.bench.report import BenchReport, PipelineResult
+from apis_lab.broker_objects import untyped_queue_type
 from apis_lab.catalogue import FEED, PRODUTOS
 from apis_lab.databases import Databases
 from apis_lab.peers import PEERS, peer_module
@@ -76,9 +77,9 @@ def steady_warmup(rate: float) -> int:
     return max(20, round(rate * STEADY_WARMUP_S))
 
 
-def _pipeline(name: str, options: BenchOptions) -> Pipeline:
+def _pipeline(name: str, options: BenchOptions, stock_queue_type: str = CLASSIC) -> Pipeline:
     if name == "stock":
-        return Stock()
+        return Stock(queue_type=stock_queue_type)
     if name == "project":
         return Project(consumers=options.consumers)
     if name in PEERS:
@@ -89,24 +90,54 @@ def _pipeline(name: str, options: BenchOptions) -> Pipeline:
 def run(options: BenchOptions) -> BenchReport:
     plugins = tuple(sorted({plugin for name in options.pipelines
                             for plugin in _pipeline(name, options).broker_plugins}))  # fmt: skip
-    if not plugins:
-        return _run(options, _broker_url(), {})
-    # A pipeline needs a plugin the machine's broker lacks (and the lab never enables there):
-    # one private node from the same rabbitmq-server, on this machine, for every pipeline and
-    # the ceiling alike, so that their numbers stay comparable.
+    broker_url = _broker_url()
+    quorum_stock = _stock_wants_quorum_vhost(options, broker_url)
+    if not plugins and not quorum_stock:
+        return _run(options, broker_url, {})
+    # A private node from the same rabbitmq-server, on this machine, for every pipeline and the
+    # ceiling alike, so that their numbers stay comparable: when a pipeline needs a plugin the
+    # machine's broker lacks (and the lab never enables there), and when the queues are quorum
+    # but the broker's "/" makes stock's untyped queue classic (a vhost's default queue type is
+    # set at its creation: the lab never recreates the machine's "/").
+    why = ([f"with {', '.join(plugins)}"] if plugins else []) + (
+        ['whose "/" makes untyped queues quorum (stock\'s too)'] if quorum_stock else []
+    )
+    node = RabbitNode(plugins=plugins)
     try:
-        node = RabbitNode(plugins=plugins).start()
+        node.start()
+        if quorum_stock:
+            node.recreate_vhost(QUORUM)
     except BrokerUnavailable as exc:
-        raise BenchError(f"a private RabbitMQ node with {', '.join(plugins)}: {exc}") from exc
+        node.stop()
+        if plugins:
+            raise BenchError(f"a private RabbitMQ node {' and '.join(why)}: {exc}") from exc
+        sys.stderr.write(
+            f"bench: no private RabbitMQ node ({exc}); stock runs on a classic queue, as "
+            f"django-cqrs declares it on {redact_url(broker_url)}\n"
+        )
+        return _run(options, broker_url, {})
     sys.stderr.write(
-        f"bench: every pipeline and the ceiling on a private RabbitMQ node with "
-        f"{', '.join(plugins)} (127.0.0.1:{node.port})\n"
+        f"bench: every pipeline and the ceiling on a private RabbitMQ node {' and '.join(why)} "
+        f"(127.0.0.1:{node.port})\n"
     )
     try:
         broker_env = {"APIS_LAB_STOMP_PORT": str(node.stomp_port)} if node.stomp_port else {}
         return _run(options, node.url, broker_env)
     finally:
         node.stop()
+
+
+def _stock_wants_quorum_vhost(options: BenchOptions, rabbitmq_url: str) -> bool:
+    """Stock runs beside quorum queues on a broker whose "/" would make its queue classic:
+    django-cqrs declares its queue without a type (and always on "/"), so only the vhost's
+    default puts it on the same kind of queue as the others."""
+    if "stock" not in options.pipelines:
+        return False
+    try:
+        queue_type = options.queue_type or _default_queue_type(rabbitmq_url)
+        return queue_type == QUORUM and untyped_queue_type(rabbitmq_url) != QUORUM
+    except (AMQPError, OSError):
+        return False  # unreachable: `_run` says so
 
 
 def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -> BenchReport:
@@ -118,14 +149,16 @@ def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -
             "infrastructure with `docker compose up -d`"
         ) from exc
     queue_type = options.queue_type or _default_queue_type(rabbitmq_url)
+    stock_queue_type = _stock_queue_type(options, rabbitmq_url)
     extra_env = {"CQRS_QUEUE_TYPE": queue_type, **broker_env}
     server = _postgres_url() if options.database == "postgres" else ""
     workdir = Path(tempfile.mkdtemp(prefix="apis-bench-"))
     databases = Databases(workdir, server_url=server, prefix=f"bench{uuid.uuid4().hex[:4]}")
     progress = Progress(enabled=True)
     report = BenchReport(
-        n=options.n, database=options.database, queue_type=queue_type, consumers=options.consumers
-    )
+        n=options.n, database=options.database, queue_type=queue_type,
+        consumers=options.consumers, stock_queue_type=stock_queue_type,
+    )  # fmt: skip
     try:
         report.ceiling_n = _ceiling_n(options.n)
         throughput = Workload(n=options.n, batch=options.batch, rate=options.rate)
@@ -146,8 +179,8 @@ def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -
                 progress.show(f"{name} ({round_})…")
                 results[name].runs.append(
                     pipelines.run(
-                        _pipeline(name, options), throughput, rabbitmq_url, databases, workdir,
-                        progress, extra_env,
+                        _pipeline(name, options, stock_queue_type), throughput, rabbitmq_url,
+                        databases, workdir, progress, extra_env,
                     )
                 )  # fmt: skip
             rates = ", ".join(
@@ -174,7 +207,8 @@ def _run(options: BenchOptions, rabbitmq_url: str, broker_env: dict[str, str]) -
                 for name in options.pipelines:
                     progress.show(f"{name} steady ({number + 1}/{options.runs})…")
                     report.steady.setdefault(name, PipelineResult(name)).runs.append(
-                        pipelines.run(_pipeline(name, options), steady, rabbitmq_url,
+                        pipelines.run(_pipeline(name, options, stock_queue_type), steady,
+                                      rabbitmq_url,
                                       databases, workdir, progress, extra_env)
                     )  # fmt: skip
         if options.burst:
@@ -201,6 +235,16 @@ def _default_queue_type(rabbitmq_url: str) -> str:
             return QUORUM if supports_quorum(channel) else CLASSIC
     except (AMQPError, OSError):
         return CLASSIC
+
+
+def _stock_queue_type(options: BenchOptions, rabbitmq_url: str) -> str:
+    """The type stock's queue gets on this broker (see `_stock_wants_quorum_vhost`)."""
+    if "stock" not in options.pipelines:
+        return CLASSIC
+    try:
+        return untyped_queue_type(rabbitmq_url)
+    except (AMQPError, OSError) as exc:
+        raise BenchError(f"asking the broker for its default queue type failed: {exc}") from exc
 
 
 def _ceiling_n(n: int) -> int:
