@@ -196,3 +196,32 @@ def test_the_beat_prune_task_removes_what_was_published_long_ago(settings):
     assert [orjson.loads(e.body)["instance_data"]["isbn"] for e in OutboxEvent.objects.all()] == [
         "NEW"
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_marking_published_does_not_wait_for_the_disk_on_postgresql():
+    """A lost mark only sends rows again (the replica applies by revision): on PostgreSQL the
+    relay's own marking transaction commits without waiting for its WAL flush — and never a
+    caller's transaction, whose other writes must stay durable."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_tools.outbox.services import mark_published
+
+    for n in range(3):
+        make(isbn=f"M-{n}")
+    ids = list(OutboxEvent.objects.values_list("id", flat=True))
+    with CaptureQueriesContext(connection) as queries:
+        mark_published(ids[:2])
+    lazy = [q["sql"] for q in queries.captured_queries if "synchronous_commit" in q["sql"]]
+    postgres = connection.vendor == "postgresql"
+    assert len(lazy) == (1 if postgres else 0), queries.captured_queries
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 1
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        mark_published(ids[2:])
+    assert not any("synchronous_commit" in q["sql"] for q in queries.captured_queries)
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    if postgres:  # SET LOCAL: nothing left on the session
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
