@@ -123,3 +123,19 @@ def test_stock_runs_on_the_queue_type_its_brokers_default_vhost_gives_it(rabbitm
         assert run.n == 10 and len(run.lags_ms) == 10
     finally:
         node.stop()
+
+
+def test_the_bench_moves_to_a_quorum_node_only_when_stock_would_otherwise_run_on_classic(
+    rabbitmq_url,
+):
+    """A private node only for a bench with stock, quorum queues, and a broker on this machine
+    whose "/" makes untyped queues classic; a broker elsewhere is what its user measures."""
+    from apis_lab.bench.runner import BenchOptions, _stock_wants_quorum_vhost
+
+    assert _stock_wants_quorum_vhost(BenchOptions(queue_type="quorum"), rabbitmq_url)
+    assert _stock_wants_quorum_vhost(BenchOptions(), rabbitmq_url)  # quorum: this broker has it
+    assert not _stock_wants_quorum_vhost(BenchOptions(queue_type="classic"), rabbitmq_url)
+    without_stock = BenchOptions(queue_type="quorum", pipelines=("project", "celery"))
+    assert not _stock_wants_quorum_vhost(without_stock, rabbitmq_url)
+    elsewhere = "amqp://guest:guest@192.0.2.1:5672/"  # TEST-NET-1: never asked
+    assert not _stock_wants_quorum_vhost(BenchOptions(queue_type="quorum"), elsewhere)

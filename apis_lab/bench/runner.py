@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pika.exceptions import AMQPError
 
@@ -24,6 +25,7 @@ from apis_lab.peers import PEERS, peer_module
 from apis_lab.rabbit_nodes import BrokerUnavailable, RabbitNode
 from django_tools.connectivity import Unreachable, amqp_channel, probe_rabbitmq
 from django_tools.env import DEFAULT_RABBITMQ_URL, redact_url
+from django_tools.exposure import is_loopback_address
 from django_tools.replica.topology import CLASSIC, QUORUM, supports_quorum
 
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -130,8 +132,11 @@ def run(options: BenchOptions) -> BenchReport:
 def _stock_wants_quorum_vhost(options: BenchOptions, rabbitmq_url: str) -> bool:
     """Stock runs beside quorum queues on a broker whose "/" would make its queue classic:
     django-cqrs declares its queue without a type (and always on "/"), so only the vhost's
-    default puts it on the same kind of queue as the others."""
+    default puts it on the same kind of queue as the others. Only for a broker on this machine:
+    one elsewhere is what its user asked to measure, not a node of ours."""
     if "stock" not in options.pipelines:
+        return False
+    if not is_loopback_address(urlsplit(rabbitmq_url.split(",")[0]).hostname):
         return False
     try:
         queue_type = options.queue_type or _default_queue_type(rabbitmq_url)
