@@ -137,5 +137,7 @@ def test_the_bench_moves_to_a_quorum_node_only_when_stock_would_otherwise_run_on
     assert not _stock_wants_quorum_vhost(BenchOptions(queue_type="classic"), rabbitmq_url)
     without_stock = BenchOptions(queue_type="quorum", pipelines=("project", "celery"))
     assert not _stock_wants_quorum_vhost(without_stock, rabbitmq_url)
+    with_a_peer = BenchOptions(queue_type="quorum", pipelines=("stock", "outbox-pattern"))
+    assert not _stock_wants_quorum_vhost(with_a_peer, rabbitmq_url)  # its queues stay classic
     elsewhere = "amqp://guest:guest@192.0.2.1:5672/"  # TEST-NET-1: never asked
     assert not _stock_wants_quorum_vhost(BenchOptions(queue_type="quorum"), elsewhere)

@@ -64,3 +64,27 @@ def test_no_steady_run_no_steady_keys():
     report.pipelines["stock"] = PipelineResult("stock", [_run([1.0, 2.0, 3.0])])
 
     assert "steady_lag_p99_ms" not in report.as_json()["stock"]
+
+
+def test_the_bench_gives_up_on_rows_that_stopped_coming(monkeypatch, tmp_path):
+    """A pipeline that lost messages (a peer library does, with no fault) fails the run once
+    nothing more arrives for STALL_S after its writer finished, not at the whole deadline."""
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    import pytest
+
+    from apis_lab.bench import pipelines
+    from apis_lab.bench.runner import Progress
+
+    monkeypatch.setattr(pipelines, "STALL_S", 0.5)
+    writer = SimpleNamespace(process=subprocess.Popen(["true"]))
+    writer.process.wait(timeout=10)
+    feed = SimpleNamespace(scalar=lambda sql: 7)
+    started = time.monotonic()
+    with pytest.raises(pipelines.BenchError, match="7 of 10 replicated, and no more for 0s"):
+        pipelines._wait_for_replica(
+            "peer", 10, writer, feed, tmp_path / "peer.log", Progress(enabled=False)
+        )
+    assert time.monotonic() - started < 30  # the deadline would have been 120 s

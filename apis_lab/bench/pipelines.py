@@ -244,10 +244,19 @@ def run(
     )
 
 
+#: Seconds without one more row on the replica, once the writer is done, after which the rest
+#: is taken as lost rather than late (a peer library that drops messages would otherwise hold
+#: the bench for the whole deadline: 1,000 s at n=20,000).
+STALL_S = 60.0
+
+
 def _wait_for_replica(name, n, writer, feed_db, log, progress, meter=None) -> None:
     deadline = time.monotonic() + max(120.0, n / 20)
+    last, moved = -1, time.monotonic()
     while True:
         applied = feed_db.scalar("SELECT COUNT(*) FROM bench_applied")
+        if applied != last:
+            last, moved = applied, time.monotonic()
         writing = not cpu.has_exited(writer.process)
         if not writing:
             if meter is not None and "writer" not in meter.stop:
@@ -258,6 +267,11 @@ def _wait_for_replica(name, n, writer, feed_db, log, progress, meter=None) -> No
             raise BenchError(f"the {name} writer failed; see {log}")
         if applied >= n and not writing:
             return
+        if not writing and time.monotonic() - moved > STALL_S:
+            raise BenchError(
+                f"{name}: {applied} of {n} replicated, and no more for {STALL_S:.0f}s after the "
+                f"writer finished; see {log}"
+            )
         if time.monotonic() > deadline:
             raise BenchError(f"{name}: only {applied} of {n} replicated in time; see {log}")
         time.sleep(0.1)
