@@ -5,7 +5,7 @@ Two ends, one per process, chosen by the database's vendor:
 
 - the writer's (`after_write`, called by `writer.enqueue` and `services.republish` each time
   they wrote rows; on PostgreSQL not for a one-row write, which carries its row: below): at
-  most one wake-up per transaction, and only if it commits;
+  most one plain wake-up per transaction, and only if it commits;
   - PostgreSQL: `NOTIFY` on `channel()` inside the transaction; the server delivers it at commit
     and drops it on rollback (of the transaction, or of the savepoint that issued it). One
     statement per transaction, not per event: a transaction that already notified (its mark is
@@ -17,10 +17,14 @@ Two ends, one per process, chosen by the database's vendor:
     payload is the row as the relay's read would return it — the relay publishes it without
     reading the outbox (`base.Relay.step`). A row too large for a payload (8,000 bytes) wakes
     with an empty one;
-  - SQLite: after the commit (`on_commit`), one empty datagram to the relay's UNIX socket
-    beside the database (`var/produtos.relay.wake`, beside `var/produtos.relay.lock`).
-    Non-blocking and best effort: no relay bound there, a stale socket file, a full queue
-    (the relay is busy and has not read its wake-ups yet) — the write does not care;
+  - SQLite: after the commit (`on_commit`), one datagram to the relay's UNIX socket beside the
+    database (`var/produtos.relay.wake`, beside `var/produtos.relay.lock`): empty, or, for a
+    write of one row, the same signed payload as PostgreSQL's. Each carried row is its own
+    `on_commit` callback, registered where the row was written, so that a rolled-back
+    savepoint drops its row's wake-up with it (one callback for the whole transaction would
+    announce a row that never committed). Non-blocking and best effort: no relay bound there,
+    a stale socket file, a full queue (the relay is busy and has not read its wake-ups yet) —
+    the write does not care, and a row whose datagram was lost is found by a read;
 - the relay's (`Waker`, made by `waker_for`): a file descriptor that becomes readable when a
   commit woke it. `base.Relay` owns what happens then (an idle relay reads at once; a busy one
   reads anyway); the transports only wait on the descriptor (`AmqpRelay`: pika's ioloop;
@@ -83,23 +87,33 @@ _MAX_SOCKET_PATH = 107
 
 
 class _Wake:
-    """The `on_commit` callback of a transaction that wrote events, and the mark that it did."""
+    """The `on_commit` callback of a transaction that wrote events, and the mark that it did;
+    with a payload, the wake-up of one row (SQLite)."""
 
-    __slots__ = ("address",)
+    __slots__ = ("address", "payload")
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, payload: bytes = b"") -> None:
         self.address = address  # None: PostgreSQL, whose NOTIFY is already in the transaction
+        self.payload = payload
 
     def __call__(self) -> None:
         if self.address is not None:
-            poke(self.address)
+            poke(self.address, self.payload)
 
 
-def after_write(connection) -> None:
+def after_write(connection, carried: str = "") -> None:
     """`connection`'s transaction wrote outbox rows: wake the relay when it commits (once per
-    transaction). Never fails the write because of the relay."""
+    transaction; on SQLite, once more for each one-row write whose row `carried` holds, as
+    `carried_payload` made it). Never fails the write because of the relay."""
     in_transaction = connection.in_atomic_block
-    if in_transaction and any(isinstance(entry[1], _Wake) for entry in connection.run_on_commit):
+    if carried and connection.vendor != "postgresql":
+        address = local_address(connection)
+        if address is not None:
+            transaction.on_commit(_Wake(address, carried.encode()), using=connection.alias)
+        return
+    if in_transaction and any(
+        isinstance(entry[1], _Wake) and not entry[1].payload for entry in connection.run_on_commit
+    ):
         return  # this transaction already wakes the relay
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -128,7 +142,7 @@ def local_address(connection) -> str | None:
 _sender: socket.socket | None = None
 
 
-def poke(address: str) -> None:
+def poke(address: str, payload: bytes = b"") -> None:
     """One datagram to the relay's socket; whatever goes wrong is the poll's to make up."""
     global _sender
     try:
@@ -136,7 +150,7 @@ def poke(address: str) -> None:
             sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sender.setblocking(False)
             _sender = sender
-        _sender.sendto(b"", address)
+        _sender.sendto(payload, address)
     except OSError:
         # ENOENT/ECONNREFUSED: no relay listens; EAGAIN: its queue is full, so it has
         # wake-ups to read already.
@@ -145,11 +159,12 @@ def poke(address: str) -> None:
 
 def carries(connection) -> bool:
     """Whether a one-row write on `connection` wakes the relay with its row
-    (`carried_payload`)."""
-    return connection.vendor == "postgresql"
+    (`carried_payload`): on PostgreSQL, and on SQLite where the relay has a socket."""
+    return connection.vendor == "postgresql" or local_address(connection) is not None
 
 
-#: PostgreSQL: a NOTIFY's payload must be shorter than this many bytes (the server's limit).
+#: PostgreSQL: a NOTIFY's payload must be shorter than this many bytes (the server's limit);
+#: SQLite's datagrams keep to it too.
 PAYLOAD_MAX = 8000
 _MAC_LENGTH = 64  # hex SHA-256
 
@@ -181,6 +196,12 @@ class Waker:
 
     This base class never wakes (a database without wake-ups: the relay only polls); `wait` and
     `interrupt` work for every kind."""
+
+    #: The database gives ids in commit order and without gaps (SQLite: one writer at a time,
+    #: AUTOINCREMENT rolled back with its transaction), and wake-ups can be lost (a datagram
+    #: queue holds 10 by default): carried rows that skip an id skipped a wake-up, whose row
+    #: a read finds.
+    gapless: bool = False
 
     def __init__(self) -> None:
         self._interrupt_r, self._interrupt_w = socket.socketpair()
@@ -253,6 +274,8 @@ class Waker:
 class LocalWaker(Waker):
     """SQLite: a UNIX datagram socket beside the database, which the writers poke."""
 
+    gapless = True
+
     def __init__(self, address: str) -> None:
         super().__init__()
         self.address = address
@@ -287,9 +310,9 @@ class LocalWaker(Waker):
             return woken
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
-                self._socket.recv(1)
+                # Whole datagrams: one larger than the buffer would be cut, and then not a row.
+                self._took(self._socket.recv(PAYLOAD_MAX) or None)
                 woken = True
-                self._took(None)  # a datagram carries no row
         return woken
 
     def close(self) -> None:

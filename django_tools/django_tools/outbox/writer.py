@@ -54,8 +54,9 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
     # PostgreSQL: a prepared statement, planned once per session (django_tools.db.prepared).
     with prepared.cursor(connection) as cursor:
         if carried:
-            # One change on PostgreSQL: its row, then the relay's wake-up with the row in it
-            # (`wake.carried_payload`): the relay publishes it without a read.
+            # One change: its row, then the relay's wake-up with the row in it
+            # (`wake.carried_payload`; PostgreSQL: in the transaction, SQLite: at the commit):
+            # the relay publishes it without a read.
             prepared.run(cursor, _insert_sql(connection) + " RETURNING id", list(rows[0]))
             (outbox_id,) = cursor.fetchone()
             written = dict(zip(_COLUMNS, rows[0], strict=True))
@@ -63,7 +64,8 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
                 (outbox_id, written["routing_key"], written["body"], written["correlation_id"],
                  written["trace_context"])
             )  # fmt: skip
-            prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.channel(), payload])
+            if connection.vendor == "postgresql":
+                prepared.run(cursor, "SELECT pg_notify(%s, %s)", [wake.channel(), payload])
         elif len(rows) == 1:
             # One change (a REST write, a save): psycopg's executemany runs even one row in
             # pipeline mode, with its own sync, at about twice execute's CPU.
@@ -72,6 +74,8 @@ def enqueue(payloads: list[TransportPayload], using: str | None = None) -> None:
             cursor.executemany(_insert_sql(connection), rows)
     if not carried:
         wake.after_write(connection)  # the relay reads at commit, not at its next poll
+    elif connection.vendor != "postgresql":
+        wake.after_write(connection, carried=payload)  # SQLite: a datagram at the commit
     for payload in payloads:
         metrics.OUTBOX_WRITTEN.labels(payload.cqrs_id, payload.signal_type).inc()
         if payload.correlation_id:

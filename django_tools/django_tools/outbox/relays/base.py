@@ -318,13 +318,21 @@ class Relay(ABC):
         read), and a read from the cursor would not see it again: those go to a read. At most
         a batch of them, and only within `poll_max` of the last read: a row no wake-up
         announces (written on another database alias, or by hand) is found by a read, and a
-        steady stream of carried rows would otherwise keep the idle poll from ever coming."""
+        steady stream of carried rows would otherwise keep the idle poll from ever coming.
+        Where ids come in commit order without gaps (`Waker.gapless`: SQLite, whose wake-ups
+        are datagrams a full queue drops), the rows must follow the highest one on, id after
+        id: a gap is a row whose wake-up was lost."""
+        ids = sorted(row[0] for row in carried)
         return (
             self._drained
             and not self._woken
             and len(carried) <= self.batch_size
-            and min(row[0] for row in carried) > self._high
+            and ids[0] > self._high
             and time.monotonic() - self._read_at < self.poll_max
+            and (
+                not getattr(self.waker, "gapless", False)
+                or ids == list(range(self._high + 1, self._high + 1 + len(ids)))
+            )
         )
 
     def _send_carried(self, carried: list[Row]) -> float:
