@@ -39,7 +39,11 @@ def put_letters(url: str, queue: str, count: int, *, confirm_each: bool = True) 
             channel.basic_publish(
                 "", queue, body, pika.BasicProperties(delivery_mode=2, headers=SIGNATURE)
             )
-    wait_until(lambda: queue_depth(url, queue) == count, what=f"{count} letters in {queue}")
+    # Unconfirmed publishes land when the broker gets to them: with CI's six pytest processes on
+    # two cores, 800 of them onto a quorum queue once took longer than 10 s.
+    wait_until(
+        lambda: queue_depth(url, queue) == count, timeout=60, what=f"{count} letters in {queue}"
+    )
     return bodies
 
 
