@@ -4,8 +4,8 @@ event wait for the relay's next poll.
 Two ends, one per process, chosen by the database's vendor:
 
 - the writer's (`after_write`, called by `writer.enqueue` and `services.republish` each time
-  they wrote rows; on PostgreSQL not for a one-row write, which carries its row: below): at
-  most one plain wake-up per transaction, and only if it commits;
+  they wrote rows; a one-row write carries its row instead: below): at most one plain
+  wake-up per transaction, and only if it commits;
   - PostgreSQL: `NOTIFY` on `channel()` inside the transaction; the server delivers it at commit
     and drops it on rollback (of the transaction, or of the savepoint that issued it). One
     statement per transaction, not per event: a transaction that already notified (its mark is
@@ -153,7 +153,7 @@ def poke(address: str, payload: bytes = b"") -> None:
         _sender.sendto(payload, address)
     except OSError:
         # ENOENT/ECONNREFUSED: no relay listens; EAGAIN: its queue is full, so it has
-        # wake-ups to read already.
+        # wake-ups to read already (a row's lost here shows as a gap: `Waker.gapless`).
         pass
 
 

@@ -330,7 +330,7 @@ class Relay(ABC):
             and ids[0] > self._high
             and time.monotonic() - self._read_at < self.poll_max
             and (
-                not getattr(self.waker, "gapless", False)
+                not self.waker.gapless
                 or ids == list(range(self._high + 1, self._high + 1 + len(ids)))
             )
         )
